@@ -1,0 +1,275 @@
+//! Event types shared by the kernel programs and the collector.
+//!
+//! Every record on the ring buffer is an [`Event<T>`]: a common [`Header`]
+//! followed by one payload. The header's `kind` says which payload follows,
+//! so the collector can decode without knowing which program sent it.
+//! Everything here is `#[repr(C)]`, fixed-size and free of pointers.
+#![no_std]
+
+/// Depth of user stacks captured with a failure: deep enough to reach from
+/// libc's clone wrapper through a pool library into the application.
+pub const MAX_STACK: usize = 32;
+/// Length of the exec'ed file name kept from `sched_process_exec`.
+pub const FILENAME_LEN: usize = 256;
+pub const COMM_LEN: usize = 16;
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    CloneFailed = 1,
+    PthreadCreateFailed = 2,
+    RlimitChange = 3,
+    OomVictim = 4,
+    ProcessFork = 5,
+    ProcessExec = 6,
+    ProcessExit = 7,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::CloneFailed,
+            2 => Self::PthreadCreateFailed,
+            3 => Self::RlimitChange,
+            4 => Self::OomVictim,
+            5 => Self::ProcessFork,
+            6 => Self::ProcessExec,
+            7 => Self::ProcessExit,
+            _ => return None,
+        })
+    }
+}
+
+/// The thread-creating call that failed. Also the `api` part of the exact
+/// failure counters' key.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    PthreadCreate = 1,
+    Clone = 2,
+    Clone3 = 3,
+    Fork = 4,
+    Vfork = 5,
+}
+
+impl Api {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::PthreadCreate,
+            2 => Self::Clone,
+            3 => Self::Clone3,
+            4 => Self::Fork,
+            5 => Self::Vfork,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PthreadCreate => "pthread_create",
+            Self::Clone => "clone",
+            Self::Clone3 => "clone3",
+            Self::Fork => "fork",
+            Self::Vfork => "vfork",
+        }
+    }
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RlimitApi {
+    Setrlimit = 1,
+    Prlimit64 = 2,
+}
+
+/// Fields every event carries. `tgid`/`tid` are the task that ran the probe:
+/// for an OOM kill that is the allocating (triggering) task, not the victim.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: u32,
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns); the collector maps it to wall time.
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// cgroup v2 id of the task; 0 where only v1 is in use.
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event<T> {
+    pub header: Header,
+    pub payload: T,
+}
+
+/// User stack instruction pointers, innermost first, as the kernel's frame
+/// pointer walk found them. `len` entries are valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UserStack {
+    pub len: u32,
+    pub _pad: u32,
+    pub ips: [u64; MAX_STACK],
+}
+
+/// clone/clone3/fork/vfork returned an error outside pthread_create.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CloneFailed {
+    pub api: u32,
+    /// Positive errno.
+    pub errno: i32,
+    pub stack: UserStack,
+}
+
+/// pthread_create returned non-zero. If a clone syscall failed inside it,
+/// that syscall and its errno are folded in here instead of a second event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PthreadCreateFailed {
+    /// pthread_create's return value: a positive errno.
+    pub ret: i32,
+    /// errno of the clone syscall that failed inside this call, 0 if none did
+    /// (the thread's stack or TLS could not be set up).
+    pub clone_errno: i32,
+    /// [`Api`] of that syscall, 0 if none.
+    pub clone_api: u32,
+    pub _pad: u32,
+    /// Return address into the code that called pthread_create.
+    pub caller: u64,
+    /// The start_routine argument: tells whose thread it would have been.
+    pub start_routine: u64,
+    /// Stack at pthread_create's return: starts at `caller`.
+    pub stack: UserStack,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rlimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// RLIM_INFINITY as the kernel reports it.
+pub const RLIM_INFINITY: u64 = u64::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RlimitChange {
+    pub api: u32,
+    pub resource: u32,
+    /// 0 means the caller itself.
+    pub target_pid: i32,
+    /// 0 or a negative errno.
+    pub result: i32,
+    pub has_new: u32,
+    pub has_old: u32,
+    pub new: Rlimit,
+    pub old: Rlimit,
+}
+
+/// oom:mark_victim. Fields other than `victim_pid` are present only when
+/// the kernel's tracepoint carries them (`has_detail`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomVictim {
+    pub victim_pid: u32,
+    pub has_detail: u32,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+    pub total_vm_pages: u64,
+    pub anon_rss_pages: u64,
+    pub file_rss_pages: u64,
+    pub shmem_rss_pages: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A new process (not a thread). The header is the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessFork {
+    pub child_pid: u32,
+    pub _pad: u32,
+    pub clone_flags: u64,
+}
+
+/// The header's tgid exec'ed `filename`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessExec {
+    pub old_pid: u32,
+    pub _pad: u32,
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// The last thread of the header's tgid exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessExit {
+    /// task_struct.exit_code: `status << 8` for exit(), the signal number
+    /// (| 0x80 for a core dump) for a fatal signal. -1 if unknown.
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// Key of the exact failure counters: counted in the kernel on every
+/// failure, whether or not the ring buffer had room for the event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FailureKey {
+    pub tgid: u32,
+    pub api: u32,
+    pub errno: i32,
+    pub _pad: u32,
+}
+
+/// Indexes into the per-CPU `STATS` array.
+pub mod stat {
+    /// Ring buffer had no room: the event was dropped (its count was not).
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// FAILURES map was full: the failure went to `FAILURES_OVERFLOW` only.
+    pub const FAILURES_OVERFLOW: u32 = 1;
+    /// In-flight pthread_create table full: correlation skipped.
+    pub const INFLIGHT_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Offsets resolved at load time (tracefs format files, BTF) so the kernel
+/// programs follow the running kernel's layout instead of a compiled guess.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Offsets into oom:mark_victim's record; u32::MAX when absent.
+    pub oom_comm: u32,
+    pub oom_total_vm: u32,
+    pub oom_anon_rss: u32,
+    pub oom_file_rss: u32,
+    pub oom_shmem_rss: u32,
+    pub oom_uid: u32,
+    pub oom_score_adj: u32,
+    /// Offset of sched_process_exit's `group_dead`; u32::MAX when absent
+    /// (then the exit of the thread whose tid == tgid ends the process).
+    pub exit_group_dead: u32,
+    /// Offset of task_struct.exit_code from BTF; u32::MAX when unknown.
+    pub task_exit_code: u32,
+    /// task_struct.signal and signal_struct.rlim from BTF: the limits in
+    /// force before a setrlimit, which the syscall does not return.
+    pub task_signal: u32,
+    pub signal_rlim: u32,
+    pub _pad: u32,
+}
+
+pub const ABSENT: u32 = u32::MAX;
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data, repr(C), no padding holes left implicit.
+    unsafe impl aya::Pod for FailureKey {}
+    unsafe impl aya::Pod for Config {}
+}

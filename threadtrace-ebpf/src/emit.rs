@@ -1,0 +1,98 @@
+//! What every probe does the same way: fill the header, count, reserve.
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::bpf_get_stack,
+    },
+    maps::ring_buf::RingBufEntry,
+    EbpfContext,
+};
+use threadtrace_common::{stat, Event, EventKind, FailureKey, Header, UserStack, MAX_STACK};
+
+use crate::maps::{EVENTS, FAILURES, STATS};
+
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(v) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *v += 1 };
+    }
+}
+
+/// Counts one failure exactly, whatever happens to its event.
+#[inline(always)]
+pub fn count_failure(tgid: u32, api: u32, errno: i32) {
+    let key = FailureKey {
+        tgid,
+        api,
+        errno,
+        _pad: 0,
+    };
+    for _ in 0..2 {
+        if let Some(v) = FAILURES.get_ptr_mut(&key) {
+            // SAFETY: per-CPU value.
+            unsafe { *v += 1 };
+            return;
+        }
+        // Another CPU may insert the same key between our lookup and insert:
+        // then the insert fails with EEXIST and the second lookup finds it.
+        if FAILURES.insert(&key, &1, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
+    }
+    bump(stat::FAILURES_OVERFLOW);
+}
+
+#[inline(always)]
+pub fn fill_header(h: &mut Header, kind: EventKind) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    h.kind = kind as u32;
+    // SAFETY: helpers without preconditions.
+    unsafe {
+        h.cpu = bpf_get_smp_processor_id();
+        h.ktime_ns = bpf_ktime_get_ns();
+        h.cgroup_id = bpf_get_current_cgroup_id();
+    }
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Reserves an `Event<T>` with its header filled; counts a drop when the
+/// ring buffer is full.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
+    match EVENTS.reserve::<Event<T>>(0) {
+        Some(mut entry) => {
+            // SAFETY: the header is written in full before submit.
+            let ev = unsafe { &mut *entry.as_mut_ptr() };
+            fill_header(&mut ev.header, kind);
+            Some(entry)
+        }
+        None => {
+            bump(stat::RINGBUF_DROPS);
+            None
+        }
+    }
+}
+
+/// The user stack by frame pointers, innermost first.
+#[inline(always)]
+pub fn user_stack<C: EbpfContext>(ctx: &C, stack: &mut UserStack) {
+    // SAFETY: `ips` is a writable buffer of the size passed.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            stack.ips.as_mut_ptr().cast(),
+            (MAX_STACK * 8) as u32,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    stack.len = if n > 0 { (n as u32) / 8 } else { 0 };
+    stack._pad = 0;
+}

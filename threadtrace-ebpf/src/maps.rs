@@ -1,0 +1,73 @@
+//! Maps shared by the probes. Names are the contract with the collector
+//! (threadtrace/src/probes.rs).
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    Global,
+};
+use threadtrace_common::{stat, Config, FailureKey, Rlimit};
+
+/// Set by the collector at load time from tracefs formats and BTF.
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<Config> = Global::new(Config {
+    oom_comm: u32::MAX,
+    oom_total_vm: u32::MAX,
+    oom_anon_rss: u32::MAX,
+    oom_file_rss: u32::MAX,
+    oom_shmem_rss: u32::MAX,
+    oom_uid: u32::MAX,
+    oom_score_adj: u32::MAX,
+    exit_group_dead: u32::MAX,
+    task_exit_code: u32::MAX,
+    task_signal: u32::MAX,
+    signal_rlim: u32::MAX,
+    _pad: 0,
+});
+
+/// Events for the collector. Sized for bursts of a few tens of thousands of
+/// failures; beyond that events are dropped and counted, counts are exact.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Exact failure counts per (tgid, api, errno), on every failure.
+#[map]
+pub static FAILURES: PerCpuHashMap<FailureKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Health counters, indexed by `threadtrace_common::stat`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// A pthread_create under way on a thread (key: tid).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InflightThread {
+    pub caller: u64,
+    pub start_routine: u64,
+    pub clone_errno: i32,
+    pub clone_api: u32,
+}
+
+/// LRU so that a thread killed inside pthread_create cannot leak an entry.
+#[map]
+pub static PTHREAD_INFLIGHT: LruHashMap<u32, InflightThread> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// A setrlimit/prlimit64 under way (key: tid): what the entry saw.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InflightRlimit {
+    pub api: u32,
+    pub resource: u32,
+    pub target_pid: i32,
+    pub has_new: u32,
+    pub new: Rlimit,
+    /// The limit in force at entry, when the caller targets itself.
+    pub has_old: u32,
+    pub _pad: u32,
+    pub old: Rlimit,
+    /// Where the kernel writes the old value back (prlimit64), or 0.
+    pub old_ptr: u64,
+}
+
+#[map]
+pub static RLIMIT_INFLIGHT: HashMap<u32, InflightRlimit> = HashMap::with_max_entries(1024, 0);

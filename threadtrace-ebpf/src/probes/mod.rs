@@ -1,0 +1,8 @@
+//! One module per kernel hook.
+mod clone;
+mod oom_mark_victim;
+mod process_exec;
+mod process_exit;
+mod process_fork;
+mod pthread_create;
+mod rlimit;

@@ -1,0 +1,126 @@
+//! Command line.
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "threadtrace",
+    version,
+    about = "See why threads and processes fail to start: failed pthread_create/clone/fork, \
+             rlimit changes and OOM kills, host-wide, with eBPF.",
+    long_about = None,
+    after_help = "Examples:\n  \
+      sudo threadtrace record                      watch the whole host, readable lines\n  \
+      sudo threadtrace record --json -o inc.trace  JSON lines on stdout, keep a trace file\n  \
+      sudo threadtrace record -d 60s --comm python3\n  \
+      threadtrace report inc.trace                 postmortem summary of a trace file\n  \
+      sudo threadtrace doctor                      can this host run threadtrace?"
+)]
+pub struct Cli {
+    /// More output on stderr: -v info and kernel-side logs, -vv debug.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Record failures, limit changes and OOM kills until Ctrl-C, SIGTERM or --duration.
+    ///
+    /// Prints one line per event and a summary with exact counts at the end.
+    /// Needs root (or CAP_BPF + CAP_PERFMON).
+    Record(RecordArgs),
+    /// Check that this host has what threadtrace needs, and say how to fix what is missing.
+    Doctor,
+    /// Summarize a trace file written by `record -o`.
+    Report {
+        /// Trace file.
+        file: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordArgs {
+    /// One JSON object per line: first `started`, last `summary`.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a trace file (mode 0600) for `threadtrace report`.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Stop after this long, e.g. 30s, 5m, 1h.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Only report these processes (repeatable). The trace file keeps everything.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only report processes with this command name (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Also print process fork, exec and exit events.
+    #[arg(long)]
+    pub lifecycle: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m)"))?
+        }
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn record_flags() {
+        let c = Cli::try_parse_from([
+            "threadtrace",
+            "record",
+            "--json",
+            "-o",
+            "x.trace",
+            "-d",
+            "5s",
+            "-p",
+            "1",
+            "-p",
+            "2",
+            "--comm",
+            "a",
+        ])
+        .unwrap();
+        let Command::Record(r) = c.command else {
+            panic!()
+        };
+        assert!(r.json);
+        assert_eq!(r.pids, vec![1, 2]);
+        assert_eq!(r.comms, vec!["a"]);
+        assert!(Cli::try_parse_from(["threadtrace", "record", "-p", "abc"]).is_err());
+    }
+}

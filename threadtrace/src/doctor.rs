@@ -1,0 +1,127 @@
+//! `threadtrace doctor`: can this host run threadtrace, and if not, what to
+//! do about it, in plain words.
+use std::path::Path;
+
+use crate::{kernel, privileges};
+
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    /// What to do when not ok.
+    pub fix: Option<String>,
+}
+
+fn check(name: &str, ok: bool, detail: impl Into<String>, fix: &str) -> Check {
+    Check {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+        fix: (!ok).then(|| fix.to_string()),
+    }
+}
+
+fn kernel_version() -> Option<(u32, u32)> {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut it = r.trim().split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+pub fn run() -> Vec<Check> {
+    let mut out = Vec::new();
+    let caps = privileges::effective_caps();
+    let root = privileges::can_trace(caps);
+    out.push(check(
+        "privileges",
+        root,
+        if root {
+            "can load eBPF programs"
+        } else {
+            "no CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN"
+        },
+        "run threadtrace with sudo",
+    ));
+    let kv = kernel_version();
+    let kv_ok = kv.is_some_and(|v| v >= (5, 8));
+    out.push(check(
+        "kernel",
+        kv_ok,
+        kv.map(|(a, b)| format!("{a}.{b}"))
+            .unwrap_or_else(|| "unknown".into()),
+        "threadtrace needs Linux 5.8 or newer (BPF ring buffer)",
+    ));
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    out.push(check(
+        "BTF",
+        btf,
+        if btf { "/sys/kernel/btf/vmlinux" } else { "absent" },
+        "without BTF, exit codes and the limits in force before a change are not reported; a kernel with CONFIG_DEBUG_INFO_BTF=y has it",
+    ));
+    let mut tracefs_ok = kernel::tracefs::is_mounted();
+    let mut tracefs_detail = "mounted at /sys/kernel/tracing".to_string();
+    if !tracefs_ok && root {
+        match kernel::tracefs::ensure_mounted() {
+            Ok(_) => {
+                tracefs_ok = true;
+                tracefs_detail = "was not mounted; mounted it at /sys/kernel/tracing".into();
+            }
+            Err(e) => tracefs_detail = e.to_string(),
+        }
+    } else if !tracefs_ok {
+        tracefs_detail = "not mounted (threadtrace mounts it when run as root)".into();
+    }
+    out.push(check(
+        "tracefs",
+        tracefs_ok,
+        tracefs_detail,
+        "sudo mount -t tracefs nodev /sys/kernel/tracing",
+    ));
+    if tracefs_ok {
+        for &(_, cat, name) in kernel::TRACEPOINTS {
+            let ok = kernel::tracefs::tracepoint_exists(cat, name);
+            out.push(check(
+                &format!("tracepoint {cat}:{name}"),
+                ok,
+                if ok { "present" } else { "missing" },
+                "this kernel lacks the tracepoint (CONFIG_FTRACE_SYSCALLS for syscalls:*)",
+            ));
+        }
+    }
+    let uprobe = Path::new("/sys/bus/event_source/devices/uprobe").exists();
+    out.push(check(
+        "uprobes",
+        uprobe,
+        if uprobe { "supported" } else { "no uprobe PMU" },
+        "the kernel needs CONFIG_UPROBE_EVENTS=y to see pthread_create failures",
+    ));
+    let libcs = kernel::libc_targets::in_root(Path::new("/"), None);
+    out.push(check(
+        "libc",
+        !libcs.is_empty(),
+        libcs.iter().map(|f| f.display.clone()).collect::<Vec<_>>().join(", "),
+        "no glibc or musl found in the usual places: pthread_create failures will only show as clone failures",
+    ));
+    out
+}
+
+pub fn render(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        s.push_str(&format!(
+            "{:<4} {:<40} {}\n",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        ));
+        if let Some(fix) = &c.fix {
+            s.push_str(&format!("     → {fix}\n"));
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        s.push_str("all checks passed: `sudo threadtrace record` will work here.");
+    } else {
+        s.push_str(&format!("{failed} check(s) failed; see the → lines."));
+    }
+    s
+}

@@ -1,0 +1,126 @@
+//! Process lifecycle: fork, exec, exit. These keep the process table true;
+//! they are reported with `--lifecycle` and always kept in trace files.
+use serde::{Deserialize, Serialize};
+use threadtrace_common::{
+    Event, ProcessExec as RawExec, ProcessExit as RawExit, ProcessFork as RawFork,
+};
+
+use super::{cstr, Context, Task};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessFork {
+    /// The parent.
+    #[serde(flatten)]
+    pub task: Task,
+    pub child_pid: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessExec {
+    #[serde(flatten)]
+    pub task: Task,
+    pub filename: String,
+    pub ppid: Option<u32>,
+    pub cmdline: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessExit {
+    #[serde(flatten)]
+    pub task: Task,
+    /// exit() status, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// Fatal signal ("SIGKILL", ...), when one ended it.
+    pub signal: Option<String>,
+    pub core_dumped: bool,
+    pub ppid: Option<u32>,
+    pub cmdline: Option<String>,
+}
+
+pub fn fork(e: &Event<RawFork>, ctx: &mut Context) -> ProcessFork {
+    let task = ctx.task(&e.header);
+    ctx.procs
+        .on_fork(e.header.tgid, e.payload.child_pid, e.header.uid, &task.comm);
+    ProcessFork {
+        task,
+        child_pid: e.payload.child_pid,
+    }
+}
+
+pub fn exec(e: &Event<RawExec>, ctx: &mut Context) -> ProcessExec {
+    let task = ctx.task(&e.header);
+    let filename = cstr(&e.payload.filename);
+    ctx.procs.on_exec(task.pid, &filename, &task.comm, task.uid);
+    let p = ctx.procs.get(task.pid);
+    ProcessExec {
+        ppid: p.map(|p| p.ppid),
+        cmdline: p.and_then(|p| p.cmdline.clone()),
+        task,
+        filename,
+    }
+}
+
+pub fn exit(e: &Event<RawExit>, ctx: &mut Context) -> ProcessExit {
+    let task = ctx.task(&e.header);
+    let code = e.payload.exit_code;
+    let (exit_code, signal, core_dumped) = split_exit_code(code);
+    let p = ctx.procs.get(task.pid);
+    let out = ProcessExit {
+        ppid: p.map(|p| p.ppid),
+        cmdline: p.and_then(|p| p.cmdline.clone()),
+        task,
+        exit_code,
+        signal,
+        core_dumped,
+    };
+    ctx.procs.on_exit(out.task.pid, code);
+    out
+}
+
+/// task_struct.exit_code → (status, signal, core dumped).
+pub fn split_exit_code(code: i32) -> (Option<i32>, Option<String>, bool) {
+    if code < 0 {
+        return (None, None, false);
+    }
+    let sig = code & 0x7f;
+    if sig != 0 {
+        (None, Some(signal_name(sig)), code & 0x80 != 0)
+    } else {
+        (Some((code >> 8) & 0xff), None, false)
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    let n = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("SIG{sig}"),
+    };
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(split_exit_code(3 << 8), (Some(3), None, false));
+        assert_eq!(split_exit_code(9), (None, Some("SIGKILL".into()), false));
+        assert_eq!(
+            split_exit_code(11 | 0x80),
+            (None, Some("SIGSEGV".into()), true)
+        );
+        assert_eq!(split_exit_code(-1), (None, None, false));
+    }
+}

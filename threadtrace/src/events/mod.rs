@@ -1,0 +1,120 @@
+//! The events threadtrace reports: one module per event type, each with its
+//! JSON shape (the contract of `record --json`) and its enrichment from the
+//! kernel's raw record. `decode` turns ring-buffer bytes into raw records.
+pub mod decode;
+pub mod lifecycle;
+pub mod names;
+pub mod oom_kill;
+pub mod rlimit_change;
+pub mod session;
+pub mod thread_create_failed;
+
+use serde::{Deserialize, Serialize};
+
+pub use lifecycle::{ProcessExec, ProcessExit, ProcessFork};
+pub use oom_kill::OomKill;
+pub use rlimit_change::RlimitChange;
+pub use session::{Started, Summary};
+pub use thread_create_failed::ThreadCreateFailed;
+
+/// One line of `record --json`, one record of a trace file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Started(Started),
+    ThreadCreateFailed(ThreadCreateFailed),
+    RlimitChange(RlimitChange),
+    OomKill(OomKill),
+    ProcessFork(ProcessFork),
+    ProcessExec(ProcessExec),
+    ProcessExit(ProcessExit),
+    Summary(Summary),
+}
+
+impl Record {
+    pub fn task(&self) -> Option<&Task> {
+        match self {
+            Record::ThreadCreateFailed(e) => Some(&e.task),
+            Record::RlimitChange(e) => Some(&e.task),
+            Record::OomKill(e) => Some(&e.task),
+            Record::ProcessFork(e) => Some(&e.task),
+            Record::ProcessExec(e) => Some(&e.task),
+            Record::ProcessExit(e) => Some(&e.task),
+            Record::Started(_) | Record::Summary(_) => None,
+        }
+    }
+
+    /// Lifecycle records feed the process table; they are printed only on
+    /// request, so that failures are not lost in a flood of execs.
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            Record::ProcessFork(_) | Record::ProcessExec(_) | Record::ProcessExit(_)
+        )
+    }
+}
+
+/// Fields every event carries: the task the event is about.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Task {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub uid: u32,
+}
+
+/// A NUL-padded kernel string.
+pub fn cstr(bytes: &[u8]) -> String {
+    let n = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..n]).into_owned()
+}
+
+/// What enrichment needs: the process table and the clock.
+pub struct Context {
+    pub procs: crate::proctable::ProcTable,
+    pub clock: crate::clock::Clock,
+    pub page_size: u64,
+}
+
+impl Context {
+    pub fn new(procs: crate::proctable::ProcTable) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        Context {
+            procs,
+            clock: crate::clock::Clock::new(),
+            page_size,
+        }
+    }
+
+    fn task(&self, h: &threadtrace_common::Header) -> Task {
+        Task {
+            time: self.clock.rfc3339(h.ktime_ns),
+            pid: h.tgid,
+            tid: h.tid,
+            comm: cstr(&h.comm),
+            uid: h.uid,
+        }
+    }
+}
+
+/// A kernel record as a reported event; lifecycle records also update the
+/// process table, before (fork, exec) or after (exit) they are described.
+pub fn enrich(raw: decode::Raw, ctx: &mut Context) -> Record {
+    use decode::Raw;
+    match raw {
+        Raw::CloneFailed(e) => {
+            Record::ThreadCreateFailed(thread_create_failed::from_clone(&e, ctx))
+        }
+        Raw::PthreadCreateFailed(e) => {
+            Record::ThreadCreateFailed(thread_create_failed::from_pthread(&e, ctx))
+        }
+        Raw::RlimitChange(e) => Record::RlimitChange(rlimit_change::enrich(&e, ctx)),
+        Raw::OomVictim(e) => Record::OomKill(oom_kill::enrich(&e, ctx)),
+        Raw::ProcessFork(e) => Record::ProcessFork(lifecycle::fork(&e, ctx)),
+        Raw::ProcessExec(e) => Record::ProcessExec(lifecycle::exec(&e, ctx)),
+        Raw::ProcessExit(e) => Record::ProcessExit(lifecycle::exit(&e, ctx)),
+    }
+}

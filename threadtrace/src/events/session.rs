@@ -1,0 +1,115 @@
+//! The first and last lines of a recording.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use threadtrace_common::Api;
+
+use super::names;
+use crate::kernel::counters::Counters;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Started {
+    pub time: String,
+    pub version: String,
+    pub host: String,
+    pub kernel: String,
+    pub tracer_pid: u32,
+    /// Tracepoints and uprobes attached, all of them, before this line.
+    pub probes: Vec<String>,
+    pub pthread_create_libcs: Vec<String>,
+    /// Processes known at start (seeded from /proc).
+    pub processes: usize,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessFailures {
+    pub pid: u32,
+    pub comm: String,
+    pub api: String,
+    pub errno: i32,
+    pub error: String,
+    pub count: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    pub time: String,
+    pub duration_s: f64,
+    /// Exact: counted in the kernel on every failure.
+    pub failures_total: u64,
+    /// api → error → count.
+    pub by_api: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per process, largest first.
+    pub by_process: Vec<ProcessFailures>,
+    /// Events the ring buffer had no room for. Their failures are still in
+    /// the counts above; only their detail is lost.
+    pub events_lost: u64,
+    /// Failures counted in no per-process row because the kernel's counter
+    /// table was full; they are in `failures_total`.
+    pub failures_unattributed: u64,
+    pub events_delivered: u64,
+    pub decode_errors: u64,
+}
+
+impl Summary {
+    /// From the kernel counters; `keep` filters by (pid, comm).
+    pub fn from_counters(
+        c: &Counters,
+        mut comm_of: impl FnMut(u32) -> String,
+        keep: impl Fn(u32, &str) -> bool,
+    ) -> Self {
+        let mut s = Summary::default();
+        for (&(tgid, api, errno), &count) in &c.failures {
+            let comm = comm_of(tgid);
+            if !keep(tgid, &comm) {
+                continue;
+            }
+            let api = Api::from_u32(api)
+                .map(Api::name)
+                .unwrap_or("unknown")
+                .to_string();
+            let error = names::errno_name(errno);
+            *s.by_api
+                .entry(api.clone())
+                .or_default()
+                .entry(error.clone())
+                .or_default() += count;
+            s.failures_total += count;
+            s.by_process.push(ProcessFailures {
+                pid: tgid,
+                comm,
+                api,
+                errno,
+                error,
+                count,
+            });
+        }
+        s.by_process
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+        s.failures_total += c.failures_overflow;
+        s.failures_unattributed = c.failures_overflow;
+        s.events_lost = c.ringbuf_drops;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_sums_and_filters() {
+        let mut c = Counters::default();
+        c.failures.insert((10, 1, 11), 5);
+        c.failures.insert((11, 3, 11), 2);
+        c.failures.insert((12, 1, 11), 7);
+        c.failures_overflow = 1;
+        c.ringbuf_drops = 3;
+        let s = Summary::from_counters(&c, |p| format!("p{p}"), |pid, _| pid != 12);
+        assert_eq!(s.failures_total, 8);
+        assert_eq!(s.by_api["pthread_create"]["EAGAIN"], 5);
+        assert_eq!(s.by_api["clone3"]["EAGAIN"], 2);
+        assert_eq!(s.by_process[0].pid, 10);
+        assert_eq!(s.events_lost, 3);
+    }
+}

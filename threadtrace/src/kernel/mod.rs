@@ -1,0 +1,196 @@
+//! Loading and attaching the kernel programs (threadtrace-ebpf).
+pub mod btf;
+pub mod counters;
+pub mod libc_targets;
+pub mod tracefs;
+
+use std::path::Path;
+
+use aya::{
+    maps::RingBuf,
+    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+    Ebpf, EbpfLoader,
+};
+use threadtrace_common::{Config, ABSENT};
+
+/// (program, category, tracepoint). Every one is required: without it a
+/// class of failure would go unseen, and we say so rather than run blind.
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sys_exit_clone", "syscalls", "sys_exit_clone"),
+    ("sys_exit_clone3", "syscalls", "sys_exit_clone3"),
+    ("sys_exit_fork", "syscalls", "sys_exit_fork"),
+    ("sys_exit_vfork", "syscalls", "sys_exit_vfork"),
+    ("sys_enter_setrlimit", "syscalls", "sys_enter_setrlimit"),
+    ("sys_exit_setrlimit", "syscalls", "sys_exit_setrlimit"),
+    ("sys_enter_prlimit64", "syscalls", "sys_enter_prlimit64"),
+    ("sys_exit_prlimit64", "syscalls", "sys_exit_prlimit64"),
+    ("oom_mark_victim", "oom", "mark_victim"),
+    ("task_newtask", "task", "task_newtask"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+}
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/threadtrace"));
+
+/// Offsets the programs need, from this kernel's format files and BTF.
+pub fn build_config() -> Result<Config, KernelError> {
+    let oom = tracefs::field_offsets("oom", "mark_victim")?;
+    let exit = tracefs::field_offsets("sched", "sched_process_exit")?;
+    let get =
+        |m: &std::collections::HashMap<String, u32>, k: &str| m.get(k).copied().unwrap_or(ABSENT);
+    let btf = btf::Btf::from_sys()
+        .map_err(|e| log::warn!("no BTF ({e}): exit codes and old limits will be missing"))
+        .ok();
+    let member = |s: &str, m: &str| {
+        btf.as_ref()
+            .and_then(|b| b.member_offset(s, m))
+            .unwrap_or(ABSENT)
+    };
+    Ok(Config {
+        oom_comm: get(&oom, "comm"),
+        oom_total_vm: get(&oom, "total_vm"),
+        oom_anon_rss: get(&oom, "anon_rss"),
+        oom_file_rss: get(&oom, "file_rss"),
+        oom_shmem_rss: get(&oom, "shmem_rss"),
+        oom_uid: get(&oom, "uid"),
+        oom_score_adj: get(&oom, "oom_score_adj"),
+        exit_group_dead: get(&exit, "group_dead"),
+        task_exit_code: member("task_struct", "exit_code"),
+        task_signal: member("task_struct", "signal"),
+        signal_rlim: member("signal_struct", "rlim"),
+        _pad: 0,
+    })
+}
+
+pub struct Kernel {
+    pub ebpf: Ebpf,
+    /// What is attached, for the `started` line and `doctor`.
+    pub attached: Vec<String>,
+    pub libcs: libc_targets::LibcTargets,
+}
+
+impl Kernel {
+    /// Loads the programs and attaches every tracepoint. `log_level` is
+    /// aya-log's level for kernel-side messages (0 = off).
+    pub fn load(log_level: u8) -> Result<Self, KernelError> {
+        tracefs::ensure_mounted()?;
+        let config = build_config()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .load(EBPF_OBJECT)?;
+        let mut attached = Vec::new();
+        for &(prog, category, name) in TRACEPOINTS {
+            let what = || format!("tracepoint {category}:{name}");
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or(KernelError::MissingProgram(prog))?
+                .try_into()
+                .map_err(|source| KernelError::Program {
+                    what: what(),
+                    source,
+                })?;
+            p.load().map_err(|source| KernelError::Program {
+                what: what(),
+                source,
+            })?;
+            p.attach(category, name)
+                .map_err(|source| KernelError::Program {
+                    what: what(),
+                    source,
+                })?;
+            attached.push(format!("{category}:{name}"));
+        }
+        for prog in ["pthread_create_enter", "pthread_create_exit"] {
+            let p: &mut UProbe = ebpf
+                .program_mut(prog)
+                .ok_or(KernelError::MissingProgram(if prog.ends_with("enter") {
+                    "pthread_create_enter"
+                } else {
+                    "pthread_create_exit"
+                }))?
+                .try_into()
+                .map_err(|source| KernelError::Program {
+                    what: prog.into(),
+                    source,
+                })?;
+            p.load().map_err(|source| KernelError::Program {
+                what: prog.into(),
+                source,
+            })?;
+        }
+        Ok(Kernel {
+            ebpf,
+            attached,
+            libcs: libc_targets::LibcTargets::default(),
+        })
+    }
+
+    /// Attaches pthread_create's entry and return probes to one libc.
+    pub fn attach_pthread_create(&mut self, path: &Path) -> Result<(), KernelError> {
+        for prog in ["pthread_create_enter", "pthread_create_exit"] {
+            let what = || format!("pthread_create in {}", path.display());
+            let p: &mut UProbe = self
+                .ebpf
+                .program_mut(prog)
+                .expect("loaded in Kernel::load")
+                .try_into()
+                .map_err(|source| KernelError::Program {
+                    what: what(),
+                    source,
+                })?;
+            p.attach("pthread_create", path, UProbeScope::AllProcesses)
+                .map_err(|source| KernelError::Program {
+                    what: what(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Finds libcs (host, containers, new ones) and probes the new ones.
+    /// Returns the paths newly probed, as the owning process sees them.
+    pub fn probe_new_libcs(&mut self, found: Vec<libc_targets::Found>) -> Vec<String> {
+        let mut added = Vec::new();
+        for f in self.libcs.unseen(found) {
+            match self.attach_pthread_create(&f.host_path) {
+                Ok(()) => {
+                    log::info!("probing pthread_create in {}", f.display);
+                    self.attached
+                        .push(format!("uprobe:{}:pthread_create", f.display));
+                    added.push(f.display);
+                }
+                // libpthread.so.0 of glibc >= 2.34 is a stub without it.
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+        added
+    }
+
+    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<aya::maps::MapData>, KernelError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(KernelError::Map(
+            "EVENTS",
+            aya::maps::MapError::InvalidName {
+                name: "EVENTS".into(),
+            },
+        ))?;
+        RingBuf::try_from(map).map_err(|e| KernelError::Map("EVENTS", e))
+    }
+}

@@ -1,0 +1,91 @@
+//! threadtrace: why did that thread (or process) fail to start?
+mod cli;
+mod clock;
+mod doctor;
+mod events;
+mod host;
+mod kernel;
+mod privileges;
+mod proctable;
+mod record;
+mod report;
+mod sink;
+mod tracefile;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, no backtrace: `{:#}` joins the causes with ": ".
+            eprintln!("threadtrace: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Record(a) => {
+            let opts = record::Options {
+                json: a.json,
+                output: a.output,
+                duration: a.duration,
+                pids: a.pids,
+                comms: a.comms,
+                lifecycle: a.lifecycle,
+                verbose: cli.verbose,
+            };
+            // One thread: the collector must not need new threads while
+            // thread creation is failing on the host.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(record::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let checks = doctor::run();
+            println!("{}", doctor::render(&checks));
+            Ok(if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Report { file, json } => {
+            let r = match report::build(&file) {
+                Ok(r) => r,
+                Err(e @ report::ReportError::Empty(_)) => {
+                    eprintln!("threadtrace: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(d) = report::damage_line(&r) {
+                eprintln!("threadtrace: {}: {d}", file.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{}", report::render(&r));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The collector: load and attach, then read the ring buffer, enrich, and
+//! fan out to stdout and the trace file until Ctrl-C, SIGTERM or --duration.
+//!
+//! It runs while thread creation is failing on the host, so it runs on one
+//! thread (a current-thread tokio runtime, no blocking pool), protects itself
+//! from the OOM killer, and keeps every buffer bounded.
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    clock,
+    events::{self, decode, Context, Record, Started, Summary},
+    host::HostFacts,
+    kernel::{counters::CounterMaps, libc_targets, Kernel},
+    privileges,
+    proctable::{CgroupMounts, ProcTable},
+    sink::Console,
+    tracefile::{kind, writer::TraceWriter},
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub json: bool,
+    pub output: Option<PathBuf>,
+    pub duration: Option<Duration>,
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub lifecycle: bool,
+    pub verbose: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "threadtrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
+)]
+pub struct NeedPrivileges;
+
+/// A libc scan of a new process waits this long after exec, so that the
+/// dynamic loader has mapped its libraries.
+const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
+const EXEC_SCAN_QUEUE: usize = 4096;
+
+struct Filter {
+    pids: Vec<u32>,
+    comms: Vec<String>,
+}
+
+impl Filter {
+    fn keeps(&self, pid: u32, comm: &str) -> bool {
+        (self.pids.is_empty() && self.comms.is_empty())
+            || self.pids.contains(&pid)
+            || self.comms.iter().any(|c| c == comm)
+    }
+
+    fn keeps_record(&self, r: &Record) -> bool {
+        match r {
+            Record::OomKill(e) => {
+                self.keeps(e.victim.pid, &e.victim.comm)
+                    || self.keeps(e.trigger.pid, &e.trigger.comm)
+            }
+            Record::RlimitChange(e) => {
+                self.keeps(e.task.pid, &e.task.comm)
+                    || self.keeps(e.target_pid, e.target_comm.as_deref().unwrap_or(""))
+            }
+            r => r.task().is_none_or(|t| self.keeps(t.pid, &t.comm)),
+        }
+    }
+}
+
+/// Registers a ring buffer's fd with the runtime, for readability.
+fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: the AsyncFd owns `inner`, so the fd stays open for as long as
+    // it is registered.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into())
+}
+
+fn protect_from_oom_killer() {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        log::warn!("cannot set oom_score_adj to -1000 ({e}): the OOM killer may take the tracer");
+    }
+}
+
+struct Collector {
+    kernel: Kernel,
+    counters: CounterMaps,
+    ctx: Context,
+    console: Console,
+    console_ok: bool,
+    trace: Option<TraceWriter>,
+    filter: Filter,
+    lifecycle: bool,
+    exec_scans: VecDeque<(Instant, u32)>,
+    delivered: u64,
+    decode_errors: u64,
+    started: Instant,
+}
+
+impl Collector {
+    fn emit(&mut self, r: &Record) {
+        if let Some(t) = &mut self.trace {
+            let v = serde_json::to_value(r).expect("records serialize");
+            if let Err(e) = t.write_value(kind::EVENT, &v) {
+                log::error!("trace file: {e}; recording goes on without it");
+                self.trace = None;
+            }
+        }
+        let show = self.filter.keeps_record(r) && (self.lifecycle || !r.is_lifecycle());
+        if show && self.console_ok && self.console.write(r).is_err() {
+            // stdout closed (a pipe reader went away): keep recording to file.
+            self.console_ok = false;
+        }
+    }
+
+    fn handle(&mut self, bytes: &[u8]) {
+        let raw = match decode::decode(bytes) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.decode_errors += 1;
+                log::debug!("undecodable record: {e}");
+                return;
+            }
+        };
+        self.delivered += 1;
+        let r = events::enrich(raw, &mut self.ctx);
+        if let Record::ProcessExec(e) = &r {
+            let pid = e.task.pid;
+            let found = self.kernel.libcs.after_exec(pid);
+            if !found.is_empty() {
+                self.kernel.probe_new_libcs(found);
+            }
+            if self.exec_scans.len() < EXEC_SCAN_QUEUE {
+                self.exec_scans
+                    .push_back((Instant::now() + EXEC_SCAN_DELAY, pid));
+            }
+        }
+        self.emit(&r);
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let bytes: &[u8] = &item;
+            // Copy out of the ring first: the slot is released on drop.
+            let copy = bytes.to_vec();
+            drop(item);
+            self.handle(&copy);
+        }
+    }
+
+    /// Libraries a process mapped after exec: a libc at a path we have not
+    /// probed (a bundled or newly installed one) gets probed now.
+    fn scan_new_processes(&mut self) {
+        let now = Instant::now();
+        let own = libc_targets::mount_ns(std::process::id());
+        while let Some(&(due, pid)) = self.exec_scans.front() {
+            if due > now {
+                break;
+            }
+            self.exec_scans.pop_front();
+            let found = libc_targets::mapped_by(pid, own);
+            if !found.is_empty() {
+                self.kernel.probe_new_libcs(found);
+            }
+        }
+    }
+
+    /// Exact counts from the kernel; `filtered` applies -p/--comm (the
+    /// trace file always gets everything).
+    fn summary(&mut self, filtered: bool) -> Summary {
+        let c = self.counters.read();
+        let procs = &mut self.ctx.procs;
+        let filter = &self.filter;
+        let mut s = Summary::from_counters(
+            &c,
+            |pid| {
+                procs
+                    .lookup(pid)
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_default()
+            },
+            |pid, comm| !filtered || filter.keeps(pid, comm),
+        );
+        s.time = clock::now_rfc3339();
+        s.duration_s = self.started.elapsed().as_secs_f64();
+        s.events_delivered = self.delivered;
+        s.decode_errors = self.decode_errors;
+        s
+    }
+
+    fn checkpoint(&mut self) {
+        if self.trace.is_some() {
+            let s = self.summary(false);
+            let v = serde_json::to_value(&s).expect("summary serializes");
+            if let Some(t) = &mut self.trace {
+                if let Err(e) = t.write_value(kind::COUNTERS, &v).and_then(|_| t.flush()) {
+                    log::error!("trace file: {e}; recording goes on without it");
+                    self.trace = None;
+                }
+            }
+        }
+        if self.console_ok && self.console.flush().is_err() {
+            self.console_ok = false;
+        }
+    }
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    if !privileges::can_trace(privileges::effective_caps()) {
+        return Err(NeedPrivileges.into());
+    }
+    protect_from_oom_killer();
+    let started_at = Instant::now();
+    let log_level = if opts.verbose > 0 {
+        aya_log::Level::Debug as u8
+    } else {
+        0
+    };
+    let mut kernel = Kernel::load(log_level)?;
+    if opts.verbose > 0 {
+        match aya_log::EbpfLogger::init(&mut kernel.ebpf) {
+            Ok(logger) => {
+                let mut logger = register(logger)?;
+                tokio::spawn(async move {
+                    while let Ok(mut guard) = logger.readable_mut().await {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => log::debug!("no kernel-side logs: {e}"),
+        }
+    }
+    kernel.libcs.note_own_namespace();
+    let libcs = kernel.probe_new_libcs(libc_targets::scan_host());
+    if libcs.is_empty() {
+        log::warn!("no libc with pthread_create found: only clone/fork failures will be seen");
+    }
+    let counters = CounterMaps::take(&mut kernel.ebpf)?;
+    let mut ring = register(kernel.take_ring_buffer()?)?;
+
+    let mut procs = ProcTable::new(CgroupMounts::read());
+    procs.seed();
+    let host = HostFacts::collect();
+    let started = Started {
+        time: clock::now_rfc3339(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        host: host.hostname.clone(),
+        kernel: host.kernel.clone(),
+        tracer_pid: std::process::id(),
+        probes: kernel.attached.clone(),
+        pthread_create_libcs: libcs,
+        processes: procs.len(),
+    };
+    let trace = match &opts.output {
+        Some(path) => {
+            let header = serde_json::json!({
+                "host": host,
+                "started": started.time,
+                "threadtrace": env!("CARGO_PKG_VERSION"),
+                "args": std::env::args().collect::<Vec<_>>(),
+            });
+            Some(
+                TraceWriter::create(path, &header)
+                    .with_context(|| "cannot write the trace file".to_string())?,
+            )
+        }
+        None => None,
+    };
+    let mut c = Collector {
+        kernel,
+        counters,
+        ctx: Context::new(procs),
+        console: Console::new(opts.json),
+        console_ok: true,
+        trace,
+        filter: Filter {
+            pids: opts.pids.clone(),
+            comms: opts.comms.clone(),
+        },
+        lifecycle: opts.lifecycle,
+        exec_scans: VecDeque::new(),
+        delivered: 0,
+        decode_errors: 0,
+        started: started_at,
+    };
+    c.emit(&Record::Started(started));
+    c.checkpoint();
+    log::info!("started in {:?}", started_at.elapsed());
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut scan_tick = tokio::time::interval(Duration::from_millis(20));
+    let mut sync_every = 0u32;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                c.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = scan_tick.tick(), if !c.exec_scans.is_empty() => c.scan_new_processes(),
+            _ = second.tick() => {
+                c.checkpoint();
+                sync_every += 1;
+                if sync_every % 5 == 0 {
+                    if let Some(t) = &mut c.trace { let _ = t.sync(); }
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+        }
+    }
+    // Events already in the ring buffer belong to this recording.
+    c.drain(ring.get_mut());
+    let summary = c.summary(true);
+    let unfiltered = c.summary(false);
+    if let Some(t) = &mut c.trace {
+        let v = serde_json::to_value(&unfiltered).expect("summary serializes");
+        t.write_value(kind::COUNTERS, &v)?;
+        t.write_value(
+            kind::EVENT,
+            &serde_json::to_value(Record::Summary(unfiltered)).expect("serializes"),
+        )?;
+        t.sync()?;
+    }
+    if c.console_ok {
+        c.console.write(&Record::Summary(summary))?;
+        c.console.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `threadtrace report FILE`: what a trace file says, for a postmortem.
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    events::{Record, Summary},
+    sink::text,
+    tracefile::reader::{Damage, Item, TraceReader},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Trace(#[from] crate::tracefile::TraceError),
+    #[error("{0}: no intact record could be read")]
+    Empty(String),
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub header: Option<Value>,
+    /// Exact counters: the final summary, or the last periodic snapshot if
+    /// the recorder did not end cleanly.
+    pub counters: Option<Summary>,
+    pub ended_cleanly: bool,
+    /// Failure events in the file (may be fewer than the counts when the
+    /// ring buffer overflowed).
+    pub failure_events: u64,
+    pub events_by_kind: BTreeMap<String, u64>,
+    pub oom_kills: Vec<Value>,
+    pub rlimit_changes: Vec<Value>,
+    pub records_unreadable: u64,
+    pub damage: DamageReport,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DamageReport {
+    pub bytes_skipped: u64,
+    pub records_undecodable: u64,
+    pub truncated_tail: bool,
+}
+
+impl From<&Damage> for DamageReport {
+    fn from(d: &Damage) -> Self {
+        DamageReport {
+            bytes_skipped: d.bytes_skipped,
+            records_undecodable: d.records_undecodable,
+            truncated_tail: d.truncated_tail,
+        }
+    }
+}
+
+pub fn build(path: &Path) -> Result<Report, ReportError> {
+    let mut reader = TraceReader::open(path)?;
+    let mut r = Report::default();
+    let mut items = 0u64;
+    for item in reader.by_ref() {
+        items += 1;
+        match item {
+            Item::Header(h) => r.header = Some(h),
+            Item::Counters(v) => {
+                if let Ok(s) = serde_json::from_value::<Summary>(v) {
+                    r.counters = Some(s);
+                }
+            }
+            Item::Event(v) => {
+                let kind = v
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string();
+                *r.events_by_kind.entry(kind.clone()).or_default() += 1;
+                match serde_json::from_value::<Record>(v.clone()) {
+                    Ok(Record::ThreadCreateFailed(_)) => r.failure_events += 1,
+                    Ok(Record::OomKill(_)) => r.oom_kills.push(v),
+                    Ok(Record::RlimitChange(_)) => r.rlimit_changes.push(v),
+                    Ok(Record::Summary(s)) => {
+                        r.counters = Some(s);
+                        r.ended_cleanly = true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => r.records_unreadable += 1,
+                }
+            }
+        }
+    }
+    r.damage = (&reader.damage).into();
+    if items == 0 {
+        return Err(ReportError::Empty(path.display().to_string()));
+    }
+    Ok(r)
+}
+
+/// Damage in one line for stderr, or None when the file is intact.
+pub fn damage_line(r: &Report) -> Option<String> {
+    let d = &r.damage;
+    if d.bytes_skipped == 0 && d.records_undecodable == 0 && r.records_unreadable == 0 {
+        return None;
+    }
+    let mut s = format!("skipped {} damaged bytes", d.bytes_skipped);
+    if d.truncated_tail {
+        s.push_str(" (the file ends mid-record: the recorder was killed)");
+    }
+    if d.records_undecodable + r.records_unreadable > 0 {
+        let _ = write!(
+            s,
+            ", {} unreadable records",
+            d.records_undecodable + r.records_unreadable
+        );
+    }
+    Some(s)
+}
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    if let Some(h) = &r.header {
+        let host = &h["host"];
+        let _ = writeln!(
+            out,
+            "trace of {} (kernel {}, {} CPUs, cgroup {}), started {}",
+            host["hostname"].as_str().unwrap_or("?"),
+            host["kernel"].as_str().unwrap_or("?"),
+            host["cpus"],
+            host["cgroup"].as_str().unwrap_or("?"),
+            h["started"].as_str().unwrap_or("?")
+        );
+    }
+    if !r.ended_cleanly {
+        out.push_str(
+            "the recording did not end cleanly (killed?): counts are from its last snapshot.\n",
+        );
+    }
+    match &r.counters {
+        Some(s) => out.push_str(&text::summary(s)),
+        None => out.push_str("no counter snapshot in the file."),
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{} failure events recorded in detail.",
+        r.failure_events
+    );
+    if !r.oom_kills.is_empty() {
+        let _ = writeln!(out, "OOM kills: {}", r.oom_kills.len());
+        for v in r.oom_kills.iter().take(10) {
+            if let Ok(Record::OomKill(e)) = serde_json::from_value::<Record>(v.clone()) {
+                let _ = writeln!(out, "  {}", text::render(&Record::OomKill(e)));
+            }
+        }
+    }
+    if !r.rlimit_changes.is_empty() {
+        let _ = writeln!(out, "rlimit changes: {}", r.rlimit_changes.len());
+        for v in r.rlimit_changes.iter().take(10) {
+            if let Ok(Record::RlimitChange(e)) = serde_json::from_value::<Record>(v.clone()) {
+                let _ = writeln!(out, "  {}", text::render(&Record::RlimitChange(e)));
+            }
+        }
+    }
+    out.trim_end().to_string()
+}

@@ -1,0 +1,252 @@
+//! One readable line per event, and the end-of-recording summary: what
+//! broke, in which process, and the numbers that say why.
+use std::fmt::Write as _;
+
+use crate::events::{
+    names::errno_meaning, OomKill, ProcessExit, Record, RlimitChange, Started, Summary,
+    ThreadCreateFailed,
+};
+
+fn clock(time: &str) -> &str {
+    // "2026-11-22T03:00:00.123456Z" → "03:00:00.123"
+    time.get(11..23).unwrap_or(time)
+}
+
+pub fn bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / (MIB * 1024.0))
+    } else {
+        format!("{:.0} MiB", n as f64 / MIB)
+    }
+}
+
+fn failed(e: &ThreadCreateFailed) -> String {
+    let mut s = format!(
+        "{} THREAD CREATE FAILED  {} → {}  in {}[{}] uid {}",
+        clock(&e.task.time),
+        e.api,
+        e.error,
+        e.task.comm,
+        e.task.pid,
+        e.task.uid
+    );
+    match (&e.syscall, e.syscall_errno) {
+        (Some(sc), Some(n)) => {
+            let _ = write!(
+                s,
+                "  ({sc} failed with {})",
+                crate::events::names::errno_name(n)
+            );
+        }
+        _ if e.api == "pthread_create" => {
+            s.push_str("  (no clone was attempted: stack/TLS setup failed)")
+        }
+        _ => {}
+    }
+    if let Some(cg) = &e.cgroup {
+        let _ = write!(s, "  cgroup {cg}");
+    }
+    if let Some(c) = e.caller {
+        let _ = write!(s, "  caller {c:#x}");
+    }
+    s
+}
+
+fn oom(e: &OomKill) -> String {
+    let v = &e.victim;
+    let mut s = format!("{} OOM KILL  {}[{}]", clock(&e.task.time), v.comm, v.pid);
+    if let Some(rss) = v.rss_bytes {
+        let _ = write!(s, " rss {}", bytes(rss));
+    }
+    if let Some(cg) = &v.cgroup {
+        let _ = write!(s, "  memory cgroup {cg}");
+    }
+    if let (Some(pp), Some(pc)) = (v.ppid, &v.parent_comm) {
+        let _ = write!(s, "  parent {pc}[{pp}]");
+    }
+    let t = &e.trigger;
+    if t.pid == v.pid {
+        s.push_str("  (its own allocation triggered it)");
+    } else {
+        let _ = write!(s, "  triggered by {}[{}]", t.comm, t.pid);
+    }
+    s
+}
+
+fn rlimit(e: &RlimitChange) -> String {
+    let target = if e.target_pid == e.task.pid {
+        "its own".to_string()
+    } else {
+        format!(
+            "{}[{}]'s",
+            e.target_comm.as_deref().unwrap_or("?"),
+            e.target_pid
+        )
+    };
+    let lim = |l: &Option<crate::events::rlimit_change::Limits>| match l {
+        Some(l) => format!("{}/{}", l.soft, l.hard),
+        None => "?".into(),
+    };
+    let result = match &e.result {
+        crate::events::rlimit_change::Outcome::Ok(_) => String::new(),
+        crate::events::rlimit_change::Outcome::Err(err) => format!("  FAILED {err}"),
+    };
+    format!(
+        "{} RLIMIT CHANGE  {}[{}] set {target} {} (soft/hard) {} → {}  via {}{result}",
+        clock(&e.task.time),
+        e.task.comm,
+        e.task.pid,
+        e.resource,
+        lim(&e.old),
+        lim(&e.new),
+        e.api
+    )
+}
+
+fn exit(e: &ProcessExit) -> String {
+    let how = match (&e.signal, e.exit_code) {
+        (Some(sig), _) => format!("killed by {sig}"),
+        (None, Some(c)) => format!("exit {c}"),
+        _ => "exited".into(),
+    };
+    format!(
+        "{} exit   {}[{}] {how}",
+        clock(&e.task.time),
+        e.task.comm,
+        e.task.pid
+    )
+}
+
+fn started(e: &Started) -> String {
+    format!(
+        "threadtrace {} recording on {} (kernel {}): {} probes attached, pthread_create probed in {}. Ctrl-C to stop.",
+        e.version,
+        e.host,
+        e.kernel,
+        e.probes.len(),
+        if e.pthread_create_libcs.is_empty() { "no libc (!)".to_string() } else { e.pthread_create_libcs.join(", ") }
+    )
+}
+
+pub fn summary(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "── summary ({:.1} s) ──", s.duration_s);
+    if s.failures_total == 0 {
+        out.push_str("no thread-creation failures.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{} thread-creation failures (exact kernel counts):",
+            s.failures_total
+        );
+        for (api, errs) in &s.by_api {
+            for (err, n) in errs {
+                let _ = writeln!(out, "  {api:<15} {err:<7} {n:>10}");
+            }
+        }
+        out.push_str("top processes:\n");
+        for p in s.by_process.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "  {:<16} pid {:<8} {:<15} {:<7} {:>10}",
+                p.comm, p.pid, p.api, p.error, p.count
+            );
+        }
+        if let Some(p) = s.by_process.first() {
+            let meaning = errno_meaning(p.errno);
+            if !meaning.is_empty() {
+                let _ = writeln!(out, "{}: {meaning}.", p.error);
+            }
+        }
+    }
+    if s.events_lost > 0 {
+        let _ = writeln!(
+            out,
+            "{} events lost (ring buffer full): their detail is missing, their counts above are exact.",
+            s.events_lost
+        );
+    }
+    if s.failures_unattributed > 0 {
+        let _ = writeln!(
+            out,
+            "{} failures counted without a process (counter table full).",
+            s.failures_unattributed
+        );
+    }
+    out.trim_end().to_string()
+}
+
+pub fn render(r: &Record) -> String {
+    match r {
+        Record::Started(e) => started(e),
+        Record::ThreadCreateFailed(e) => failed(e),
+        Record::RlimitChange(e) => rlimit(e),
+        Record::OomKill(e) => oom(e),
+        Record::ProcessFork(e) => format!(
+            "{} fork   {}[{}] → {}",
+            clock(&e.task.time),
+            e.task.comm,
+            e.task.pid,
+            e.child_pid
+        ),
+        Record::ProcessExec(e) => format!(
+            "{} exec   {}[{}] {}",
+            clock(&e.task.time),
+            e.task.comm,
+            e.task.pid,
+            e.filename
+        ),
+        Record::ProcessExit(e) => exit(e),
+        Record::Summary(s) => summary(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Task;
+
+    #[test]
+    fn a_failure_line_says_what_where_and_why() {
+        let e = ThreadCreateFailed {
+            task: Task {
+                time: "2026-11-22T03:00:00.123456Z".into(),
+                pid: 42,
+                tid: 43,
+                comm: "python3".into(),
+                uid: 65534,
+            },
+            api: "pthread_create".into(),
+            errno: 11,
+            error: "EAGAIN".into(),
+            syscall: Some("clone3".into()),
+            syscall_errno: Some(11),
+            cgroup: Some("/sys/fs/cgroup/pids/app".into()),
+            ppid: Some(1),
+            exe: None,
+            cmdline: None,
+            caller: Some(0x7f00),
+            start_routine: None,
+            user_stack: vec![],
+        };
+        let l = render(&Record::ThreadCreateFailed(e));
+        assert!(l.starts_with("03:00:00.123 THREAD CREATE FAILED  pthread_create → EAGAIN  in python3[42] uid 65534"), "{l}");
+        assert!(
+            l.contains("clone3 failed with EAGAIN") && l.contains("/sys/fs/cgroup/pids/app"),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn summary_explains_eagain() {
+        let mut c = crate::kernel::counters::Counters::default();
+        c.failures.insert((7, 1, 11), 3);
+        let s = Summary::from_counters(&c, |_| "omp".into(), |_, _| true);
+        let t = summary(&s);
+        assert!(
+            t.contains("3 thread-creation failures") && t.contains("RLIMIT_NPROC"),
+            "{t}"
+        );
+    }
+}

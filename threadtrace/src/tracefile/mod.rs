@@ -1,0 +1,42 @@
+//! The trace file: what `record -o` writes and `report` reads.
+//!
+//! Layout: an 16-byte preamble (magic "THRTRACE", format version, the oldest
+//! reader version that can read it, flags), then records, each
+//! `len: u32 | type: u8 | crc32(type, payload): u32 | payload`.
+//! Payloads are values of the JSON model (`codec`), with object keys interned
+//! by KEY records, so new fields never need a format change. Readers skip
+//! record types they do not know.
+pub mod codec;
+pub mod reader;
+pub mod writer;
+
+pub const MAGIC: &[u8; 8] = b"THRTRACE";
+pub const VERSION: u16 = 1;
+/// Readers older than this cannot read what this version writes.
+pub const MIN_READER_VERSION: u16 = 1;
+pub const PREAMBLE_LEN: usize = 16;
+pub const RECORD_HEADER_LEN: usize = 9;
+/// No record is larger; a length above it marks damage.
+pub const MAX_RECORD: usize = 1 << 20;
+
+/// Record types.
+pub mod kind {
+    /// Host facts and recording parameters, first in the file.
+    pub const HEADER: u8 = 1;
+    /// Defines an interned key: varint id, then the UTF-8 name.
+    pub const KEY: u8 = 2;
+    /// One event (a `Record` of the JSON model).
+    pub const EVENT: u8 = 3;
+    /// Periodic snapshot of the kernel's exact counters.
+    pub const COUNTERS: u8 = 4;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0} is not a threadtrace trace file")]
+    NotATrace(String),
+    #[error("{path} is trace format v{version}, newer than this threadtrace reads (v{VERSION}): use a newer threadtrace")]
+    TooNew { path: String, version: u16 },
+}
