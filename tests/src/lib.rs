@@ -1,1 +1,243 @@
-//! End-to-end scenarios live in tests/*.rs; see tests/README.md.
+//! Harness for the end-to-end scenarios in tests/tests/: run the real
+//! threadtrace binary as root while real programs fail for real.
+//!
+//! `cargo xtask test` builds the binary, installs the Debian packages the
+//! scenarios need, and runs them one at a time (each traces the whole host).
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Whether this scenario can run. Outside CI, without root, it is skipped
+/// and says why; in CI (CI=true) a missing root is a failure.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+        panic!("end-to-end tests must run as root in CI");
+    }
+    eprintln!(
+        "skipped: end-to-end scenarios load eBPF programs and need root (sudo cargo xtask test)"
+    );
+    false
+}
+
+pub fn bin() -> PathBuf {
+    std::env::var_os("THREADTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/threadtrace")
+        })
+}
+
+/// A scratch directory every user can read and execute from.
+pub fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("threadtrace-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Compiles tests/programs/NAME.c with gcc into the scratch directory.
+pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("programs")
+        .join(format!("{name}.c"));
+    let out = scratch().join(name);
+    let status = Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(flags)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "gcc {name}.c failed");
+    out
+}
+
+/// `bash -c SCRIPT` as user nobody, where RLIMIT_NPROC binds.
+pub fn as_nobody(script: &str) -> Output {
+    Command::new("runuser")
+        .args(["-u", "nobody", "--", "bash", "-c", script])
+        .output()
+        .expect("runuser")
+}
+
+pub fn bash(script: &str) -> Output {
+    Command::new("bash")
+        .args(["-c", script])
+        .output()
+        .expect("bash")
+}
+
+/// The value of `KEY=value` in a program's output.
+pub fn field(out: &Output, key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+}
+
+/// A running `threadtrace record --json`.
+pub struct Tracer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub started: Value,
+}
+
+impl Tracer {
+    /// Starts it and waits for the `started` line: every probe attached.
+    pub fn start(extra: &[&str]) -> Tracer {
+        let mut child = Command::new(bin())
+            .args(["record", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn threadtrace");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no started line within 60 s");
+        let started: Value = serde_json::from_str(&first).expect("started line is JSON");
+        assert_eq!(started["kind"], "started", "first line: {first}");
+        Tracer {
+            child,
+            lines: rx,
+            started,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGINT (as Ctrl-C) and returns every line it printed
+    /// after `started`, parsed.
+    pub fn stop(self) -> Records {
+        self.stop_with(libc::SIGINT)
+    }
+
+    pub fn stop_with(mut self, sig: i32) -> Records {
+        // Let the ring buffer deliver what the workload just caused.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30))
+            .expect("threadtrace did not stop within 30 s");
+        assert!(status.success(), "threadtrace exited with {status}");
+        Records(
+            self.lines
+                .iter()
+                .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// What a recording printed.
+pub struct Records(pub Vec<Value>);
+
+impl Records {
+    pub fn kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.0.iter().filter(move |v| v["kind"] == kind)
+    }
+
+    pub fn of_pid<'a>(&'a self, kind: &'a str, pid: u32) -> Vec<&'a Value> {
+        self.kind(kind).filter(|v| v["pid"] == pid).collect()
+    }
+
+    pub fn summary(&self) -> &Value {
+        let last = self.0.last().expect("no lines after started");
+        assert_eq!(last["kind"], "summary", "last line: {last}");
+        last
+    }
+
+    /// The summary's exact count for (pid, api), 0 if none.
+    pub fn counted(&self, pid: u32, api: &str) -> u64 {
+        self.summary()["by_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["pid"] == pid && r["api"] == api)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+/// A cgroup v1 directory made for one scenario, removed afterwards.
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    pub fn new(controller: &str, name: &str) -> Cgroup {
+        let path = PathBuf::from(format!(
+            "/sys/fs/cgroup/{controller}/threadtrace-e2e-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Cgroup { path }
+    }
+
+    pub fn set(&self, file: &str, value: &str) {
+        std::fs::write(self.path.join(file), value)
+            .unwrap_or_else(|e| panic!("{file} = {value}: {e}"));
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path.join(file)).unwrap_or_default()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Kill what is left and wait for the cgroup to empty before rmdir.
+        for _ in 0..100 {
+            let procs = self.read("cgroup.procs");
+            if procs.trim().is_empty() {
+                break;
+            }
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -174,7 +174,8 @@ pub struct RlimitChange {
 }
 
 /// oom:mark_victim. Fields other than `victim_pid` are present only when
-/// the kernel's tracepoint carries them (`has_detail`).
+/// the kernel's tracepoint carries them (`has_detail`). Sizes are in kB, as
+/// the tracepoint records them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OomVictim {
@@ -182,10 +183,10 @@ pub struct OomVictim {
     pub has_detail: u32,
     pub uid: u32,
     pub oom_score_adj: i32,
-    pub total_vm_pages: u64,
-    pub anon_rss_pages: u64,
-    pub file_rss_pages: u64,
-    pub shmem_rss_pages: u64,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
     pub comm: [u8; COMM_LEN],
 }
 

@@ -61,7 +61,8 @@ pub struct RecordArgs {
     /// Only report processes with this command name (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
-    /// Also print process fork, exec and exit events.
+    /// Also print process fork, exec and exit events, and setrlimit calls
+    /// that left a limit unchanged.
     #[arg(long)]
     pub lifecycle: bool,
 }

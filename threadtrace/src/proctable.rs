@@ -184,23 +184,19 @@ impl ProcTable {
         self.procs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.procs.is_empty()
-    }
-
     pub fn get(&self, pid: u32) -> Option<&Proc> {
         self.procs.get(&pid)
     }
 
     /// The table's entry, or /proc's if we missed its birth.
     pub fn lookup(&mut self, pid: u32) -> Option<&Proc> {
-        if !self.procs.contains_key(&pid) {
-            let p = read_proc(pid)?;
-            self.procs.insert(pid, p);
+        match self.procs.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(read_proc(pid)?)),
         }
-        self.procs.get(&pid)
     }
 
+    #[cfg(test)]
     pub fn insert(&mut self, p: Proc) {
         self.procs.insert(p.pid, p);
     }
@@ -277,13 +273,6 @@ impl ProcTable {
 
     pub fn cgroup(&self, pid: u32, controller: &str) -> Option<String> {
         self.mounts.path(&self.get(pid)?.cgroups, controller)
-    }
-
-    /// Live children of `pid`.
-    pub fn children(&self, pid: u32) -> impl Iterator<Item = &Proc> {
-        self.procs
-            .values()
-            .filter(move |p| p.ppid == pid && p.alive)
     }
 }
 

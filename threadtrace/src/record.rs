@@ -114,7 +114,7 @@ impl Collector {
                 self.trace = None;
             }
         }
-        let show = self.filter.keeps_record(r) && (self.lifecycle || !r.is_lifecycle());
+        let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
         if show && self.console_ok && self.console.write(r).is_err() {
             // stdout closed (a pipe reader went away): keep recording to file.
             self.console_ok = false;
@@ -313,7 +313,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = second.tick() => {
                 c.checkpoint();
                 sync_every += 1;
-                if sync_every % 5 == 0 {
+                if sync_every.is_multiple_of(5) {
                     if let Some(t) = &mut c.trace { let _ = t.sync(); }
                 }
             }

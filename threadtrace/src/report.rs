@@ -20,6 +20,8 @@ pub enum ReportError {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Trace format version of the file.
+    pub format_version: u16,
     pub header: Option<Value>,
     /// Exact counters: the final summary, or the last periodic snapshot if
     /// the recorder did not end cleanly.
@@ -30,7 +32,10 @@ pub struct Report {
     pub failure_events: u64,
     pub events_by_kind: BTreeMap<String, u64>,
     pub oom_kills: Vec<Value>,
+    /// Limits that changed value (or whose old value is unknown).
     pub rlimit_changes: Vec<Value>,
+    /// setrlimit calls that set the value already in force.
+    pub rlimit_unchanged: u64,
     pub records_unreadable: u64,
     pub damage: DamageReport,
 }
@@ -75,7 +80,8 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
                 match serde_json::from_value::<Record>(v.clone()) {
                     Ok(Record::ThreadCreateFailed(_)) => r.failure_events += 1,
                     Ok(Record::OomKill(_)) => r.oom_kills.push(v),
-                    Ok(Record::RlimitChange(_)) => r.rlimit_changes.push(v),
+                    Ok(Record::RlimitChange(e)) if e.changed => r.rlimit_changes.push(v),
+                    Ok(Record::RlimitChange(_)) => r.rlimit_unchanged += 1,
                     Ok(Record::Summary(s)) => {
                         r.counters = Some(s);
                         r.ended_cleanly = true;
@@ -87,6 +93,7 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
         }
     }
     r.damage = (&reader.damage).into();
+    r.format_version = reader.version;
     if items == 0 {
         return Err(ReportError::Empty(path.display().to_string()));
     }
@@ -119,7 +126,8 @@ pub fn render(r: &Report) -> String {
         let host = &h["host"];
         let _ = writeln!(
             out,
-            "trace of {} (kernel {}, {} CPUs, cgroup {}), started {}",
+            "trace (format v{}) of {} (kernel {}, {} CPUs, cgroup {}), started {}",
+            r.format_version,
             host["hostname"].as_str().unwrap_or("?"),
             host["kernel"].as_str().unwrap_or("?"),
             host["cpus"],
@@ -150,8 +158,13 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
-    if !r.rlimit_changes.is_empty() {
-        let _ = writeln!(out, "rlimit changes: {}", r.rlimit_changes.len());
+    if !r.rlimit_changes.is_empty() || r.rlimit_unchanged > 0 {
+        let _ = writeln!(
+            out,
+            "rlimit changes: {} (and {} calls that left a limit as it was)",
+            r.rlimit_changes.len(),
+            r.rlimit_unchanged
+        );
         for v in r.rlimit_changes.iter().take(10) {
             if let Ok(Record::RlimitChange(e)) = serde_json::from_value::<Record>(v.clone()) {
                 let _ = writeln!(out, "  {}", text::render(&Record::RlimitChange(e)));

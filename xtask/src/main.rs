@@ -1,1 +1,152 @@
-fn main() {}
+//! Developer and CI tasks: `cargo xtask <bootstrap|build|run|test>`.
+//!
+//! Everything a fresh machine needs is set up here, idempotently, so that
+//! the README's two commands are the only ones anybody types.
+mod bootstrap;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  bootstrap        install what building needs (nightly rust-src, bpf-linker)
+  build [--debug]  build threadtrace (release unless --debug)
+  run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
+  test             bootstrap, install test packages, check formatting and
+                   clippy, run unit tests and the end-to-end scenarios (as root)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    bootstrap::toolchain()?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root_dir())
+        .args(["build", "--package", "threadtrace"]);
+    if release {
+        cmd.arg("--release");
+    }
+    sh(&mut cmd)?;
+    Ok(root_dir()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("threadtrace"))
+}
+
+fn run(args: &[String]) -> Result<ExitCode> {
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    match cmd.as_str() {
+        "bootstrap" => {
+            bootstrap::toolchain()?;
+            bootstrap::test_packages()?;
+        }
+        "build" => {
+            let bin = build(!args.iter().any(|a| a == "--debug"))?;
+            println!("{}", bin.display());
+        }
+        "run" => {
+            let bin = build(true)?;
+            let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
+            let mut c = if is_root() {
+                Command::new(&bin)
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg(&bin);
+                c
+            };
+            c.args(rest);
+            let status = c
+                .status()
+                .with_context(|| format!("cannot run {}", bin.display()))?;
+            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+        }
+        "test" => test()?,
+        "-h" | "--help" | "help" => print!("{USAGE}"),
+        other => {
+            eprint!("xtask: unknown command {other:?}\n\n{USAGE}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unit tests of every crate, then the end-to-end scenarios as root
+/// against real programs. In CI a missing root is a failure, not a skip.
+fn test() -> Result<()> {
+    bootstrap::toolchain()?;
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    let root = is_root();
+    if root {
+        bootstrap::test_packages()?;
+    }
+    let bin = build(true)?;
+    sh(Command::new("cargo")
+        .current_dir(root_dir())
+        .args(["test", "--release"]))
+    .context("unit tests failed")?;
+    if !root {
+        if ci {
+            bail!("CI runs the end-to-end tests as root; this run is not root");
+        }
+        eprintln!("xtask: end-to-end tests skipped: they load eBPF programs and need root (run `sudo cargo xtask test`)");
+        return Ok(());
+    }
+    sh(Command::new("cargo")
+        .current_dir(root_dir())
+        .env("THREADTRACE_BIN", &bin)
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "threadtrace-e2e",
+            "--",
+            "--test-threads=1",
+        ]))
+    .context("end-to-end tests failed")
+}

@@ -6,6 +6,7 @@ use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
     EbpfContext,
 };
+use aya_log_ebpf::info;
 use threadtrace_common::{EventKind, OomVictim, ABSENT};
 
 use crate::{emit::reserve, maps::CONFIG};
@@ -13,21 +14,23 @@ use crate::{emit::reserve, maps::CONFIG};
 #[tracepoint]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
+    // SAFETY: `pid` at 8 has been the first field since the tracepoint exists.
+    let victim = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0);
+    info!(&ctx, "oom:mark_victim pid {}", victim);
     let Some(mut entry) = reserve::<OomVictim>(EventKind::OomVictim) else {
         return 0;
     };
     // SAFETY: reserved memory of the right size; header already set.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let p = &mut ev.payload;
-    // SAFETY: `pid` at 8 has been the first field since the tracepoint exists.
-    p.victim_pid = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0) as u32;
+    p.victim_pid = victim as u32;
     p.has_detail = (cfg.oom_anon_rss != ABSENT) as u32;
     p.uid = read_or(&ctx, cfg.oom_uid, u32::MAX);
     p.oom_score_adj = read_or::<i16>(&ctx, cfg.oom_score_adj, 0) as i32;
-    p.total_vm_pages = read_or(&ctx, cfg.oom_total_vm, 0);
-    p.anon_rss_pages = read_or(&ctx, cfg.oom_anon_rss, 0);
-    p.file_rss_pages = read_or(&ctx, cfg.oom_file_rss, 0);
-    p.shmem_rss_pages = read_or(&ctx, cfg.oom_shmem_rss, 0);
+    p.total_vm_kb = read_or(&ctx, cfg.oom_total_vm, 0);
+    p.anon_rss_kb = read_or(&ctx, cfg.oom_anon_rss, 0);
+    p.file_rss_kb = read_or(&ctx, cfg.oom_file_rss, 0);
+    p.shmem_rss_kb = read_or(&ctx, cfg.oom_shmem_rss, 0);
     p.comm = [0; 16];
     if cfg.oom_comm != ABSENT {
         // __data_loc: low 16 bits offset of the string in the record.

@@ -11,6 +11,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::info;
 use threadtrace_common::{EventKind, Rlimit, RlimitApi, RlimitChange, ABSENT};
 
 use crate::{
@@ -109,6 +110,10 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let _ = RLIMIT_INFLIGHT.remove(&tid);
     // SAFETY: offset of `ret` in sys_exit_* records.
     let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    info!(
+        ctx,
+        "rlimit {} of pid {} set: {}", t.resource, t.target_pid, ret
+    );
     let Some(mut entry) = reserve::<RlimitChange>(EventKind::RlimitChange) else {
         return 0;
     };

@@ -52,6 +52,15 @@ impl Record {
             Record::ProcessFork(_) | Record::ProcessExec(_) | Record::ProcessExit(_)
         )
     }
+
+    /// Whether the console shows it by default: not lifecycle, not a
+    /// setrlimit that left the limit as it was.
+    pub fn is_noteworthy(&self) -> bool {
+        match self {
+            Record::RlimitChange(e) => e.changed,
+            r => !r.is_lifecycle(),
+        }
+    }
 }
 
 /// Fields every event carries: the task the event is about.
@@ -75,17 +84,13 @@ pub fn cstr(bytes: &[u8]) -> String {
 pub struct Context {
     pub procs: crate::proctable::ProcTable,
     pub clock: crate::clock::Clock,
-    pub page_size: u64,
 }
 
 impl Context {
     pub fn new(procs: crate::proctable::ProcTable) -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
         Context {
             procs,
             clock: crate::clock::Clock::new(),
-            page_size,
         }
     }
 

@@ -46,7 +46,8 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
     let pid = p.victim_pid;
     let known = ctx.procs.lookup(pid).cloned();
     let detail = p.has_detail != 0;
-    let pages = |n: u64| detail.then_some(n * ctx.page_size);
+    // mark_victim records sizes in kB (its format prints them as %lukB).
+    let kb = |n: u64| detail.then_some(n * 1024);
     let comm = match cstr(&p.comm) {
         c if !c.is_empty() => c,
         _ => known.as_ref().map(|k| k.comm.clone()).unwrap_or_default(),
@@ -70,9 +71,9 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
         cmdline: known.as_ref().and_then(|k| k.cmdline.clone()),
         exe: known.as_ref().and_then(|k| k.exe.clone()),
         uid,
-        rss_bytes: pages(p.anon_rss_pages + p.file_rss_pages + p.shmem_rss_pages),
-        anon_rss_bytes: pages(p.anon_rss_pages),
-        total_vm_bytes: pages(p.total_vm_pages),
+        rss_bytes: kb(p.anon_rss_kb + p.file_rss_kb + p.shmem_rss_kb),
+        anon_rss_bytes: kb(p.anon_rss_kb),
+        total_vm_bytes: kb(p.total_vm_kb),
         oom_score_adj: detail.then_some(p.oom_score_adj),
         ppid,
         parent_comm,
@@ -127,16 +128,16 @@ mod tests {
                 has_detail: 1,
                 uid: 1000,
                 oom_score_adj: 0,
-                total_vm_pages: 100,
-                anon_rss_pages: 10,
-                file_rss_pages: 1,
-                shmem_rss_pages: 1,
+                total_vm_kb: 100,
+                anon_rss_kb: 10,
+                file_rss_kb: 1,
+                shmem_rss_kb: 1,
                 comm,
             },
         };
         let ev = enrich(&raw, &mut ctx);
         assert_eq!(ev.victim.pid, 4_200_000);
-        assert_eq!(ev.victim.rss_bytes, Some(12 * ctx.page_size));
+        assert_eq!(ev.victim.rss_bytes, Some(12 * 1024));
         assert_eq!(ev.victim.parent_comm.as_deref(), Some("supervisord"));
         assert_eq!(
             (ev.trigger.pid, ev.trigger.comm.as_str()),
@@ -155,10 +156,10 @@ mod tests {
                 has_detail: 0,
                 uid: 0,
                 oom_score_adj: 0,
-                total_vm_pages: 0,
-                anon_rss_pages: 0,
-                file_rss_pages: 0,
-                shmem_rss_pages: 0,
+                total_vm_kb: 0,
+                anon_rss_kb: 0,
+                file_rss_kb: 0,
+                shmem_rss_kb: 0,
                 comm: [0; 16],
             },
         };

@@ -75,6 +75,9 @@ pub struct RlimitChange {
     /// limits told us.
     pub old: Option<Limits>,
     pub result: Outcome,
+    /// False when a successful call set the value already in force (login
+    /// tools re-set every limit): kept in trace files, not printed.
+    pub changed: bool,
 }
 
 pub fn enrich(e: &Event<RawChange>, ctx: &mut Context) -> RlimitChange {
@@ -85,7 +88,10 @@ pub fn enrich(e: &Event<RawChange>, ctx: &mut Context) -> RlimitChange {
         p.target_pid as u32
     };
     let target_comm = ctx.procs.lookup(target_pid).map(|p| p.comm.clone());
+    let new: Option<Limits> = (p.has_new != 0).then(|| p.new.into());
+    let old: Option<Limits> = (p.has_old != 0).then(|| p.old.into());
     RlimitChange {
+        changed: p.result != 0 || old.is_none() || new != old,
         task: ctx.task(&e.header),
         api: if p.api == RlimitApi::Setrlimit as u32 {
             "setrlimit"
@@ -96,8 +102,8 @@ pub fn enrich(e: &Event<RawChange>, ctx: &mut Context) -> RlimitChange {
         resource: names::resource_name(p.resource),
         target_pid,
         target_comm,
-        new: (p.has_new != 0).then(|| p.new.into()),
-        old: (p.has_old != 0).then(|| p.old.into()),
+        new,
+        old,
         result: if p.result == 0 {
             Outcome::Ok(0)
         } else {

@@ -92,14 +92,16 @@ fn rlimit(e: &RlimitChange) -> String {
         crate::events::rlimit_change::Outcome::Ok(_) => String::new(),
         crate::events::rlimit_change::Outcome::Err(err) => format!("  FAILED {err}"),
     };
+    let change = match &e.old {
+        Some(_) => format!("{} → {}", lim(&e.old), lim(&e.new)),
+        None => format!("to {} (previous value not visible)", lim(&e.new)),
+    };
     format!(
-        "{} RLIMIT CHANGE  {}[{}] set {target} {} (soft/hard) {} → {}  via {}{result}",
+        "{} RLIMIT CHANGE  {}[{}] set {target} {} (soft/hard) {change}  via {}{result}",
         clock(&e.task.time),
         e.task.comm,
         e.task.pid,
         e.resource,
-        lim(&e.old),
-        lim(&e.new),
         e.api
     )
 }

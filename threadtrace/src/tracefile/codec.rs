@@ -212,7 +212,7 @@ mod tests {
             let mut b = i;
             assert!(table.decode(&mut b).is_none());
         }
-        let mut deep = vec![ARRAY, 1].repeat(100);
+        let mut deep = [ARRAY, 1].repeat(100);
         deep.push(NULL);
         assert!(table.decode(&mut &deep[..]).is_none());
     }

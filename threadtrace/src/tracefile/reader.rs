@@ -29,6 +29,7 @@ pub struct TraceReader {
     data: Vec<u8>,
     pos: usize,
     keys: KeyTable,
+    /// Format version the file was written with.
     pub version: u16,
     pub damage: Damage,
 }

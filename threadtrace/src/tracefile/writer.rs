@@ -107,8 +107,4 @@ impl TraceWriter {
             .sync_data()
             .map_err(|e| TraceError::Io(self.path.display().to_string(), e))
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }

@@ -1,0 +1,192 @@
+//! The command line as an operator meets it: privileges, bad arguments,
+//! how a recording starts and ends, the trace file and report, doctor.
+use std::{
+    os::unix::fs::PermissionsExt,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use threadtrace_e2e::*;
+
+fn one_line_error(stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr).trim().to_string();
+    assert_eq!(s.lines().count(), 1, "one line, no backtrace: {s}");
+    assert!(
+        !s.contains("panicked") && !s.contains("RUST_BACKTRACE"),
+        "{s}"
+    );
+    s
+}
+
+#[test]
+fn without_privileges_it_says_use_sudo() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(bin())
+        .args(["record", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("sudo"), "{err}");
+}
+
+#[test]
+fn bad_arguments_get_clap_errors() {
+    for args in [
+        &["record", "--bogus"][..],
+        &["record", "-d", "soon"],
+        &["record", "-p", "abc"],
+        &["frobnicate"],
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error:") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    let help = Command::new(bin())
+        .args(["record", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--duration"));
+}
+
+#[test]
+fn duration_ends_it_with_a_summary_and_the_collector_stays_single_threaded() {
+    if !require_root() {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut child = Command::new(bin())
+        .args(["record", "--json", "-d", "2s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let status_code = wait_timeout(&mut child, Duration::from_secs(20)).expect("stops by itself");
+    assert!(status_code.success());
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["kind"], "started");
+    let started = &lines[0];
+    assert!(started["probes"].as_array().unwrap().len() >= 13);
+    assert!(started["pthread_create_libcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("libc.so.6")));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    assert!(summary["events_lost"].is_u64() && summary["by_api"].is_object());
+    assert_eq!(
+        threads, "1",
+        "the collector must not depend on creating threads"
+    );
+}
+
+#[test]
+fn sigterm_ends_it_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let t = Tracer::start(&[]);
+    let rec = t.stop_with(libc::SIGTERM);
+    rec.summary();
+}
+
+#[test]
+fn trace_file_is_private_and_report_reads_it() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let file = scratch().join("cli.trace");
+    let t = Tracer::start(&["-o", file.to_str().unwrap()]);
+    let out = as_nobody(&format!("ulimit -u 6; exec {} 32", burst.display()));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let failed: u64 = field(&out, "failed").unwrap().parse().unwrap();
+    assert!(failed > 0);
+    assert_eq!(rec.counted(pid, "pthread_create"), failed);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let report = Command::new(bin())
+        .args(["report", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(r["ended_cleanly"], true);
+    let row = r["counters"]["by_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .cloned()
+        .unwrap();
+    assert_eq!(row["count"], failed);
+    assert!(r["failure_events"].as_u64().unwrap() >= failed);
+    assert!(r["header"]["host"]["kernel"].is_string());
+
+    let text = Command::new(bin())
+        .arg("report")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("thread-creation failures") && text.contains("thread_burst"),
+        "{text}"
+    );
+
+    let junk = scratch().join("junk.trace");
+    std::fs::write(&junk, b"definitely not a trace").unwrap();
+    let bad = Command::new(bin())
+        .arg("report")
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(one_line_error(&bad.stderr).contains("not a threadtrace trace file"));
+}
+
+#[test]
+fn doctor_passes_here() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new(bin()).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("oom:mark_victim") && text.contains("all checks passed"),
+        "{text}"
+    );
+}

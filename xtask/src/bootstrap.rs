@@ -1,0 +1,171 @@
+//! Installs what building and testing need, only when it is missing.
+//!
+//! The eBPF programs build with nightly's `-Z build-std=core` (rust-src) and
+//! link with bpf-linker, which must be built against the LLVM that nightly
+//! itself ships: a plain `cargo install bpf-linker` looks for a system LLVM
+//! that these machines do not have.
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+use crate::sh;
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
+}
+
+/// LLVM major version of the nightly toolchain, from `rustc -vV`.
+fn nightly_llvm_major() -> Result<u32> {
+    let v = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    v.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|s| s.split('.').next()?.parse().ok())
+        .context("rustc +nightly -vV printed no LLVM version")
+}
+
+fn bpf_linker_works() -> bool {
+    let in_path = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    in_path
+        || Command::new(cargo_home().join("bin/bpf-linker"))
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+pub fn toolchain() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed: install it from your distribution or rustup.rs")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("xtask: installing the nightly toolchain");
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: adding rust-src to nightly (for -Z build-std=core)");
+        sh(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if !bpf_linker_works() {
+        install_bpf_linker()?;
+    }
+    Ok(())
+}
+
+fn install_bpf_linker() -> Result<()> {
+    let major = nightly_llvm_major()?;
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let llvm_dir = PathBuf::from(sysroot.trim()).join("lib");
+    let libllvm = std::fs::read_dir(&llvm_dir)
+        .with_context(|| format!("cannot read {}", llvm_dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", llvm_dir.display()))?;
+    // llvm-sys finds LLVM through a prefix whose lib/ holds libLLVM.so.
+    let prefix = crate::root_dir().join("target/xtask/llvm");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)?;
+    eprintln!("xtask: building bpf-linker against nightly's LLVM {major} (a few minutes, once)");
+    sh(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", llvm_dir.display()),
+        ))?;
+    if !bpf_linker_works() {
+        bail!("bpf-linker was installed but does not run");
+    }
+    Ok(())
+}
+
+/// Debian packages the end-to-end tests use: real programs and libraries.
+const TEST_PACKAGES: &[&str] = &[
+    "gcc",
+    "libc6-dev",
+    "libgomp1",
+    "python3",
+    "python3-numpy",
+    "libopenblas0-pthread",
+    "util-linux",
+    "procps",
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+pub fn test_packages() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!(
+            "test packages missing ({}): run as root so that they can be installed",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
