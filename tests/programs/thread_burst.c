@@ -1,5 +1,6 @@
 /* Asks for N threads and counts, exactly, how many pthread_create calls
- * failed: the number threadtrace's summary must equal. */
+ * failed: the number threadtrace's summary must equal. An optional second
+ * argument waits that many milliseconds first. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 64;
+    if (argc > 2) usleep(atoi(argv[2]) * 1000);
     pthread_t *t = calloc(n, sizeof *t);
     char *ok = calloc(n, 1);
     int failed = 0, created = 0;

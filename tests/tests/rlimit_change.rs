@@ -59,7 +59,9 @@ fn a_program_sets_its_own_limits() {
     let c: Vec<_> = rec
         .of_pid("rlimit_change", pid)
         .into_iter()
-        .filter(|c| c["resource"] == "RLIMIT_NOFILE")
+        // Only the program's own calls: bash's `ulimit -n` before exec
+        // shares the pid.
+        .filter(|c| c["resource"] == "RLIMIT_NOFILE" && c["comm"] == "set_limits")
         .collect();
     assert_eq!(c.len(), 2, "{c:#?}");
     // glibc's setrlimit() is the prlimit64 syscall on the caller itself.

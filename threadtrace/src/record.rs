@@ -131,18 +131,26 @@ impl Collector {
             }
         };
         self.delivered += 1;
-        let r = events::enrich(raw, &mut self.ctx);
-        if let Record::ProcessExec(e) = &r {
-            let pid = e.task.pid;
+        // A new filesystem view is searched for libcs before anything else:
+        // the exec'ed program may create threads within milliseconds.
+        if let decode::Raw::ProcessExec(e) = &raw {
+            let pid = e.header.tgid;
             let found = self.kernel.libcs.after_exec(pid);
             if !found.is_empty() {
-                self.kernel.probe_new_libcs(found);
+                for path in self.kernel.probe_new_libcs(found) {
+                    let lag = clock::monotonic_ns().saturating_sub(e.header.ktime_ns);
+                    log::info!(
+                        "probing pthread_create in {path}, {:.1} ms after exec of pid {pid}",
+                        lag as f64 / 1e6
+                    );
+                }
             }
             if self.exec_scans.len() < EXEC_SCAN_QUEUE {
                 self.exec_scans
                     .push_back((Instant::now() + EXEC_SCAN_DELAY, pid));
             }
         }
+        let r = events::enrich(raw, &mut self.ctx);
         self.emit(&r);
     }
 

@@ -116,8 +116,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Unit tests of every crate, then the end-to-end scenarios as root
-/// against real programs. In CI a missing root is a failure, not a skip.
+/// Formatting, clippy, unit tests of every crate, then the end-to-end
+/// scenarios as root against real programs. In CI a missing root is a
+/// failure, not a skip.
 fn test() -> Result<()> {
     bootstrap::toolchain()?;
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
@@ -126,9 +127,33 @@ fn test() -> Result<()> {
         bootstrap::test_packages()?;
     }
     let bin = build(true)?;
-    sh(Command::new("cargo")
-        .current_dir(root_dir())
-        .args(["test", "--release"]))
+    let cargo = |args: &[&str]| {
+        let mut c = Command::new("cargo");
+        c.current_dir(root_dir()).args(args);
+        c
+    };
+    sh(&mut cargo(&["fmt", "--all", "--", "--check"]))
+        .context("code is not formatted: run `cargo fmt --all`")?;
+    sh(&mut cargo(&[
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems")?;
+    // Unit tests only: the end-to-end crate runs below, one scenario at a
+    // time, since each one traces the whole host.
+    sh(&mut cargo(&[
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "threadtrace-e2e",
+        "--exclude",
+        "threadtrace-ebpf",
+    ]))
     .context("unit tests failed")?;
     if !root {
         if ci {
@@ -137,16 +162,14 @@ fn test() -> Result<()> {
         eprintln!("xtask: end-to-end tests skipped: they load eBPF programs and need root (run `sudo cargo xtask test`)");
         return Ok(());
     }
-    sh(Command::new("cargo")
-        .current_dir(root_dir())
-        .env("THREADTRACE_BIN", &bin)
-        .args([
-            "test",
-            "--release",
-            "--package",
-            "threadtrace-e2e",
-            "--",
-            "--test-threads=1",
-        ]))
+    sh(cargo(&[
+        "test",
+        "--release",
+        "--package",
+        "threadtrace-e2e",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("THREADTRACE_BIN", &bin))
     .context("end-to-end tests failed")
 }

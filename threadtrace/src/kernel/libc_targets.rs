@@ -115,12 +115,19 @@ pub fn scan_host() -> Vec<Found> {
     out
 }
 
-/// Files already probed, by (device, inode), and mount namespaces already
-/// searched.
+/// Files already probed, by (device, inode), and filesystem views already
+/// searched, by (mount namespace, root directory): a chroot inside a known
+/// namespace is a new view too.
 #[derive(Default)]
 pub struct LibcTargets {
     inodes: HashSet<(u64, u64)>,
-    mount_namespaces: HashSet<u64>,
+    views: HashSet<(u64, u64, u64)>,
+}
+
+/// (mount namespace, root directory device and inode) of a process.
+fn view(pid: u32) -> Option<(u64, u64, u64)> {
+    let root = std::fs::metadata(format!("/proc/{pid}/root")).ok()?;
+    Some((mount_ns(pid)?, root.dev(), root.ino()))
 }
 
 impl LibcTargets {
@@ -134,25 +141,26 @@ impl LibcTargets {
             .collect()
     }
 
-    /// A process exec'ed: if it lives in a mount namespace we have not
-    /// searched, look for libcs in its root now, before its first thread.
+    /// A process exec'ed: if it sees a filesystem we have not searched (a
+    /// container, a chroot), look for libcs in its root now, before its
+    /// loader maps one.
     pub fn after_exec(&mut self, pid: u32) -> Vec<Found> {
-        let Some(ns) = mount_ns(pid) else {
+        let Some(v) = view(pid) else {
             return Vec::new();
         };
-        if !self.mount_namespaces.insert(ns) {
+        if !self.views.insert(v) {
             return Vec::new();
         }
         let root = PathBuf::from(format!("/proc/{pid}/root"));
-        let label = format!("mnt ns {ns}, pid {pid}");
+        let label = format!("mnt ns {}, pid {pid}", v.0);
         let mut found = in_root(&root, Some(&label));
         found.extend(mapped_by(pid, None));
         found
     }
 
     pub fn note_own_namespace(&mut self) {
-        if let Some(ns) = mount_ns(std::process::id()) {
-            self.mount_namespaces.insert(ns);
+        if let Some(v) = view(std::process::id()) {
+            self.views.insert(v);
         }
     }
 }

@@ -172,7 +172,7 @@ impl Kernel {
         for f in self.libcs.unseen(found) {
             match self.attach_pthread_create(&f.host_path) {
                 Ok(()) => {
-                    log::info!("probing pthread_create in {}", f.display);
+                    log::debug!("probing pthread_create in {}", f.display);
                     self.attached
                         .push(format!("uprobe:{}:pthread_create", f.display));
                     added.push(f.display);
