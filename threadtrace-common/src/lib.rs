@@ -9,6 +9,8 @@
 /// Depth of user stacks captured with a failure: deep enough to reach from
 /// libc's clone wrapper through a pool library into the application.
 pub const MAX_STACK: usize = 32;
+/// Frames normalized in the kernel to (build id, file offset).
+pub const MAX_BUILD_ID_FRAMES: usize = 16;
 /// Length of the exec'ed file name kept from `sched_process_exec`.
 pub const FILENAME_LEN: usize = 256;
 pub const COMM_LEN: usize = 16;
@@ -117,6 +119,31 @@ pub struct UserStack {
     pub ips: [u64; MAX_STACK],
 }
 
+/// `struct bpf_stack_build_id`: one frame the kernel normalized at capture
+/// time, so it can be symbolized after the process is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BuildIdFrame {
+    /// [`BUILD_ID_VALID`]: `build_id` and `offset` are set; [`BUILD_ID_IP`]:
+    /// only the raw address is (the file's build id was not readable).
+    pub status: i32,
+    pub build_id: [u8; 20],
+    /// File offset when valid, else the raw instruction pointer.
+    pub offset_or_ip: u64,
+}
+
+pub const BUILD_ID_VALID: i32 = 1;
+pub const BUILD_ID_IP: i32 = 2;
+
+/// The user stack as (build id, file offset) frames, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BuildIdStack {
+    pub len: u32,
+    pub _pad: u32,
+    pub frames: [BuildIdFrame; MAX_BUILD_ID_FRAMES],
+}
+
 /// clone/clone3/fork/vfork returned an error outside pthread_create.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +152,7 @@ pub struct CloneFailed {
     /// Positive errno.
     pub errno: i32,
     pub stack: UserStack,
+    pub resolved: BuildIdStack,
 }
 
 /// pthread_create returned non-zero. If a clone syscall failed inside it,
@@ -146,6 +174,8 @@ pub struct PthreadCreateFailed {
     pub start_routine: u64,
     /// Stack at pthread_create's return: starts at `caller`.
     pub stack: UserStack,
+    /// The same, normalized by the kernel: frame 0 is the caller.
+    pub resolved: BuildIdStack,
 }
 
 #[repr(C)]

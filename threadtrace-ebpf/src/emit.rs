@@ -9,7 +9,10 @@ use aya_ebpf::{
     maps::ring_buf::RingBufEntry,
     EbpfContext,
 };
-use threadtrace_common::{stat, Event, EventKind, FailureKey, Header, UserStack, MAX_STACK};
+use threadtrace_common::{
+    stat, BuildIdFrame, BuildIdStack, Event, EventKind, FailureKey, Header, UserStack,
+    MAX_BUILD_ID_FRAMES, MAX_STACK,
+};
 
 use crate::maps::{EVENTS, FAILURES, STATS};
 
@@ -94,5 +97,25 @@ pub fn user_stack<C: EbpfContext>(ctx: &C, stack: &mut UserStack) {
         )
     };
     stack.len = if n > 0 { (n as u32) / 8 } else { 0 };
+    stack._pad = 0;
+}
+
+/// The user stack as (build id, file offset) frames: normalized now, while
+/// the process and its mappings still exist.
+#[inline(always)]
+pub fn user_stack_build_ids<C: EbpfContext>(ctx: &C, stack: &mut BuildIdStack) {
+    const FRAME: usize = core::mem::size_of::<BuildIdFrame>();
+    // BPF_F_USER_BUILD_ID: not in the bindings of this aya-ebpf.
+    const BPF_F_USER_BUILD_ID: u64 = 1 << 11;
+    // SAFETY: `frames` is a writable buffer of the size passed.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            stack.frames.as_mut_ptr().cast(),
+            (MAX_BUILD_ID_FRAMES * FRAME) as u32,
+            BPF_F_USER_STACK as u64 | BPF_F_USER_BUILD_ID,
+        )
+    };
+    stack.len = if n > 0 { (n as u32) / FRAME as u32 } else { 0 };
     stack._pad = 0;
 }

@@ -1,4 +1,5 @@
 //! threadtrace: why did that thread (or process) fail to start?
+mod attribution;
 mod cli;
 mod clock;
 mod doctor;

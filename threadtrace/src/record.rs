@@ -7,6 +7,7 @@
 use std::{
     collections::VecDeque,
     path::PathBuf,
+    sync::mpsc::SyncSender,
     time::{Duration, Instant},
 };
 
@@ -24,8 +25,11 @@ use crate::{
     kernel::{counters::CounterMaps, libc_targets, Kernel},
     privileges,
     proctable::{CgroupMounts, ProcTable},
-    sink::Console,
-    tracefile::{kind, writer::TraceWriter},
+    sink::{
+        output::{self, Msg, Output},
+        Console,
+    },
+    tracefile::writer::TraceWriter,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -50,19 +54,20 @@ pub struct NeedPrivileges;
 const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
 const EXEC_SCAN_QUEUE: usize = 4096;
 
-struct Filter {
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
     pids: Vec<u32>,
     comms: Vec<String>,
 }
 
 impl Filter {
-    fn keeps(&self, pid: u32, comm: &str) -> bool {
+    pub fn keeps(&self, pid: u32, comm: &str) -> bool {
         (self.pids.is_empty() && self.comms.is_empty())
             || self.pids.contains(&pid)
             || self.comms.iter().any(|c| c == comm)
     }
 
-    fn keeps_record(&self, r: &Record) -> bool {
+    pub fn keeps_record(&self, r: &Record) -> bool {
         match r {
             Record::OomKill(e) => {
                 self.keeps(e.victim.pid, &e.victim.comm)
@@ -94,11 +99,8 @@ struct Collector {
     kernel: Kernel,
     counters: CounterMaps,
     ctx: Context,
-    console: Console,
-    console_ok: bool,
-    trace: Option<TraceWriter>,
+    output: SyncSender<Msg>,
     filter: Filter,
-    lifecycle: bool,
     exec_scans: VecDeque<(Instant, u32)>,
     delivered: u64,
     decode_errors: u64,
@@ -106,19 +108,10 @@ struct Collector {
 }
 
 impl Collector {
-    fn emit(&mut self, r: &Record) {
-        if let Some(t) = &mut self.trace {
-            let v = serde_json::to_value(r).expect("records serialize");
-            if let Err(e) = t.write_value(kind::EVENT, &v) {
-                log::error!("trace file: {e}; recording goes on without it");
-                self.trace = None;
-            }
-        }
-        let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
-        if show && self.console_ok && self.console.write(r).is_err() {
-            // stdout closed (a pipe reader went away): keep recording to file.
-            self.console_ok = false;
-        }
+    fn emit(&mut self, r: Record) {
+        // Fails only if the output thread died; its error is reported at
+        // the end.
+        let _ = self.output.send(Msg::Record(r));
     }
 
     fn handle(&mut self, bytes: &[u8]) {
@@ -151,7 +144,7 @@ impl Collector {
             }
         }
         let r = events::enrich(raw, &mut self.ctx);
-        self.emit(&r);
+        self.emit(r);
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
@@ -205,19 +198,8 @@ impl Collector {
     }
 
     fn checkpoint(&mut self) {
-        if self.trace.is_some() {
-            let s = self.summary(false);
-            let v = serde_json::to_value(&s).expect("summary serializes");
-            if let Some(t) = &mut self.trace {
-                if let Err(e) = t.write_value(kind::COUNTERS, &v).and_then(|_| t.flush()) {
-                    log::error!("trace file: {e}; recording goes on without it");
-                    self.trace = None;
-                }
-            }
-        }
-        if self.console_ok && self.console.flush().is_err() {
-            self.console_ok = false;
-        }
+        let s = self.summary(false);
+        let _ = self.output.send(Msg::Checkpoint(s));
     }
 }
 
@@ -283,24 +265,28 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let filter = Filter {
+        pids: opts.pids.clone(),
+        comms: opts.comms.clone(),
+    };
+    let (output, output_thread) = output::spawn(Output {
+        console: Console::new(opts.json),
+        trace,
+        filter: filter.clone(),
+        lifecycle: opts.lifecycle,
+    })?;
     let mut c = Collector {
         kernel,
         counters,
         ctx: Context::new(procs),
-        console: Console::new(opts.json),
-        console_ok: true,
-        trace,
-        filter: Filter {
-            pids: opts.pids.clone(),
-            comms: opts.comms.clone(),
-        },
-        lifecycle: opts.lifecycle,
+        output,
+        filter,
         exec_scans: VecDeque::new(),
         delivered: 0,
         decode_errors: 0,
         started: started_at,
     };
-    c.emit(&Record::Started(started));
+    c.emit(Record::Started(started));
     c.checkpoint();
     log::info!("started in {:?}", started_at.elapsed());
 
@@ -309,7 +295,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut scan_tick = tokio::time::interval(Duration::from_millis(20));
-    let mut sync_every = 0u32;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -318,13 +303,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = scan_tick.tick(), if !c.exec_scans.is_empty() => c.scan_new_processes(),
-            _ = second.tick() => {
-                c.checkpoint();
-                sync_every += 1;
-                if sync_every.is_multiple_of(5) {
-                    if let Some(t) = &mut c.trace { let _ = t.sync(); }
-                }
-            }
+            _ = second.tick() => c.checkpoint(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
@@ -332,20 +311,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     // Events already in the ring buffer belong to this recording.
     c.drain(ring.get_mut());
-    let summary = c.summary(true);
-    let unfiltered = c.summary(false);
-    if let Some(t) = &mut c.trace {
-        let v = serde_json::to_value(&unfiltered).expect("summary serializes");
-        t.write_value(kind::COUNTERS, &v)?;
-        t.write_value(
-            kind::EVENT,
-            &serde_json::to_value(Record::Summary(unfiltered)).expect("serializes"),
-        )?;
-        t.sync()?;
-    }
-    if c.console_ok {
-        c.console.write(&Record::Summary(summary))?;
-        c.console.flush()?;
-    }
-    Ok(())
+    let console = c.summary(true);
+    let file = c.summary(false);
+    let _ = c.output.send(Msg::Finish { console, file });
+    drop(c);
+    output_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))?
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use threadtrace_common::{Api, CloneFailed, EventKind};
 
 use crate::{
-    emit::{count_failure, reserve, user_stack},
+    emit::{count_failure, reserve, user_stack, user_stack_build_ids},
     maps::PTHREAD_INFLIGHT,
 };
 
@@ -63,6 +63,7 @@ fn on_exit(ctx: &TracePointContext, api: Api) -> u32 {
         ev.payload.api = api as u32;
         ev.payload.errno = errno;
         user_stack(ctx, &mut ev.payload.stack);
+        user_stack_build_ids(ctx, &mut ev.payload.resolved);
         entry.submit(0);
     }
     0

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use threadtrace_common::{stat, Api, EventKind, PthreadCreateFailed};
 
 use crate::{
-    emit::{bump, count_failure, reserve, user_stack},
+    emit::{bump, count_failure, reserve, user_stack, user_stack_build_ids},
     maps::{InflightThread, PTHREAD_INFLIGHT},
 };
 
@@ -66,6 +66,7 @@ pub fn pthread_create_exit(ctx: RetProbeContext) -> u32 {
         // At the return the innermost frame is the caller: the stack says
         // who asked, without pthread_create's own frames.
         user_stack(&ctx, &mut p.stack);
+        user_stack_build_ids(&ctx, &mut p.resolved);
         entry.submit(0);
     }
     0

@@ -64,7 +64,9 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use threadtrace_common::{UserStack, MAX_STACK};
+    use threadtrace_common::{
+        BuildIdFrame, BuildIdStack, UserStack, MAX_BUILD_ID_FRAMES, MAX_STACK,
+    };
 
     pub fn header(kind: EventKind, tgid: u32, tid: u32, comm: &str) -> Header {
         let mut c = [0u8; 16];
@@ -111,6 +113,15 @@ pub(crate) mod tests {
                     len: 1,
                     _pad: 0,
                     ips,
+                },
+                resolved: BuildIdStack {
+                    len: 1,
+                    _pad: 0,
+                    frames: [BuildIdFrame {
+                        status: 1,
+                        build_id: [7; 20],
+                        offset_or_ip: 0x1234,
+                    }; MAX_BUILD_ID_FRAMES],
                 },
             },
         }

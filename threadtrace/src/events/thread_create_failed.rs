@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use threadtrace_common::{Api, CloneFailed, Event, PthreadCreateFailed, UserStack};
 
+use crate::attribution::{Captured, Frame, Location};
+
 use super::{names, Context, Task};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -13,6 +15,13 @@ pub struct ThreadCreateFailed {
     pub api: String,
     pub errno: i32,
     pub error: String,
+    /// Who wanted the thread: "libopenblas", "libgomp", ..., or the
+    /// executable's name when the program asked itself.
+    pub library: Option<String>,
+    /// That library's file, as the process sees it.
+    pub module: Option<String>,
+    /// The function in it that asked (e.g. blas_thread_init).
+    pub symbol: Option<String>,
     /// For pthread_create: the clone syscall that failed inside it, or null
     /// when none did (the thread's stack could not be mapped).
     pub syscall: Option<String>,
@@ -25,9 +34,22 @@ pub struct ThreadCreateFailed {
     pub cmdline: Option<String>,
     /// pthread_create's return address: the code that asked for the thread.
     pub caller: Option<u64>,
-    pub start_routine: Option<u64>,
-    /// Raw user stack, innermost first (frame-pointer walk).
-    pub user_stack: Vec<u64>,
+    /// The thread's function, what it would have run.
+    pub start_routine: Option<Location>,
+    /// Its address.
+    pub start_routine_addr: Option<u64>,
+    /// The user stack, innermost first: for pthread_create it starts at the
+    /// caller.
+    pub stack: Vec<Frame>,
+    /// What the kernel captured, until attribution turns it into `stack`.
+    #[serde(skip)]
+    pub captured: Option<Box<Captured>>,
+}
+
+impl PartialEq for Captured {
+    fn eq(&self, other: &Self) -> bool {
+        self.ips == other.ips && self.resolved == other.resolved
+    }
 }
 
 fn stack(s: &UserStack) -> Vec<u64> {
@@ -43,6 +65,9 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         api: api.into(),
         errno,
         error: names::errno_name(errno),
+        library: None,
+        module: None,
+        symbol: None,
         syscall: None,
         syscall_errno: None,
         cgroup,
@@ -51,7 +76,9 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         cmdline: proc_.and_then(|p| p.cmdline),
         caller: None,
         start_routine: None,
-        user_stack: Vec::new(),
+        start_routine_addr: None,
+        stack: Vec::new(),
+        captured: None,
     }
 }
 
@@ -60,7 +87,10 @@ pub fn from_clone(e: &Event<CloneFailed>, ctx: &mut Context) -> ThreadCreateFail
         .map(Api::name)
         .unwrap_or("clone");
     let mut ev = base(ctx.task(&e.header), api, e.payload.errno, ctx);
-    ev.user_stack = stack(&e.payload.stack);
+    ev.captured = Some(Box::new(Captured::new(
+        stack(&e.payload.stack),
+        &e.payload.resolved,
+    )));
     ev
 }
 
@@ -72,8 +102,8 @@ pub fn from_pthread(e: &Event<PthreadCreateFailed>, ctx: &mut Context) -> Thread
         ev.syscall_errno = Some(p.clone_errno);
     }
     ev.caller = (p.caller != 0).then_some(p.caller);
-    ev.start_routine = (p.start_routine != 0).then_some(p.start_routine);
-    ev.user_stack = stack(&p.stack);
+    ev.start_routine_addr = (p.start_routine != 0).then_some(p.start_routine);
+    ev.captured = Some(Box::new(Captured::new(stack(&p.stack), &p.resolved)));
     ev
 }
 
@@ -93,7 +123,7 @@ mod tests {
         assert_eq!(ev.syscall.as_deref(), Some("clone3"));
         assert_eq!(ev.syscall_errno, Some(11));
         assert_eq!(ev.task.comm, "omp");
-        assert_eq!(ev.user_stack, vec![0x7f00_0000_1234]);
+        assert_eq!(ev.captured.as_ref().unwrap().ips, vec![0x7f00_0000_1234]);
         // A process that is gone and was never seen: still an event.
         assert_eq!(ev.exe, None);
     }

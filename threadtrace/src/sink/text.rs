@@ -22,8 +22,13 @@ pub fn bytes(n: u64) -> String {
 }
 
 fn failed(e: &ThreadCreateFailed) -> String {
+    let who = match (&e.library, &e.symbol) {
+        (Some(l), Some(s)) => format!("{l} ({s})"),
+        (Some(l), None) => l.clone(),
+        _ => "unknown code".into(),
+    };
     let mut s = format!(
-        "{} THREAD CREATE FAILED  {} → {}  in {}[{}] uid {}",
+        "{} THREAD CREATE FAILED  {who} → {} {}  in {}[{}] uid {}",
         clock(&e.task.time),
         e.api,
         e.error,
@@ -46,9 +51,6 @@ fn failed(e: &ThreadCreateFailed) -> String {
     }
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
-    }
-    if let Some(c) = e.caller {
-        let _ = write!(s, "  caller {c:#x}");
     }
     s
 }
@@ -222,6 +224,9 @@ mod tests {
             api: "pthread_create".into(),
             errno: 11,
             error: "EAGAIN".into(),
+            library: Some("libopenblas".into()),
+            module: Some("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3".into()),
+            symbol: Some("blas_thread_init".into()),
             syscall: Some("clone3".into()),
             syscall_errno: Some(11),
             cgroup: Some("/sys/fs/cgroup/pids/app".into()),
@@ -230,10 +235,17 @@ mod tests {
             cmdline: None,
             caller: Some(0x7f00),
             start_routine: None,
-            user_stack: vec![],
+            start_routine_addr: None,
+            stack: vec![],
+            captured: None,
         };
         let l = render(&Record::ThreadCreateFailed(e));
-        assert!(l.starts_with("03:00:00.123 THREAD CREATE FAILED  pthread_create → EAGAIN  in python3[42] uid 65534"), "{l}");
+        assert!(
+            l.starts_with(
+                "03:00:00.123 THREAD CREATE FAILED  libopenblas (blas_thread_init) → pthread_create EAGAIN  in python3[42] uid 65534"
+            ),
+            "{l}"
+        );
         assert!(
             l.contains("clone3 failed with EAGAIN") && l.contains("/sys/fs/cgroup/pids/app"),
             "{l}"

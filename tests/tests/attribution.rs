@@ -1,0 +1,91 @@
+//! Who wanted the thread, on real distribution binaries built without
+//! frame pointers: Debian's OpenBLAS (through numpy), libgomp, and a
+//! program calling pthread_create itself.
+use threadtrace_e2e::*;
+
+fn only_failure(rec: &Records, pid: u32) -> serde_json::Value {
+    let fails = rec.of_pid("thread_create_failed", pid);
+    assert!(!fails.is_empty(), "no failure for pid {pid}");
+    fails[0].clone()
+}
+
+/// seeds/000: `import numpy` under RLIMIT_NPROC, OpenBLAS's pool fails.
+#[test]
+fn numpy_openblas_is_attributed_to_libopenblas() {
+    if !require_root() {
+        return;
+    }
+    let t = Tracer::start(&[]);
+    let out = as_nobody("echo pid=$$; ulimit -u 1; exec /usr/bin/python3 -c 'import numpy'");
+    let rec = t.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("OpenBLAS blas_thread_init: pthread_create failed"),
+        "{stderr}"
+    );
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let f = only_failure(&rec, pid);
+    assert_eq!(f["api"], "pthread_create");
+    assert_eq!(f["library"], "libopenblas", "{f:#}");
+    assert_eq!(f["symbol"], "blas_thread_init", "{f:#}");
+    assert!(f["module"].as_str().unwrap().contains("openblas"), "{f:#}");
+    assert_eq!(f["stack"][0]["module"], f["module"]);
+    assert!(f["stack"][0]["build_id"].as_str().unwrap().len() == 40);
+    assert_eq!(
+        f["start_routine"]["module"], f["module"],
+        "the pool's thread function is OpenBLAS's too"
+    );
+}
+
+/// libgomp exits right after its failure: attribution must not need the
+/// process.
+#[test]
+fn openmp_is_attributed_to_libgomp_after_the_process_exits() {
+    if !require_root() {
+        return;
+    }
+    let omp = compile_c("omp_threads", &["-fopenmp"]);
+    let t = Tracer::start(&[]);
+    let out = as_nobody(&format!(
+        "echo pid=$$; ulimit -u 4; OMP_NUM_THREADS=16 exec {}",
+        omp.display()
+    ));
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let rec = t.stop();
+    let f = only_failure(&rec, pid);
+    assert_eq!(f["library"], "libgomp", "{f:#}");
+    assert!(
+        f["module"].as_str().unwrap().contains("libgomp.so"),
+        "{f:#}"
+    );
+    assert!(f["symbol"].is_string(), "a named libgomp function: {f:#}");
+    assert!(f["stack"][0]["module"]
+        .as_str()
+        .unwrap()
+        .contains("libgomp.so"));
+}
+
+/// The program asked itself: the executable's name, and its function.
+#[test]
+fn a_program_calling_pthread_create_is_named_by_its_executable() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let t = Tracer::start(&[]);
+    let out = as_nobody(&format!("ulimit -u 8; exec {} 32", burst.display()));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let fails = rec.of_pid("thread_create_failed", pid);
+    assert_eq!(
+        fails.len() as u64,
+        field(&out, "failed").unwrap().parse::<u64>().unwrap()
+    );
+    for f in fails {
+        assert_eq!(f["library"], "thread_burst", "{f:#}");
+        assert_eq!(f["symbol"], "main", "{f:#}");
+        assert_eq!(f["module"], burst.display().to_string());
+        assert_eq!(f["start_routine"]["symbol"], "worker", "{f:#}");
+    }
+}

@@ -1,0 +1,135 @@
+//! The output stage, on its own thread (started with the collector, so no
+//! thread is created while recording): attributes failures, then writes
+//! the console and the trace file. Records arrive in order on a bounded
+//! channel; when it is full the collector waits, the ring buffer absorbs
+//! the burst, and what overflows it is counted by the kernel.
+use std::{
+    sync::mpsc::{sync_channel, Receiver, SyncSender},
+    thread::JoinHandle,
+};
+
+use super::Console;
+use crate::{
+    attribution::Attributor,
+    events::{Record, Summary},
+    record::Filter,
+    tracefile::{kind, writer::TraceWriter},
+};
+
+pub enum Msg {
+    Record(Record),
+    /// Once a second: the exact counters for the trace file, and a flush.
+    Checkpoint(Summary),
+    /// The end: the summary for the console (filtered) and the file.
+    Finish {
+        console: Summary,
+        file: Summary,
+    },
+}
+
+/// Records waiting for the output thread at most.
+const QUEUE: usize = 8192;
+
+pub struct Output {
+    pub console: Console,
+    pub trace: Option<TraceWriter>,
+    pub filter: Filter,
+    pub lifecycle: bool,
+}
+
+pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
+    let (tx, rx) = sync_channel(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || out.run(rx))?;
+    Ok((tx, handle))
+}
+
+impl Output {
+    fn run(mut self, rx: Receiver<Msg>) -> anyhow::Result<()> {
+        // blazesym's Symbolizer is neither Send nor Sync: it is made, and
+        // stays, here. Libraries mapped now are indexed before the first
+        // failure, in case the process that fails exits before its turn.
+        let mut attributor = Attributor::new();
+        attributor.modules.index_all();
+        let mut console_ok = true;
+        let mut checkpoints = 0u32;
+        for msg in rx {
+            match msg {
+                Msg::Record(mut r) => {
+                    if let Record::ThreadCreateFailed(e) = &mut r {
+                        if let Some(c) = e.captured.take() {
+                            attributor.attribute(e, &c);
+                        }
+                    }
+                    self.write_trace(kind::EVENT, &r);
+                    let show =
+                        self.filter.keeps_record(&r) && (self.lifecycle || r.is_noteworthy());
+                    if show && console_ok && self.console.write(&r).is_err() {
+                        // stdout closed (its reader went away): keep recording.
+                        console_ok = false;
+                    }
+                }
+                Msg::Checkpoint(s) => {
+                    self.write_counters(&s);
+                    checkpoints += 1;
+                    if let Some(t) = &mut self.trace {
+                        // Flushed every second; on disk every 5 s, so a host
+                        // crash loses at most that.
+                        let r = if checkpoints.is_multiple_of(5) {
+                            t.sync()
+                        } else {
+                            t.flush()
+                        };
+                        if let Err(e) = r {
+                            log::error!("trace file: {e}; recording goes on without it");
+                            self.trace = None;
+                        }
+                    }
+                    if console_ok && self.console.flush().is_err() {
+                        console_ok = false;
+                    }
+                }
+                Msg::Finish { console, file } => {
+                    self.write_counters(&file);
+                    self.write_trace(kind::EVENT, &Record::Summary(file));
+                    if let Some(t) = &mut self.trace {
+                        t.sync()?;
+                    }
+                    if console_ok {
+                        self.console.write(&Record::Summary(console))?;
+                        self.console.flush()?;
+                    }
+                    log::info!(
+                        "symbolization: {} lookups, {} from cache, {} modules indexed",
+                        attributor.lookups,
+                        attributor.cache_hits,
+                        attributor.modules.len()
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_trace(&mut self, kind: u8, r: &Record) {
+        if let Some(t) = &mut self.trace {
+            let v = serde_json::to_value(r).expect("records serialize");
+            if let Err(e) = t.write_value(kind, &v) {
+                log::error!("trace file: {e}; recording goes on without it");
+                self.trace = None;
+            }
+        }
+    }
+
+    fn write_counters(&mut self, s: &Summary) {
+        if let Some(t) = &mut self.trace {
+            let v = serde_json::to_value(s).expect("summary serializes");
+            if let Err(e) = t.write_value(kind::COUNTERS, &v) {
+                log::error!("trace file: {e}; recording goes on without it");
+                self.trace = None;
+            }
+        }
+    }
+}
