@@ -89,3 +89,41 @@ fn a_program_calling_pthread_create_is_named_by_its_executable() {
         assert_eq!(f["start_routine"]["symbol"], "worker", "{f:#}");
     }
 }
+
+/// A fork that does not come through pthread_create, in code without
+/// frame pointers (glibc's fork, the Python interpreter): unwound with
+/// .eh_frame and attributed to the interpreter, though the process exits
+/// right after with BlockingIOError.
+#[test]
+fn python_subprocess_fork_is_unwound_past_libc() {
+    if !require_root() {
+        return;
+    }
+    let t = Tracer::start(&[]);
+    let out = as_nobody("echo pid=$$; ulimit -u 1; exec /usr/bin/python3 -c 'import subprocess; subprocess.run([\"true\"])'");
+    let rec = t.stop();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BlockingIOError"));
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let clone = rec
+        .of_pid("thread_create_failed", pid)
+        .into_iter()
+        .find(|f| f["api"] == "clone")
+        .cloned()
+        .expect("glibc's fork is the clone syscall");
+    assert!(
+        clone["library"].as_str().unwrap().starts_with("python3"),
+        "{clone:#}"
+    );
+    let stack = clone["stack"].as_array().unwrap();
+    assert!(
+        stack[0]["module"].as_str().unwrap().contains("libc.so"),
+        "{clone:#}"
+    );
+    assert!(
+        stack.len() >= 5,
+        "unwound past libc into the interpreter: {clone:#}"
+    );
+    assert!(stack
+        .iter()
+        .any(|f| f["module"].as_str().is_some_and(|m| m.contains("python3"))));
+}

@@ -11,6 +11,9 @@
 pub const MAX_STACK: usize = 32;
 /// Frames normalized in the kernel to (build id, file offset).
 pub const MAX_BUILD_ID_FRAMES: usize = 16;
+/// Bytes of user stack copied from the stack pointer, for unwinding with
+/// .eh_frame in userspace through code built without frame pointers.
+pub const STACK_COPY: usize = 4096;
 /// Length of the exec'ed file name kept from `sched_process_exec`.
 pub const FILENAME_LEN: usize = 256;
 pub const COMM_LEN: usize = 16;
@@ -144,6 +147,19 @@ pub struct BuildIdStack {
     pub frames: [BuildIdFrame; MAX_BUILD_ID_FRAMES],
 }
 
+/// User registers and the top of the user stack when the event fired.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackCopy {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Valid bytes in `bytes`, from `sp` up.
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; STACK_COPY],
+}
+
 /// clone/clone3/fork/vfork returned an error outside pthread_create.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -153,6 +169,7 @@ pub struct CloneFailed {
     pub errno: i32,
     pub stack: UserStack,
     pub resolved: BuildIdStack,
+    pub copy: StackCopy,
 }
 
 /// pthread_create returned non-zero. If a clone syscall failed inside it,
@@ -176,6 +193,8 @@ pub struct PthreadCreateFailed {
     pub stack: UserStack,
     /// The same, normalized by the kernel: frame 0 is the caller.
     pub resolved: BuildIdStack,
+    /// Registers and stack at the return, for .eh_frame unwinding.
+    pub copy: StackCopy,
 }
 
 #[repr(C)]

@@ -3,15 +3,15 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::bpf_get_stack,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user_buf, generated::bpf_get_stack,
     },
     maps::ring_buf::RingBufEntry,
     EbpfContext,
 };
 use threadtrace_common::{
-    stat, BuildIdFrame, BuildIdStack, Event, EventKind, FailureKey, Header, UserStack,
-    MAX_BUILD_ID_FRAMES, MAX_STACK,
+    stat, BuildIdFrame, BuildIdStack, Event, EventKind, FailureKey, Header, StackCopy, UserStack,
+    MAX_BUILD_ID_FRAMES, MAX_STACK, STACK_COPY,
 };
 
 use crate::maps::{EVENTS, FAILURES, STATS};
@@ -118,4 +118,58 @@ pub fn user_stack_build_ids<C: EbpfContext>(ctx: &C, stack: &mut BuildIdStack) {
     };
     stack.len = if n > 0 { (n as u32) / FRAME as u32 } else { 0 };
     stack._pad = 0;
+}
+
+/// Copies registers and the top of the user stack. A stack whose top is
+/// nearer than STACK_COPY faults as a whole: then try smaller copies.
+#[inline(always)]
+pub fn copy_user_stack(ip: u64, sp: u64, bp: u64, out: &mut StackCopy) {
+    out.ip = ip;
+    out.sp = sp;
+    out.bp = bp;
+    out._pad = 0;
+    out.len = 0;
+    // SAFETY: fault-checked user reads into a buffer of at least that size.
+    unsafe {
+        let dst = out.bytes.as_mut_ptr();
+        if bpf_probe_read_user_buf(
+            sp as *const u8,
+            core::slice::from_raw_parts_mut(dst, STACK_COPY),
+        )
+        .is_ok()
+        {
+            out.len = STACK_COPY as u32;
+        } else if bpf_probe_read_user_buf(
+            sp as *const u8,
+            core::slice::from_raw_parts_mut(dst, STACK_COPY / 4),
+        )
+        .is_ok()
+        {
+            out.len = (STACK_COPY / 4) as u32;
+        } else if bpf_probe_read_user_buf(
+            sp as *const u8,
+            core::slice::from_raw_parts_mut(dst, 256),
+        )
+        .is_ok()
+        {
+            out.len = 256;
+        }
+    }
+}
+
+/// The current task's user registers (ip, sp, bp), for programs whose
+/// context is not pt_regs (tracepoints).
+#[inline(always)]
+pub fn current_user_regs() -> Option<(u64, u64, u64)> {
+    use aya_ebpf::bindings::pt_regs;
+    use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+    // SAFETY: BTF helpers on the current task; fields read fault-checked.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        if regs.is_null() {
+            return None;
+        }
+        let r: pt_regs = bpf_probe_read_kernel(regs).ok()?;
+        Some((r.rip, r.rsp, r.rbp))
+    }
 }

@@ -5,9 +5,10 @@
 //! thread (a current-thread tokio runtime, no blocking pool), protects itself
 //! from the OOM killer, and keeps every buffer bounded.
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     path::PathBuf,
     sync::mpsc::SyncSender,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -53,6 +54,8 @@ pub struct NeedPrivileges;
 /// dynamic loader has mapped its libraries.
 const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
 const EXEC_SCAN_QUEUE: usize = 4096;
+/// Processes whose maps snapshot is kept at most.
+const MAPS_KEPT: usize = 4096;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -102,6 +105,7 @@ struct Collector {
     output: SyncSender<Msg>,
     filter: Filter,
     exec_scans: VecDeque<(Instant, u32)>,
+    maps: HashMap<u32, (Instant, Arc<str>)>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -143,8 +147,37 @@ impl Collector {
                     .push_back((Instant::now() + EXEC_SCAN_DELAY, pid));
             }
         }
-        let r = events::enrich(raw, &mut self.ctx);
+        let pid = match &raw {
+            decode::Raw::CloneFailed(e) => Some(e.header.tgid),
+            decode::Raw::PthreadCreateFailed(e) => Some(e.header.tgid),
+            _ => None,
+        };
+        let mut r = events::enrich(raw, &mut self.ctx);
+        if let (Some(pid), Record::ThreadCreateFailed(e)) = (pid, &mut r) {
+            if let Some(c) = e.captured.as_mut() {
+                c.maps = self.maps_of(pid);
+            }
+        }
         self.emit(r);
+    }
+
+    /// The failing process's maps, read now: it may exit before its failure
+    /// is attributed. Read at most once a second per process, so that a
+    /// storm does not turn into a storm of /proc reads.
+    fn maps_of(&mut self, pid: u32) -> Option<Arc<str>> {
+        if let Some((at, m)) = self.maps.get(&pid) {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Some(m.clone());
+            }
+        }
+        let m: Arc<str> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .ok()?
+            .into();
+        if self.maps.len() >= MAPS_KEPT {
+            self.maps.clear();
+        }
+        self.maps.insert(pid, (Instant::now(), m.clone()));
+        Some(m)
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
@@ -282,6 +315,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         output,
         filter,
         exec_scans: VecDeque::new(),
+        maps: HashMap::new(),
         delivered: 0,
         decode_errors: 0,
         started: started_at,

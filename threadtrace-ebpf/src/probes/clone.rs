@@ -7,7 +7,10 @@ use aya_ebpf::{
 use threadtrace_common::{Api, CloneFailed, EventKind};
 
 use crate::{
-    emit::{count_failure, reserve, user_stack, user_stack_build_ids},
+    emit::{
+        copy_user_stack, count_failure, current_user_regs, reserve, user_stack,
+        user_stack_build_ids,
+    },
     maps::PTHREAD_INFLIGHT,
 };
 
@@ -64,6 +67,8 @@ fn on_exit(ctx: &TracePointContext, api: Api) -> u32 {
         ev.payload.errno = errno;
         user_stack(ctx, &mut ev.payload.stack);
         user_stack_build_ids(ctx, &mut ev.payload.resolved);
+        let (ip, sp, bp) = current_user_regs().unwrap_or((0, 0, 0));
+        copy_user_stack(ip, sp, bp, &mut ev.payload.copy);
         entry.submit(0);
     }
     0

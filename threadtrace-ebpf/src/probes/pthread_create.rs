@@ -12,7 +12,7 @@ use aya_ebpf::{
 use threadtrace_common::{stat, Api, EventKind, PthreadCreateFailed};
 
 use crate::{
-    emit::{bump, count_failure, reserve, user_stack, user_stack_build_ids},
+    emit::{bump, copy_user_stack, count_failure, reserve, user_stack, user_stack_build_ids},
     maps::{InflightThread, PTHREAD_INFLIGHT},
 };
 
@@ -67,6 +67,9 @@ pub fn pthread_create_exit(ctx: RetProbeContext) -> u32 {
         // who asked, without pthread_create's own frames.
         user_stack(&ctx, &mut p.stack);
         user_stack_build_ids(&ctx, &mut p.resolved);
+        // SAFETY: the uretprobe's context is the user registers at return.
+        let regs = unsafe { &*ctx.regs };
+        copy_user_stack(regs.rip, regs.rsp, regs.rbp, &mut p.copy);
         entry.submit(0);
     }
     0

@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod elf;
 pub mod modules;
+pub mod unwind;
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,10 +19,11 @@ use blazesym::{
     Pid,
 };
 use serde::{Deserialize, Serialize};
-use threadtrace_common::{BuildIdStack, BUILD_ID_VALID};
+use threadtrace_common::{BuildIdStack, StackCopy, BUILD_ID_VALID};
 
 use crate::events::ThreadCreateFailed;
 use modules::{hex, ModuleIndex};
+use unwind::{StackSnapshot, StackUnwinder};
 
 /// One stack frame, innermost first.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -47,27 +49,45 @@ pub struct Location {
 }
 
 /// What the kernel captured, carried from decoding to attribution.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Captured {
+    /// Frame-pointer walk.
     pub ips: Vec<u64>,
+    /// The same frames as (status, build id, file offset).
     pub resolved: Vec<(i32, [u8; 20], u64)>,
+    /// Registers and stack bytes, for .eh_frame unwinding.
+    pub snapshot: StackSnapshot,
+    /// /proc/PID/maps as read when the event arrived: the process may be
+    /// gone by the time it is attributed.
+    pub maps: Option<std::sync::Arc<str>>,
 }
 
 impl Captured {
-    pub fn new(ips: Vec<u64>, r: &BuildIdStack) -> Self {
+    pub fn new(ips: Vec<u64>, r: &BuildIdStack, c: &StackCopy) -> Self {
         let n = (r.len as usize).min(r.frames.len());
+        let len = (c.len as usize).min(c.bytes.len());
         Captured {
             ips,
             resolved: r.frames[..n]
                 .iter()
                 .map(|f| (f.status, f.build_id, f.offset_or_ip))
                 .collect(),
+            snapshot: StackSnapshot {
+                ip: c.ip,
+                sp: c.sp,
+                bp: c.bp,
+                bytes: c.bytes[..len].to_vec(),
+            },
+            maps: None,
         }
     }
 }
 
 /// A function name and the offset into it.
 type SymbolAt = (String, u64);
+
+/// Deepest stack reported.
+const MAX_FRAMES: usize = 48;
 
 /// Symbols are looked up once per (build id, file offset); the cache is
 /// dropped whole when it grows past this, to keep memory bounded.
@@ -79,6 +99,10 @@ pub struct Attributor {
     pub modules: ModuleIndex,
     cache: HashMap<(Vec<u8>, u64), Option<SymbolAt>>,
     indexed_pids: HashSet<u32>,
+    unwinder: StackUnwinder,
+    /// Failures unwound with .eh_frame / from the frame-pointer walk only.
+    pub unwound: u64,
+    pub fp_only: u64,
     pub lookups: u64,
     pub cache_hits: u64,
 }
@@ -97,6 +121,9 @@ impl Attributor {
             modules: ModuleIndex::default(),
             cache: HashMap::new(),
             indexed_pids: HashSet::new(),
+            unwinder: StackUnwinder::default(),
+            unwound: 0,
+            fp_only: 0,
             lookups: 0,
             cache_hits: 0,
         }
@@ -130,9 +157,52 @@ impl Attributor {
         found
     }
 
-    /// Frames from the kernel's build-id stack; frames the kernel could not
-    /// normalize are normalized through the process's maps if it still runs.
+    /// The stack: unwound with .eh_frame while the process runs (deeper and
+    /// right through code without frame pointers), else the kernel's
+    /// frame-pointer walk, already normalized to build ids.
     fn frames(&mut self, pid: u32, c: &Captured) -> Vec<Frame> {
+        let maps = c.maps.as_deref().unwrap_or("");
+        if let Some(addrs) = self.unwinder.unwind(pid, &c.snapshot, maps, MAX_FRAMES) {
+            let kernel_depth = c.ips.len();
+            if addrs.len() > 1 || kernel_depth <= 1 {
+                let frames = self.frames_in(maps, &addrs);
+                if frames.first().is_some_and(|f| f.module.is_some()) {
+                    self.unwound += 1;
+                    return frames;
+                }
+            }
+        }
+        self.fp_only += 1;
+        self.kernel_frames(pid, c)
+    }
+
+    /// Frames for addresses, through a maps snapshot of the process.
+    fn frames_in(&mut self, maps: &str, addrs: &[u64]) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = addrs
+            .iter()
+            .map(|&addr| {
+                let mut f = Frame {
+                    addr,
+                    ..Default::default()
+                };
+                if let Some((path, offset)) = unwind::locate(maps, addr) {
+                    if let Some(id) = self.modules.add(path.into(), path.to_string()) {
+                        f.build_id = Some(hex(&id));
+                        f.file_offset = Some(offset);
+                        f.module = Some(path.to_string());
+                        self.fill(&mut f, &id, offset);
+                    }
+                }
+                f
+            })
+            .collect();
+        if let Some(end) = frames.iter().position(|f| f.module.is_none()) {
+            frames.truncate(end.max(1));
+        }
+        frames
+    }
+
+    fn kernel_frames(&mut self, pid: u32, c: &Captured) -> Vec<Frame> {
         let mut frames: Vec<Frame> = Vec::with_capacity(c.ips.len().max(c.resolved.len()));
         let n = c.ips.len().max(c.resolved.len());
         let mut unresolved = Vec::new();
@@ -354,6 +424,7 @@ mod tests {
         let captured = Captured {
             ips: vec![0x7f00_0000_1234],
             resolved: vec![(BUILD_ID_VALID, build_id, offset)],
+            ..Default::default()
         };
         let mut a = Attributor::new();
         a.attribute(&mut ev, &captured);

@@ -65,7 +65,8 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
 pub(crate) mod tests {
     use super::*;
     use threadtrace_common::{
-        BuildIdFrame, BuildIdStack, UserStack, MAX_BUILD_ID_FRAMES, MAX_STACK,
+        BuildIdFrame, BuildIdStack, StackCopy, UserStack, MAX_BUILD_ID_FRAMES, MAX_STACK,
+        STACK_COPY,
     };
 
     pub fn header(kind: EventKind, tgid: u32, tid: u32, comm: &str) -> Header {
@@ -122,6 +123,14 @@ pub(crate) mod tests {
                         build_id: [7; 20],
                         offset_or_ip: 0x1234,
                     }; MAX_BUILD_ID_FRAMES],
+                },
+                copy: StackCopy {
+                    ip: 0x7f00_0000_1234,
+                    sp: 0x7ffc_0000_0000,
+                    bp: 0,
+                    len: 0,
+                    _pad: 0,
+                    bytes: [0; STACK_COPY],
                 },
             },
         }

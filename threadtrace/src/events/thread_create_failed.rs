@@ -48,7 +48,7 @@ pub struct ThreadCreateFailed {
 
 impl PartialEq for Captured {
     fn eq(&self, other: &Self) -> bool {
-        self.ips == other.ips && self.resolved == other.resolved
+        self.ips == other.ips && self.resolved == other.resolved && self.snapshot == other.snapshot
     }
 }
 
@@ -90,6 +90,7 @@ pub fn from_clone(e: &Event<CloneFailed>, ctx: &mut Context) -> ThreadCreateFail
     ev.captured = Some(Box::new(Captured::new(
         stack(&e.payload.stack),
         &e.payload.resolved,
+        &e.payload.copy,
     )));
     ev
 }
@@ -103,7 +104,11 @@ pub fn from_pthread(e: &Event<PthreadCreateFailed>, ctx: &mut Context) -> Thread
     }
     ev.caller = (p.caller != 0).then_some(p.caller);
     ev.start_routine_addr = (p.start_routine != 0).then_some(p.start_routine);
-    ev.captured = Some(Box::new(Captured::new(stack(&p.stack), &p.resolved)));
+    ev.captured = Some(Box::new(Captured::new(
+        stack(&p.stack),
+        &p.resolved,
+        &p.copy,
+    )));
     ev
 }
 

@@ -101,7 +101,10 @@ impl Output {
                         self.console.flush()?;
                     }
                     log::info!(
-                        "symbolization: {} lookups, {} from cache, {} modules indexed",
+                        "attribution: {} stacks unwound with .eh_frame, {} from frame pointers only; \
+                         {} symbol lookups, {} from cache; {} modules indexed",
+                        attributor.unwound,
+                        attributor.fp_only,
                         attributor.lookups,
                         attributor.cache_hits,
                         attributor.modules.len()
