@@ -1,6 +1,7 @@
 /* Asks for N threads and counts, exactly, how many pthread_create calls
  * failed: the number threadtrace's summary must equal. An optional second
- * argument waits that many milliseconds first. */
+ * argument waits that many milliseconds first, a third holds the threads
+ * alive that long. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
             failed++;
         }
     }
+    if (argc > 3) usleep(atoi(argv[3]) * 1000);
     pthread_mutex_unlock(&gate);
     for (int i = 0; i < n; i++)
         if (ok[i]) pthread_join(t[i], NULL);

@@ -127,3 +127,41 @@ fn python_subprocess_fork_is_unwound_past_libc() {
         .iter()
         .any(|f| f["module"].as_str().is_some_and(|m| m.contains("python3"))));
 }
+
+/// Live threads per (process, library): threads created while recording
+/// are counted under their creator; those from before are "unattributed".
+#[test]
+fn live_threads_are_counted_per_creating_library() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let spawn = |n: &str| {
+        std::process::Command::new(&burst)
+            .args([n, "0", "5000"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut before = spawn("12");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = Tracer::start(&[]);
+    let mut during = spawn("7");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rec = t.stop();
+    let threads = rec.summary()["threads"].as_array().unwrap().clone();
+    let live = |pid: u32, lib: &str| {
+        threads
+            .iter()
+            .find(|t| t["pid"] == pid && t["library"] == lib)
+            .map(|t| t["live"].as_i64().unwrap())
+    };
+    assert_eq!(live(before.id(), "unattributed"), Some(12), "{threads:#?}");
+    assert_eq!(live(before.id(), "thread_burst"), None);
+    assert_eq!(live(during.id(), "thread_burst"), Some(7), "{threads:#?}");
+    assert_eq!(live(during.id(), "unattributed"), None);
+    before.kill().unwrap();
+    during.kill().unwrap();
+    before.wait().unwrap();
+    during.wait().unwrap();
+}

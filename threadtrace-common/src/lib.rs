@@ -278,6 +278,17 @@ pub struct FailureKey {
     pub _pad: u32,
 }
 
+/// Key of the live thread counts: threads of `tgid` created by a
+/// pthread_create returning to `caller` (0: not through a probed
+/// pthread_create, e.g. a raw clone or the Go runtime).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LiveKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub caller: u64,
+}
+
 /// Indexes into the per-CPU `STATS` array.
 pub mod stat {
     /// Ring buffer had no room: the event was dropped (its count was not).
@@ -322,4 +333,5 @@ mod user {
     // SAFETY: plain-old-data, repr(C), no padding holes left implicit.
     unsafe impl aya::Pod for FailureKey {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for LiveKey {}
 }

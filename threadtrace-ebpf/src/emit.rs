@@ -14,7 +14,7 @@ use threadtrace_common::{
     MAX_BUILD_ID_FRAMES, MAX_STACK, STACK_COPY,
 };
 
-use crate::maps::{EVENTS, FAILURES, STATS};
+use crate::maps::{EVENTS, FAILURES, LIVE_THREADS, STATS};
 
 #[inline(always)]
 pub fn bump(index: u32) {
@@ -46,6 +46,24 @@ pub fn count_failure(tgid: u32, api: u32, errno: i32) {
         }
     }
     bump(stat::FAILURES_OVERFLOW);
+}
+
+/// Adds `delta` to a live-thread count.
+#[inline(always)]
+pub fn add_live(key: &threadtrace_common::LiveKey, delta: i64) {
+    if let Some(v) = LIVE_THREADS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value.
+        unsafe { *v += delta };
+    } else if LIVE_THREADS
+        .insert(key, &delta, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        // Inserted by another CPU meanwhile: this CPU's slot exists now.
+        if let Some(v) = LIVE_THREADS.get_ptr_mut(key) {
+            // SAFETY: per-CPU value.
+            unsafe { *v += delta };
+        }
+    }
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
-use threadtrace_common::{stat, Config, FailureKey, Rlimit};
+use threadtrace_common::{stat, Config, FailureKey, LiveKey, Rlimit};
 
 /// Set by the collector at load time from tracefs formats and BTF.
 #[unsafe(no_mangle)]
@@ -71,3 +71,13 @@ pub struct InflightRlimit {
 
 #[map]
 pub static RLIMIT_INFLIGHT: HashMap<u32, InflightRlimit> = HashMap::with_max_entries(1024, 0);
+
+/// Live threads per (process, creating code): +1 when a thread is created,
+/// -1 when it exits. Per-CPU: the exit may run on another CPU than the
+/// creation; userspace sums.
+#[map]
+pub static LIVE_THREADS: PerCpuHashMap<LiveKey, i64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Which LIVE_THREADS key a thread (by tid) was counted under.
+#[map]
+pub static THREAD_ORIGIN: LruHashMap<u32, LiveKey> = LruHashMap::with_max_entries(65536, 0);

@@ -110,6 +110,13 @@ pub fn parse_stat(text: &str) -> Option<(u32, u64)> {
     Some((f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?))
 }
 
+/// Threads of a process now (/proc/PID/stat field 20).
+pub fn num_threads(pid: u32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split(' ').nth(17)?.parse().ok()
+}
+
 pub fn read_proc(pid: u32) -> Option<Proc> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
@@ -271,6 +278,15 @@ impl ProcTable {
         }
     }
 
+    /// Live processes as (pid, comm).
+    pub fn alive(&self) -> Vec<(u32, String)> {
+        self.procs
+            .values()
+            .filter(|p| p.alive)
+            .map(|p| (p.pid, p.comm.clone()))
+            .collect()
+    }
+
     pub fn cgroup(&self, pid: u32, controller: &str) -> Option<String> {
         self.mounts.path(&self.get(pid)?.cgroups, controller)
     }
@@ -330,6 +346,7 @@ mod tests {
 
     #[test]
     fn reads_itself_from_proc() {
+        assert!(num_threads(std::process::id()).unwrap() >= 1);
         let p = read_proc(std::process::id()).unwrap();
         assert!(p.alive && p.ppid > 0 && p.start_ticks.is_some() && p.exe.is_some());
     }

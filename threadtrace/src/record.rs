@@ -20,12 +20,13 @@ use tokio::{
 };
 
 use crate::{
+    attribution::{classify, live_threads, unwind},
     clock,
-    events::{self, decode, Context, Record, Started, Summary},
+    events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
     kernel::{counters::CounterMaps, libc_targets, Kernel},
     privileges,
-    proctable::{CgroupMounts, ProcTable},
+    proctable::{self, CgroupMounts, ProcTable},
     sink::{
         output::{self, Msg, Output},
         Console,
@@ -56,6 +57,10 @@ const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
 const EXEC_SCAN_QUEUE: usize = 4096;
 /// Processes whose maps snapshot is kept at most.
 const MAPS_KEPT: usize = 4096;
+/// Processes whose thread count is read for a summary at most.
+const THREAD_SCAN_MAX: usize = 8192;
+/// Rows of live threads in a summary at most.
+const THREAD_ROWS: usize = 100;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -106,6 +111,7 @@ struct Collector {
     filter: Filter,
     exec_scans: VecDeque<(Instant, u32)>,
     maps: HashMap<u32, (Instant, Arc<str>)>,
+    library_names: HashMap<(u32, u64), String>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -227,10 +233,56 @@ impl Collector {
         s.duration_s = self.started.elapsed().as_secs_f64();
         s.events_delivered = self.delivered;
         s.decode_errors = self.decode_errors;
+        s.threads = self.thread_rows(&c.live, filtered);
         s
     }
 
+    /// Live threads per (process, library).
+    fn thread_rows(
+        &mut self,
+        live: &std::collections::BTreeMap<(u32, u64), i64>,
+        filtered: bool,
+    ) -> Vec<ThreadCount> {
+        let mut processes: Vec<(u32, String, i64)> = self
+            .ctx
+            .procs
+            .alive()
+            .into_iter()
+            .filter(|(pid, comm)| !filtered || self.filter.keeps(*pid, comm))
+            .take(THREAD_SCAN_MAX)
+            .filter_map(|(pid, comm)| Some((pid, comm, proctable::num_threads(pid)?)))
+            .collect();
+        processes.sort_unstable_by_key(|p| p.0);
+        if self.library_names.len() >= MAPS_KEPT {
+            self.library_names.clear();
+        }
+        let mut names = std::mem::take(&mut self.library_names);
+        let rows = live_threads::rows(
+            live,
+            |pid, caller| {
+                names
+                    .entry((pid, caller))
+                    .or_insert_with(|| {
+                        let exe = self.ctx.procs.get(pid).and_then(|p| p.exe.clone());
+                        self.maps_of(pid)
+                            .and_then(|m| {
+                                unwind::locate(&m, caller)
+                                    .map(|(path, _)| classify::library(path, exe.as_deref()))
+                            })
+                            .unwrap_or_else(|| live_threads::UNATTRIBUTED.to_string())
+                    })
+                    .clone()
+            },
+            &processes,
+            THREAD_ROWS,
+        );
+        self.library_names = names;
+        rows
+    }
+
     fn checkpoint(&mut self) {
+        self.counters
+            .prune_live(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         let s = self.summary(false);
         let _ = self.output.send(Msg::Checkpoint(s));
     }
@@ -316,6 +368,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         filter,
         exec_scans: VecDeque::new(),
         maps: HashMap::new(),
+        library_names: HashMap::new(),
         delivered: 0,
         decode_errors: 0,
         started: started_at,

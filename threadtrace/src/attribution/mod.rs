@@ -8,6 +8,7 @@
 //! frame outside libc names the library (`classify`).
 pub mod classify;
 pub mod elf;
+pub mod live_threads;
 pub mod modules;
 pub mod unwind;
 

@@ -31,6 +31,17 @@ pub struct ProcessFailures {
     pub count: u64,
 }
 
+/// Threads of a process, by the library that created them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ThreadCount {
+    pub pid: u32,
+    pub comm: String,
+    /// The creating library, or "unattributed" for threads that existed
+    /// before recording started (or were created without pthread_create).
+    pub library: String,
+    pub live: i64,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Summary {
     pub time: String,
@@ -49,6 +60,9 @@ pub struct Summary {
     pub failures_unattributed: u64,
     pub events_delivered: u64,
     pub decode_errors: u64,
+    /// Live threads per (process, creating library), largest first.
+    #[serde(default)]
+    pub threads: Vec<ThreadCount>,
 }
 
 impl Summary {

@@ -164,6 +164,16 @@ pub fn summary(s: &Summary) -> String {
             }
         }
     }
+    if !s.threads.is_empty() {
+        out.push_str("live threads by creating library:\n");
+        for t in s.threads.iter().take(5) {
+            let _ = writeln!(
+                out,
+                "  {:<16} pid {:<8} {:<24} {:>6}",
+                t.comm, t.pid, t.library, t.live
+            );
+        }
+    }
     if s.events_lost > 0 {
         let _ = writeln!(
             out,
