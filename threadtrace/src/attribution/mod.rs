@@ -104,6 +104,10 @@ pub struct Attributor {
     /// Failures unwound with .eh_frame / from the frame-pointer walk only.
     pub unwound: u64,
     pub fp_only: u64,
+    /// Time spent attributing, and in the slowest single event.
+    pub busy: std::time::Duration,
+    pub slowest: std::time::Duration,
+    pub events: u64,
     pub lookups: u64,
     pub cache_hits: u64,
 }
@@ -125,6 +129,9 @@ impl Attributor {
             unwinder: StackUnwinder::default(),
             unwound: 0,
             fp_only: 0,
+            busy: std::time::Duration::ZERO,
+            slowest: std::time::Duration::ZERO,
+            events: 0,
             lookups: 0,
             cache_hits: 0,
         }
@@ -166,7 +173,7 @@ impl Attributor {
         if let Some(addrs) = self.unwinder.unwind(pid, &c.snapshot, maps, MAX_FRAMES) {
             let kernel_depth = c.ips.len();
             if addrs.len() > 1 || kernel_depth <= 1 {
-                let frames = self.frames_in(maps, &addrs);
+                let frames = self.frames_in(pid, maps, &addrs);
                 if frames.first().is_some_and(|f| f.module.is_some()) {
                     self.unwound += 1;
                     return frames;
@@ -178,25 +185,24 @@ impl Attributor {
     }
 
     /// Frames for addresses, through a maps snapshot of the process.
-    fn frames_in(&mut self, maps: &str, addrs: &[u64]) -> Vec<Frame> {
-        let mut frames: Vec<Frame> = addrs
-            .iter()
-            .map(|&addr| {
-                let mut f = Frame {
-                    addr,
-                    ..Default::default()
-                };
-                if let Some((path, offset)) = unwind::locate(maps, addr) {
-                    if let Some(id) = self.modules.add(path.into(), path.to_string()) {
-                        f.build_id = Some(hex(&id));
-                        f.file_offset = Some(offset);
-                        f.module = Some(path.to_string());
-                        self.fill(&mut f, &id, offset);
-                    }
+    fn frames_in(&mut self, pid: u32, maps: &str, addrs: &[u64]) -> Vec<Frame> {
+        let located = self.unwinder.locate_all(pid, maps, addrs);
+        let mut frames: Vec<Frame> = Vec::with_capacity(addrs.len());
+        for (&addr, at) in addrs.iter().zip(located) {
+            let mut f = Frame {
+                addr,
+                ..Default::default()
+            };
+            if let Some((path, offset)) = at {
+                if let Some(id) = self.modules.id_of_path(&path) {
+                    f.build_id = Some(hex(&id));
+                    f.file_offset = Some(offset);
+                    f.module = Some(path);
+                    self.fill(&mut f, &id, offset);
                 }
-                f
-            })
-            .collect();
+            }
+            frames.push(f);
+        }
         if let Some(end) = frames.iter().position(|f| f.module.is_none()) {
             frames.truncate(end.max(1));
         }
@@ -288,6 +294,15 @@ impl Attributor {
 
     /// Fills `library`, `module`, `symbol`, `stack` and `start_routine`.
     pub fn attribute(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) {
+        let t0 = std::time::Instant::now();
+        self.attribute_inner(ev, captured);
+        let spent = t0.elapsed();
+        self.events += 1;
+        self.busy += spent;
+        self.slowest = self.slowest.max(spent);
+    }
+
+    fn attribute_inner(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) {
         let pid = ev.task.pid;
         // Index the process while it may still be alive: its libraries are
         // then known for its next failure, even after it exits.

@@ -26,6 +26,9 @@ pub struct ModuleIndex {
     seen: HashMap<(u64, u64), Option<Vec<u8>>>,
     last_rescan: Option<Instant>,
     dirs_indexed: bool,
+    /// Build id by the path it was read through: frames of every event
+    /// name their files, and a stat per frame adds up in a storm.
+    by_path: HashMap<PathBuf, Option<Vec<u8>>>,
 }
 
 /// Where distributions install shared libraries: searched once, when a
@@ -47,6 +50,19 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 impl ModuleIndex {
+    /// The build id of a file by path, read once per path.
+    pub fn id_of_path(&mut self, path: &str) -> Option<Vec<u8>> {
+        if let Some(id) = self.by_path.get(std::path::Path::new(path)) {
+            return id.clone();
+        }
+        if self.by_path.len() >= 65536 {
+            self.by_path.clear();
+        }
+        let id = self.add(path.into(), path.to_string());
+        self.by_path.insert(path.into(), id.clone());
+        id
+    }
+
     /// Reads a file's build id (once per inode) and indexes it.
     pub fn add(&mut self, open_path: PathBuf, path: String) -> Option<Vec<u8>> {
         let meta = std::fs::metadata(&open_path).ok()?;

@@ -62,9 +62,27 @@ fn read_unwind_data(path: &str) -> Option<UnwindData> {
 /// Files whose unwind data is kept at most (each holds its .eh_frame).
 const FILES_KEPT: usize = 512;
 
+/// An unwinder and the parsed mappings for one maps snapshot.
+struct Prepared {
+    key: (u32, u64),
+    unwinder: UnwinderX86_64<Arc<[u8]>>,
+    /// (start, end, file offset, path), sorted by start.
+    maps: Vec<(u64, u64, u64, String)>,
+}
+
 #[derive(Default)]
 pub struct StackUnwinder {
     files: HashMap<(u64, u64), Option<Arc<UnwindData>>>,
+    /// The last snapshot prepared: a storm repeats the same process, and
+    /// building the unwinder costs far more than unwinding.
+    prepared: Option<Prepared>,
+}
+
+fn text_hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 impl StackUnwinder {
@@ -80,6 +98,95 @@ impl StackUnwinder {
             .clone()
     }
 
+    /// Builds (or reuses) the unwinder for this process's maps snapshot.
+    fn prepare(&mut self, pid: u32, maps: &str) -> &mut Prepared {
+        let key = (pid, text_hash(maps));
+        if self.prepared.as_ref().is_none_or(|p| p.key != key) {
+            let mut unwinder: UnwinderX86_64<Arc<[u8]>> = UnwinderX86_64::new();
+            let mut parsed = Vec::new();
+            for line in maps.lines() {
+                let mut f = line.split_whitespace();
+                let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next())
+                else {
+                    continue;
+                };
+                let Some(path) = f.nth(2) else { continue };
+                let Some((start, end)) = range.split_once('-') else {
+                    continue;
+                };
+                let (Ok(start), Ok(end), Ok(offset)) = (
+                    u64::from_str_radix(start, 16),
+                    u64::from_str_radix(end, 16),
+                    u64::from_str_radix(offset, 16),
+                ) else {
+                    continue;
+                };
+                if !path.starts_with('/') {
+                    continue;
+                }
+                parsed.push((start, end, offset, path.to_string()));
+                if !perms.contains('x') {
+                    continue;
+                }
+                // map_files opens the mapped file itself, whatever namespace
+                // or chroot the process sees it through; once it has exited,
+                // the path is all there is.
+                let open = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+                let Some(d) = self.data_for(&open).or_else(|| self.data_for(path)) else {
+                    continue;
+                };
+                // The mapping is the executable segment, mapped from its
+                // page-aligned file offset: that offset can lie inside the
+                // previous segment's bytes, so match on alignment, not range.
+                let Some(&(_, seg_vaddr, _)) = d
+                    .segments
+                    .iter()
+                    .find(|&&(o, _, x)| x && o & !0xfff == offset)
+                else {
+                    continue;
+                };
+                // Load bias: where vaddr 0 of the file is in the process.
+                let bias = start.wrapping_sub(seg_vaddr & !0xfff);
+                let info = ExplicitModuleSectionInfo {
+                    base_svma: 0,
+                    text_svma: d.text_svma.clone(),
+                    got_svma: d.got_svma.clone(),
+                    eh_frame_svma: d.eh_frame.as_ref().map(|e| e.0.clone()),
+                    eh_frame: d.eh_frame.as_ref().map(|e| e.1.clone()),
+                    eh_frame_hdr_svma: d.eh_frame_hdr.as_ref().map(|e| e.0.clone()),
+                    eh_frame_hdr: d.eh_frame_hdr.as_ref().map(|e| e.1.clone()),
+                    ..Default::default()
+                };
+                unwinder.add_module(Module::new(path.to_string(), start..end, bias, info));
+            }
+            parsed.sort_unstable_by_key(|m| m.0);
+            self.prepared = Some(Prepared {
+                key,
+                unwinder,
+                maps: parsed,
+            });
+        }
+        self.prepared.as_mut().expect("just set")
+    }
+
+    /// (path, file offset) of each address in the process's maps snapshot.
+    pub fn locate_all(
+        &mut self,
+        pid: u32,
+        maps: &str,
+        addrs: &[u64],
+    ) -> Vec<Option<(String, u64)>> {
+        let maps = &self.prepare(pid, maps).maps;
+        addrs
+            .iter()
+            .map(|&addr| {
+                let i = maps.partition_point(|m| m.0 <= addr).checked_sub(1)?;
+                let (start, end, off, path) = &maps[i];
+                (addr < *end).then(|| (path.clone(), addr - start + off))
+            })
+            .collect()
+    }
+
     /// Return addresses, innermost first (the first is `ip`), or None when
     /// nothing could be unwound. `maps` is the process's /proc/PID/maps as
     /// read when its failure arrived (it may have exited since).
@@ -93,58 +200,8 @@ impl StackUnwinder {
         if snap.bytes.is_empty() || snap.ip == 0 {
             return None;
         }
-        let mut unwinder: UnwinderX86_64<Arc<[u8]>> = UnwinderX86_64::new();
-        let _ = pid;
-        for line in maps.lines() {
-            let mut f = line.split_whitespace();
-            let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next()) else {
-                continue;
-            };
-            let Some(path) = f.nth(2) else { continue };
-            if !perms.contains('x') || !path.starts_with('/') {
-                continue;
-            }
-            let Some((start, end)) = range.split_once('-') else {
-                continue;
-            };
-            let (Ok(start), Ok(end), Ok(offset)) = (
-                u64::from_str_radix(start, 16),
-                u64::from_str_radix(end, 16),
-                u64::from_str_radix(offset, 16),
-            ) else {
-                continue;
-            };
-            // map_files opens the mapped file itself, whatever namespace or
-            // chroot the process sees it through; once it has exited, the
-            // path is all there is.
-            let open = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
-            let Some(d) = self.data_for(&open).or_else(|| self.data_for(path)) else {
-                continue;
-            };
-            // The mapping is the executable segment, mapped from its
-            // page-aligned file offset: that offset can lie inside the
-            // previous segment's bytes, so match on alignment, not range.
-            let Some(&(_, seg_vaddr, _)) = d
-                .segments
-                .iter()
-                .find(|&&(o, _, x)| x && o & !0xfff == offset)
-            else {
-                continue;
-            };
-            // Load bias: where vaddr 0 of the file is in the process.
-            let bias = start.wrapping_sub(seg_vaddr & !0xfff);
-            let info = ExplicitModuleSectionInfo {
-                base_svma: 0,
-                text_svma: d.text_svma.clone(),
-                got_svma: d.got_svma.clone(),
-                eh_frame_svma: d.eh_frame.as_ref().map(|e| e.0.clone()),
-                eh_frame: d.eh_frame.as_ref().map(|e| e.1.clone()),
-                eh_frame_hdr_svma: d.eh_frame_hdr.as_ref().map(|e| e.0.clone()),
-                eh_frame_hdr: d.eh_frame_hdr.as_ref().map(|e| e.1.clone()),
-                ..Default::default()
-            };
-            unwinder.add_module(Module::new(path.to_string(), start..end, bias, info));
-        }
+        let prepared = self.prepare(pid, maps);
+        let unwinder = &prepared.unwinder;
         let (sp, bytes) = (snap.sp, &snap.bytes);
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(sp).ok_or(())? as usize;

@@ -101,8 +101,12 @@ impl Output {
                         self.console.flush()?;
                     }
                     log::info!(
-                        "attribution: {} stacks unwound with .eh_frame, {} from frame pointers only; \
+                        "attribution: {} events, {:.1} µs each on average, slowest {:.1} ms; \
+                         {} stacks unwound with .eh_frame, {} from frame pointers only; \
                          {} symbol lookups, {} from cache; {} modules indexed",
+                        attributor.events,
+                        attributor.busy.as_secs_f64() * 1e6 / attributor.events.max(1) as f64,
+                        attributor.slowest.as_secs_f64() * 1e3,
                         attributor.unwound,
                         attributor.fp_only,
                         attributor.lookups,
