@@ -82,6 +82,11 @@ fn container_libc_is_probed_from_its_first_exec() {
     let (pid, failed, _) = run_in(&root, &cg, "unshare -m", 50);
     let rec = t.stop();
     assert_all_via_pthread_create(&rec, pid, failed);
+    // Named as the container sees its files.
+    let f = rec.of_pid("thread_create_failed", pid)[0].clone();
+    assert_eq!(f["module"], "/thread_burst", "{f:#}");
+    assert_eq!(f["library"], "thread_burst");
+    assert_eq!(f["symbol"], "main");
 }
 
 #[test]

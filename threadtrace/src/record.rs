@@ -112,6 +112,8 @@ struct Collector {
     exec_scans: VecDeque<(Instant, u32)>,
     maps: HashMap<u32, (Instant, Arc<str>)>,
     library_names: HashMap<(u32, u64), String>,
+    /// Root directory of processes whose maps were read, when not "/".
+    roots: HashMap<u32, Option<Arc<str>>>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -162,6 +164,7 @@ impl Collector {
         if let (Some(pid), Record::ThreadCreateFailed(e)) = (pid, &mut r) {
             if let Some(c) = e.captured.as_mut() {
                 c.maps = self.maps_of(pid);
+                c.root = self.roots.get(&pid).cloned().flatten();
             }
         }
         self.emit(r);
@@ -181,7 +184,13 @@ impl Collector {
             .into();
         if self.maps.len() >= MAPS_KEPT {
             self.maps.clear();
+            self.roots.clear();
         }
+        let root = std::fs::read_link(format!("/proc/{pid}/root"))
+            .ok()
+            .map(|p| p.display().to_string());
+        self.roots
+            .insert(pid, root.filter(|r| r != "/").map(Arc::from));
         self.maps.insert(pid, (Instant::now(), m.clone()));
         Some(m)
     }
@@ -369,6 +378,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         exec_scans: VecDeque::new(),
         maps: HashMap::new(),
         library_names: HashMap::new(),
+        roots: HashMap::new(),
         delivered: 0,
         decode_errors: 0,
         started: started_at,

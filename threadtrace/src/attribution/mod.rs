@@ -61,6 +61,9 @@ pub struct Captured {
     /// /proc/PID/maps as read when the event arrived: the process may be
     /// gone by the time it is attributed.
     pub maps: Option<std::sync::Arc<str>>,
+    /// The process's root directory as the tracer sees it, when not "/"
+    /// (a container, a chroot): module paths are shown inside it.
+    pub root: Option<std::sync::Arc<str>>,
 }
 
 impl Captured {
@@ -80,7 +83,16 @@ impl Captured {
                 bytes: c.bytes[..len].to_vec(),
             },
             maps: None,
+            root: None,
         }
+    }
+}
+
+/// `path` as a process whose root is `root` sees it.
+pub fn inside_root(path: &str, root: Option<&str>) -> String {
+    match root.and_then(|r| path.strip_prefix(r)) {
+        Some(rest) if rest.starts_with('/') => rest.to_string(),
+        _ => path.to_string(),
     }
 }
 
@@ -259,7 +271,11 @@ impl Attributor {
         let Some(m) = self.modules.find(build_id).cloned() else {
             return;
         };
-        f.module = Some(m.path.clone());
+        // A frame whose mapping named its file keeps that name: another file
+        // with the same build id (a container's copy) only lends symbols.
+        if f.module.is_none() {
+            f.module = Some(m.path.clone());
+        }
         if let Some((sym, off)) = self.symbol(build_id, &m.open_path, offset) {
             f.symbol = Some(sym);
             f.offset = Some(off);
@@ -350,6 +366,20 @@ impl Attributor {
             ev.start_routine = Some(self.locate(pid, start, frames.first()));
         }
         ev.stack = frames;
+        if let Some(root) = captured.root.as_deref() {
+            let show = |p: &mut Option<String>| {
+                if let Some(path) = p {
+                    *path = inside_root(path, Some(root));
+                }
+            };
+            show(&mut ev.module);
+            if let Some(s) = ev.start_routine.as_mut() {
+                show(&mut s.module);
+            }
+            for f in &mut ev.stack {
+                show(&mut f.module);
+            }
+        }
     }
 
     /// Where a code address is: through the live process's maps, else, when
@@ -449,6 +479,26 @@ mod tests {
         assert!(ev.module.unwrap().ends_with("libc.so.6"));
         assert_eq!(ev.stack[0].file_offset, Some(offset));
         assert_eq!(ev.stack[0].build_id.as_deref(), Some(hex(&id).as_str()));
+    }
+
+    #[test]
+    fn paths_are_shown_inside_the_process_root() {
+        assert_eq!(
+            inside_root(
+                "/srv/c1/rootfs/usr/lib/libgomp.so.1",
+                Some("/srv/c1/rootfs")
+            ),
+            "/usr/lib/libgomp.so.1"
+        );
+        assert_eq!(
+            inside_root("/usr/lib/libgomp.so.1", Some("/srv/c1/rootfs")),
+            "/usr/lib/libgomp.so.1"
+        );
+        assert_eq!(
+            inside_root("/srv/c1/rootfsX/lib", Some("/srv/c1/rootfs")),
+            "/srv/c1/rootfsX/lib"
+        );
+        assert_eq!(inside_root("/lib/x", None), "/lib/x");
     }
 
     #[test]
