@@ -31,6 +31,8 @@ pub struct Report {
     /// ring buffer overflowed).
     pub failure_events: u64,
     pub events_by_kind: BTreeMap<String, u64>,
+    /// Failure events by the library that asked for the thread.
+    pub failures_by_library: BTreeMap<String, u64>,
     pub oom_kills: Vec<Value>,
     /// Limits that changed value (or whose old value is unknown).
     pub rlimit_changes: Vec<Value>,
@@ -78,7 +80,15 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
                     .to_string();
                 *r.events_by_kind.entry(kind.clone()).or_default() += 1;
                 match serde_json::from_value::<Record>(v.clone()) {
-                    Ok(Record::ThreadCreateFailed(_)) => r.failure_events += 1,
+                    Ok(Record::ThreadCreateFailed(e)) => {
+                        r.failure_events += 1;
+                        let lib = match (e.library, e.symbol) {
+                            (Some(l), Some(s)) => format!("{l} ({s})"),
+                            (Some(l), None) => l,
+                            _ => "unknown".into(),
+                        };
+                        *r.failures_by_library.entry(lib).or_default() += 1;
+                    }
                     Ok(Record::OomKill(_)) => r.oom_kills.push(v),
                     Ok(Record::RlimitChange(e)) if e.changed => r.rlimit_changes.push(v),
                     Ok(Record::RlimitChange(_)) => r.rlimit_unchanged += 1,
@@ -147,9 +157,14 @@ pub fn render(r: &Report) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "{} failure events recorded in detail.",
+        "{} failure events recorded in detail, by the code that asked:",
         r.failure_events
     );
+    let mut libs: Vec<_> = r.failures_by_library.iter().collect();
+    libs.sort_by(|a, b| b.1.cmp(a.1));
+    for (lib, n) in libs.iter().take(10) {
+        let _ = writeln!(out, "  {lib:<40} {n:>10}");
+    }
     if !r.oom_kills.is_empty() {
         let _ = writeln!(out, "OOM kills: {}", r.oom_kills.len());
         for v in r.oom_kills.iter().take(10) {
