@@ -160,6 +160,19 @@ pub struct StackCopy {
     pub bytes: [u8; STACK_COPY],
 }
 
+/// RLIMIT_NPROC as the kernel saw it when thread creation failed: the
+/// failing task's soft limit and its user's task count. Userspace looks
+/// later, when the failing process may have exited and the count dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NprocSnapshot {
+    pub soft: u64,
+    pub count: i64,
+    /// 0 when BTF did not give the offsets to read them.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
 /// clone/clone3/fork/vfork returned an error outside pthread_create.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +183,7 @@ pub struct CloneFailed {
     pub stack: UserStack,
     pub resolved: BuildIdStack,
     pub copy: StackCopy,
+    pub nproc: NprocSnapshot,
 }
 
 /// pthread_create returned non-zero. If a clone syscall failed inside it,
@@ -195,6 +209,7 @@ pub struct PthreadCreateFailed {
     pub resolved: BuildIdStack,
     /// Registers and stack at the return, for .eh_frame unwinding.
     pub copy: StackCopy,
+    pub nproc: NprocSnapshot,
 }
 
 #[repr(C)]
@@ -322,6 +337,11 @@ pub struct Config {
     /// force before a setrlimit, which the syscall does not return.
     pub task_signal: u32,
     pub signal_rlim: u32,
+    /// task_struct.real_cred, cred.ucounts, ucounts.rlimit: the user's
+    /// task count that RLIMIT_NPROC is checked against.
+    pub task_real_cred: u32,
+    pub cred_ucounts: u32,
+    pub ucounts_rlimit: u32,
     pub _pad: u32,
 }
 

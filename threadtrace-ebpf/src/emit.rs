@@ -191,3 +191,54 @@ pub fn current_user_regs() -> Option<(u64, u64, u64)> {
         Some((r.rip, r.rsp, r.rbp))
     }
 }
+
+/// The current task's RLIMIT_NPROC soft limit and its user's task count.
+#[inline(always)]
+pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
+    use threadtrace_common::ABSENT;
+    const RLIMIT_NPROC: usize = 6;
+    let cfg = crate::maps::CONFIG.load();
+    out.valid = 0;
+    out._pad = 0;
+    if [
+        cfg.task_signal,
+        cfg.signal_rlim,
+        cfg.task_real_cred,
+        cfg.cred_ucounts,
+        cfg.ucounts_rlimit,
+    ]
+    .contains(&ABSENT)
+    {
+        return;
+    }
+    // SAFETY: fault-checked kernel reads at offsets from this kernel's BTF.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let Ok(signal) = bpf_probe_read_kernel(task.add(cfg.task_signal as usize) as *const u64)
+        else {
+            return;
+        };
+        let rlim = (signal as *const u8).add(cfg.signal_rlim as usize + RLIMIT_NPROC * 16);
+        let Ok(soft) = bpf_probe_read_kernel(rlim as *const u64) else {
+            return;
+        };
+        let Ok(cred) = bpf_probe_read_kernel(task.add(cfg.task_real_cred as usize) as *const u64)
+        else {
+            return;
+        };
+        let Ok(ucounts) =
+            bpf_probe_read_kernel((cred as *const u8).add(cfg.cred_ucounts as usize) as *const u64)
+        else {
+            return;
+        };
+        // rlimit[UCOUNT_RLIMIT_NPROC], index 0.
+        let Ok(count) = bpf_probe_read_kernel(
+            (ucounts as *const u8).add(cfg.ucounts_rlimit as usize) as *const i64,
+        ) else {
+            return;
+        };
+        out.soft = soft;
+        out.count = count;
+        out.valid = 1;
+    }
+}

@@ -2,6 +2,7 @@
 mod attribution;
 mod cli;
 mod clock;
+mod diagnosis;
 mod doctor;
 mod events;
 mod host;

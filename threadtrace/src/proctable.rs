@@ -66,6 +66,16 @@ impl CgroupMounts {
         m
     }
 
+    /// Mount points of the hierarchies that can hold pids limits.
+    pub fn pids_roots(&self) -> Vec<String> {
+        self.v1
+            .get("pids")
+            .into_iter()
+            .chain(self.v2.as_ref())
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
     /// The directory of `controller`'s cgroup for these /proc/PID/cgroup
     /// lines: the v1 hierarchy that has the controller, else the v2 one.
     pub fn path(&self, cgroups: &[(String, String)], controller: &str) -> Option<String> {
@@ -108,6 +118,23 @@ pub fn parse_stat(text: &str) -> Option<(u32, u64)> {
     let f: Vec<&str> = rest.split(' ').collect();
     // rest starts at field 3 (state): ppid is field 4, starttime field 22.
     Some((f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?))
+}
+
+/// When a process started, from its start time in clock ticks since boot.
+pub fn started_at(start_ticks: u64) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(btime * 1000 + start_ticks * 1000 / hz),
+    )
 }
 
 /// Threads of a process now (/proc/PID/stat field 20).
@@ -276,6 +303,11 @@ impl ProcTable {
                 self.procs.remove(&old);
             }
         }
+    }
+
+    /// Live processes.
+    pub fn alive_procs(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.values().filter(|p| p.alive)
     }
 
     /// Live processes as (pid, comm).

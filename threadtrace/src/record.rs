@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
+use threadtrace_common::NprocSnapshot;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -22,6 +23,11 @@ use tokio::{
 use crate::{
     attribution::{classify, live_threads, unwind},
     clock,
+    diagnosis::{
+        decide,
+        evidence::{self, Evidence, Nproc, PidsWatch},
+        holders, Cause, LimitSet,
+    },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
     kernel::{counters::CounterMaps, libc_targets, Kernel},
@@ -61,6 +67,8 @@ const MAPS_KEPT: usize = 4096;
 const THREAD_SCAN_MAX: usize = 8192;
 /// Rows of live threads in a summary at most.
 const THREAD_ROWS: usize = 100;
+/// Processes named as holding the threads, per cause.
+const HOLDERS: usize = 5;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -114,6 +122,11 @@ struct Collector {
     library_names: HashMap<(u32, u64), String>,
     /// Root directory of processes whose maps were read, when not "/".
     roots: HashMap<u32, Option<Arc<str>>>,
+    pids_watch: PidsWatch,
+    nproc_sets: HashMap<u32, LimitSet>,
+    causes: HashMap<(u32, String, i32, bool), (Instant, Cause)>,
+    /// Live thread rows of the last checkpoint: holders' libraries.
+    last_threads: Vec<ThreadCount>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -155,19 +168,120 @@ impl Collector {
                     .push_back((Instant::now() + EXEC_SCAN_DELAY, pid));
             }
         }
-        let pid = match &raw {
-            decode::Raw::CloneFailed(e) => Some(e.header.tgid),
-            decode::Raw::PthreadCreateFailed(e) => Some(e.header.tgid),
-            _ => None,
+        let (pid, nproc) = match &raw {
+            decode::Raw::CloneFailed(e) => (Some(e.header.tgid), e.payload.nproc),
+            decode::Raw::PthreadCreateFailed(e) => (Some(e.header.tgid), e.payload.nproc),
+            _ => (None, NprocSnapshot::default()),
         };
         let mut r = events::enrich(raw, &mut self.ctx);
-        if let (Some(pid), Record::ThreadCreateFailed(e)) = (pid, &mut r) {
-            if let Some(c) = e.captured.as_mut() {
-                c.maps = self.maps_of(pid);
-                c.root = self.roots.get(&pid).cloned().flatten();
+        match (pid, &mut r) {
+            (Some(pid), Record::ThreadCreateFailed(e)) => {
+                if let Some(c) = e.captured.as_mut() {
+                    c.maps = self.maps_of(pid);
+                    c.root = self.roots.get(&pid).cloned().flatten();
+                }
+                e.cause = Some(Box::new(self.diagnose(e, nproc)));
             }
+            (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
+            _ => {}
         }
         self.emit(r);
+    }
+
+    /// Remembers who set RLIMIT_NPROC on whom: the evidence of where a
+    /// limit came from.
+    fn note_nproc_change(&mut self, e: &events::RlimitChange) {
+        let (true, events::rlimit_change::Outcome::Ok(_), Some(new)) =
+            (e.resource == "RLIMIT_NPROC", &e.result, e.new)
+        else {
+            return;
+        };
+        let events::rlimit_change::Limit::Value(soft) = new.soft else {
+            return;
+        };
+        if self.nproc_sets.len() >= MAPS_KEPT {
+            self.nproc_sets.clear();
+        }
+        self.nproc_sets.insert(
+            e.target_pid,
+            LimitSet {
+                time: e.task.time.clone(),
+                pid: e.task.pid,
+                comm: e.task.comm.clone(),
+                target_pid: e.target_pid,
+                soft,
+            },
+        );
+    }
+
+    /// Which limit a failure hit, from evidence read now; the same failure
+    /// from the same process is diagnosed once a second at most.
+    fn diagnose(&mut self, e: &events::ThreadCreateFailed, nproc: NprocSnapshot) -> Cause {
+        let clone_tried = !(e.api == "pthread_create" && e.syscall.is_none());
+        let key = (e.task.pid, e.api.clone(), e.errno, clone_tried);
+        if let Some((at, c)) = self.causes.get(&key) {
+            if at.elapsed() < Duration::from_secs(1) {
+                return c.clone();
+            }
+        }
+        let pid = e.task.pid;
+        let mut ev = Evidence {
+            uid: e.task.uid,
+            ..Default::default()
+        };
+        if nproc.valid != 0 {
+            ev.nproc = Some(Nproc {
+                soft: nproc.soft,
+                count: nproc.count,
+            });
+        }
+        if let Some(cg) = &e.cgroup {
+            ev.pids = self.pids_watch.check(cg);
+        }
+        evidence::host(&mut ev);
+        if !clone_tried {
+            evidence::stack(pid, &mut ev);
+        }
+        let mut c = decide(&e.api, e.errno, clone_tried, &ev);
+        match c.kind.as_str() {
+            "rlimit_nproc" => {
+                let limit = c.limit.unwrap_or(u64::MAX);
+                c.inherited_from = holders::inherited_from(&mut self.ctx.procs, pid, limit);
+                c.set_by = holders::set_by(&self.ctx.procs, &self.nproc_sets, pid, limit);
+                let uid = e.task.uid;
+                let pids: Vec<(u32, String)> = self
+                    .ctx
+                    .procs
+                    .alive_procs()
+                    .filter(|p| p.uid == Some(uid))
+                    .map(|p| (p.pid, p.comm.clone()))
+                    .collect();
+                c.holders = holders::top(pids.into_iter(), &self.last_threads, HOLDERS);
+            }
+            "cgroup_pids" => {
+                let cg = c.cgroup.clone().unwrap_or_default();
+                let pids: Vec<(u32, String)> = self
+                    .ctx
+                    .procs
+                    .alive_procs()
+                    .filter(|p| {
+                        self.ctx
+                            .procs
+                            .mounts
+                            .path(&p.cgroups, "pids")
+                            .is_some_and(|path| path.starts_with(&cg))
+                    })
+                    .map(|p| (p.pid, p.comm.clone()))
+                    .collect();
+                c.holders = holders::top(pids.into_iter(), &self.last_threads, HOLDERS);
+            }
+            _ => {}
+        }
+        if self.causes.len() >= MAPS_KEPT {
+            self.causes.clear();
+        }
+        self.causes.insert(key, (Instant::now(), c.clone()));
+        c
     }
 
     /// The failing process's maps, read now: it may exit before its failure
@@ -293,6 +407,7 @@ impl Collector {
         self.counters
             .prune_live(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         let s = self.summary(false);
+        self.last_threads = s.threads.clone();
         let _ = self.output.send(Msg::Checkpoint(s));
     }
 }
@@ -333,6 +448,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut procs = ProcTable::new(CgroupMounts::read());
     procs.seed();
+    let mut pids_watch = PidsWatch::default();
+    let roots = procs.mounts.pids_roots();
+    pids_watch.seed(&roots.iter().map(String::as_str).collect::<Vec<_>>());
     let host = HostFacts::collect();
     let started = Started {
         time: clock::now_rfc3339(),
@@ -379,6 +497,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         maps: HashMap::new(),
         library_names: HashMap::new(),
         roots: HashMap::new(),
+        pids_watch,
+        nproc_sets: HashMap::new(),
+        causes: HashMap::new(),
+        last_threads: Vec::new(),
         delivered: 0,
         decode_errors: 0,
         started: started_at,

@@ -8,7 +8,7 @@ use threadtrace_common::{Api, CloneFailed, EventKind};
 
 use crate::{
     emit::{
-        copy_user_stack, count_failure, current_user_regs, reserve, user_stack,
+        copy_user_stack, count_failure, current_user_regs, nproc_snapshot, reserve, user_stack,
         user_stack_build_ids,
     },
     maps::PTHREAD_INFLIGHT,
@@ -69,6 +69,7 @@ fn on_exit(ctx: &TracePointContext, api: Api) -> u32 {
         user_stack_build_ids(ctx, &mut ev.payload.resolved);
         let (ip, sp, bp) = current_user_regs().unwrap_or((0, 0, 0));
         copy_user_stack(ip, sp, bp, &mut ev.payload.copy);
+        nproc_snapshot(&mut ev.payload.nproc);
         entry.submit(0);
     }
     0

@@ -12,7 +12,10 @@ use aya_ebpf::{
 use threadtrace_common::{stat, Api, EventKind, PthreadCreateFailed};
 
 use crate::{
-    emit::{bump, copy_user_stack, count_failure, reserve, user_stack, user_stack_build_ids},
+    emit::{
+        bump, copy_user_stack, count_failure, nproc_snapshot, reserve, user_stack,
+        user_stack_build_ids,
+    },
     maps::{InflightThread, PTHREAD_INFLIGHT},
 };
 
@@ -70,6 +73,7 @@ pub fn pthread_create_exit(ctx: RetProbeContext) -> u32 {
         // SAFETY: the uretprobe's context is the user registers at return.
         let regs = unsafe { &*ctx.regs };
         copy_user_stack(regs.rip, regs.rsp, regs.rbp, &mut p.copy);
+        nproc_snapshot(&mut p.nproc);
         entry.submit(0);
     }
     0

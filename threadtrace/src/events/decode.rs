@@ -132,6 +132,7 @@ pub(crate) mod tests {
                     _pad: 0,
                     bytes: [0; STACK_COPY],
                 },
+                nproc: threadtrace_common::NprocSnapshot::default(),
             },
         }
     }

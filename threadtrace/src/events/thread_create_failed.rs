@@ -41,6 +41,9 @@ pub struct ThreadCreateFailed {
     /// The user stack, innermost first: for pthread_create it starts at the
     /// caller.
     pub stack: Vec<Frame>,
+    /// Which limit was hit, where it came from, who holds the threads, and
+    /// the remedy.
+    pub cause: Option<Box<crate::diagnosis::Cause>>,
     /// What the kernel captured, until attribution turns it into `stack`.
     #[serde(skip)]
     pub captured: Option<Box<Captured>>,
@@ -78,6 +81,7 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         start_routine: None,
         start_routine_addr: None,
         stack: Vec::new(),
+        cause: None,
         captured: None,
     }
 }

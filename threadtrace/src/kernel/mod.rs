@@ -75,6 +75,9 @@ pub fn build_config() -> Result<Config, KernelError> {
         task_exit_code: member("task_struct", "exit_code"),
         task_signal: member("task_struct", "signal"),
         signal_rlim: member("signal_struct", "rlim"),
+        task_real_cred: member("task_struct", "real_cred"),
+        cred_ucounts: member("cred", "ucounts"),
+        ucounts_rlimit: member("ucounts", "rlimit"),
         _pad: 0,
     })
 }

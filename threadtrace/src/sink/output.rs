@@ -61,6 +61,12 @@ impl Output {
                         if let Some(c) = e.captured.take() {
                             attributor.attribute(e, &c);
                         }
+                        // The remedy names the pool library: known only now.
+                        let library = e.library.clone();
+                        if let Some(cause) = e.cause.as_mut() {
+                            cause.remedy =
+                                crate::diagnosis::remedy::remedy(cause, library.as_deref());
+                        }
                     }
                     self.write_trace(kind::EVENT, &r);
                     let show =

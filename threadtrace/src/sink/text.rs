@@ -52,6 +52,27 @@ fn failed(e: &ThreadCreateFailed) -> String {
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
     }
+    if let Some(c) = &e.cause {
+        let _ = write!(s, "\n    why: {}: {}", c.kind, c.detail);
+        if let Some(a) = &c.inherited_from {
+            let _ = write!(s, "; inherited from {}[{}]", a.comm, a.pid);
+            if let Some(t) = &a.started {
+                let _ = write!(s, " (started {t})");
+            }
+        }
+        if !c.holders.is_empty() {
+            let top: Vec<String> = c
+                .holders
+                .iter()
+                .take(3)
+                .map(|h| format!("{}[{}] {} threads", h.comm, h.pid, h.threads))
+                .collect();
+            let _ = write!(s, "\n    held by: {}", top.join(", "));
+        }
+        if !c.remedy.is_empty() {
+            let _ = write!(s, "\n    do: {}", c.remedy);
+        }
+    }
     s
 }
 
@@ -247,6 +268,7 @@ mod tests {
             start_routine: None,
             start_routine_addr: None,
             stack: vec![],
+            cause: None,
             captured: None,
         };
         let l = render(&Record::ThreadCreateFailed(e));

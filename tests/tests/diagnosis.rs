@@ -1,0 +1,114 @@
+//! Why thread creation failed: the limit, from evidence, where it came
+//! from, who holds the threads, and what to do. Incidents reproduced for
+//! real (../shared/incidents.md).
+use threadtrace_e2e::*;
+
+fn cause_of(rec: &Records, pid: u32) -> serde_json::Value {
+    let fails = rec.of_pid("thread_create_failed", pid);
+    assert!(!fails.is_empty(), "no failure for pid {pid}");
+    fails[0]["cause"].clone()
+}
+
+/// seeds/000: a long-lived parent (the supervisor) holds a low
+/// RLIMIT_NPROC that its workers inherit; an OpenMP worker fails.
+#[test]
+fn rlimit_nproc_inherited_from_a_long_lived_parent() {
+    if !require_root() {
+        return;
+    }
+    let omp = compile_c("omp_threads", &["-fopenmp"]);
+    let t = Tracer::start(&[]);
+    let out = as_nobody(&format!(
+        "ulimit -u 6; echo sup=$$; sleep 0.2; OMP_NUM_THREADS=16 {} & echo pid=$!; wait",
+        omp.display()
+    ));
+    let rec = t.stop();
+    let sup: u32 = field(&out, "sup").unwrap().parse().unwrap();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let c = cause_of(&rec, pid);
+    assert_eq!(c["kind"], "rlimit_nproc", "{c:#}");
+    assert_eq!(c["limit"], 6);
+    assert_eq!(
+        c["current"], 6,
+        "the user's task count at the failure, from the kernel"
+    );
+    assert_eq!(c["inherited_from"]["pid"], sup, "{c:#}");
+    assert_eq!(c["inherited_from"]["comm"], "bash");
+    assert!(c["inherited_from"]["started"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert_eq!(
+        c["set_by"]["pid"], sup,
+        "bash's `ulimit -u 6` was seen: {c:#}"
+    );
+    assert_eq!(c["set_by"]["soft"], 6);
+    assert!(
+        c["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["pid"] == sup),
+        "{c:#}"
+    );
+    let remedy = c["remedy"].as_str().unwrap();
+    assert!(remedy.starts_with("OMP_NUM_THREADS=1"), "{remedy}");
+    assert!(
+        remedy.contains(&format!("restart bash[{sup}], which still has nproc 6")),
+        "{remedy}"
+    );
+}
+
+/// A pids cgroup at pids.max: the cgroup, its limit, the remedy.
+#[test]
+fn cgroup_pids_limit() {
+    if !require_root() {
+        return;
+    }
+    let omp = compile_c("omp_threads", &["-fopenmp"]);
+    let cg = Cgroup::new("pids", "diag");
+    cg.set("pids.max", "4");
+    let t = Tracer::start(&[]);
+    let out = bash(&format!(
+        "echo $$ > {}/cgroup.procs; echo pid=$$; OMP_NUM_THREADS=16 exec {}",
+        cg.path.display(),
+        omp.display()
+    ));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let c = cause_of(&rec, pid);
+    assert_eq!(c["kind"], "cgroup_pids", "{c:#}");
+    assert_eq!(c["cgroup"], cg.path.display().to_string());
+    assert_eq!(c["limit"], 4);
+    let remedy = c["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains(&format!("raise pids.max of {}", cg.path.display())),
+        "{remedy}"
+    );
+    assert!(remedy.contains("OMP_NUM_THREADS=1"), "{remedy}");
+}
+
+/// Thread stacks that cannot be mapped under `ulimit -v`: no clone was
+/// tried, and the address-space limit is named.
+#[test]
+fn stack_alloc_under_rlimit_as() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let t = Tracer::start(&[]);
+    let out = bash(&format!("ulimit -v 300000; exec {} 64", burst.display()));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let c = cause_of(&rec, pid);
+    assert_eq!(c["kind"], "stack_alloc", "{c:#}");
+    assert_eq!(c["limit"], 300000u64 * 1024);
+    assert!(c["detail"].as_str().unwrap().contains("RLIMIT_AS"), "{c:#}");
+    assert!(
+        c["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("raise RLIMIT_AS (ulimit -v, now 292 MiB)"),
+        "{c:#}"
+    );
+}

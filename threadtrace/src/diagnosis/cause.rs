@@ -1,0 +1,278 @@
+//! The `cause` of a failed thread creation, decided from evidence only:
+//! when nothing settles it, the kind is `unknown` and the detail says what
+//! was seen.
+use serde::{Deserialize, Serialize};
+
+use super::evidence::Evidence;
+
+/// The oldest living ancestor that has the same limit: where a limit that
+/// survived a limits.conf change is inherited from (seeds/000's
+/// supervisord).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: String,
+    /// RFC 3339: a process started before a limits change keeps the old one.
+    pub started: Option<String>,
+}
+
+/// An rlimit change seen during the recording that set this limit.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LimitSet {
+    pub time: String,
+    pub pid: u32,
+    pub comm: String,
+    pub target_pid: u32,
+    pub soft: u64,
+}
+
+/// A process holding threads under the limit that was hit.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Holder {
+    pub pid: u32,
+    pub comm: String,
+    pub threads: u64,
+    /// Libraries that created its live threads, largest first.
+    pub libraries: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Cause {
+    /// rlimit_nproc, cgroup_pids, threads_max, pid_max, stack_alloc, memory
+    /// or unknown.
+    pub kind: String,
+    pub limit: Option<u64>,
+    pub current: Option<u64>,
+    pub detail: String,
+    /// The pids cgroup, for cgroup_pids.
+    pub cgroup: Option<String>,
+    pub inherited_from: Option<Ancestor>,
+    pub set_by: Option<LimitSet>,
+    pub holders: Vec<Holder>,
+    pub remedy: String,
+}
+
+const EAGAIN: i32 = 11;
+const ENOMEM: i32 = 12;
+
+fn cause(kind: &str, limit: Option<u64>, current: Option<u64>, detail: String) -> Cause {
+    Cause {
+        kind: kind.into(),
+        limit,
+        current,
+        detail,
+        cgroup: None,
+        inherited_from: None,
+        set_by: None,
+        holders: Vec::new(),
+        remedy: String::new(),
+    }
+}
+
+/// The cause from evidence, in the order the kernel checks: memory, the
+/// thread's own stack (no clone tried), pids cgroup, RLIMIT_NPROC,
+/// threads-max, pid_max.
+pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
+    if errno == ENOMEM {
+        return cause(
+            "memory",
+            None,
+            None,
+            "the kernel could not allocate memory for the new task (ENOMEM)".into(),
+        );
+    }
+    if api == "pthread_create" && !clone_tried && errno == EAGAIN {
+        let mut why = Vec::new();
+        if let Some(as_) = e.rlimit_as {
+            why.push(format!("RLIMIT_AS is {} MiB", as_ >> 20));
+        }
+        if let (Some(maps), Some(max)) = (e.map_count, e.max_map_count) {
+            if maps + 16 >= max {
+                why.push(format!("{maps} of vm.max_map_count {max} mappings used"));
+            }
+        }
+        let detail = if why.is_empty() {
+            "pthread_create failed before any clone: the thread's stack or TLS could not be mapped (memory)".to_string()
+        } else {
+            format!("pthread_create failed before any clone: the thread's stack could not be mapped; {}", why.join(", "))
+        };
+        return cause("stack_alloc", e.rlimit_as, None, detail);
+    }
+    if errno != EAGAIN {
+        return cause(
+            "unknown",
+            None,
+            None,
+            format!("errno {errno} is not a limit on tasks"),
+        );
+    }
+    if let Some(p) = &e.pids {
+        if p.max_events_moved || p.max.is_some_and(|m| p.current >= m) {
+            let mut c = cause(
+                "cgroup_pids",
+                p.max,
+                Some(p.current),
+                format!(
+                    "the pids cgroup {} is at its limit: pids.current {} of pids.max {}{}",
+                    p.cgroup,
+                    p.current,
+                    p.max.map(|m| m.to_string()).unwrap_or_else(|| "max".into()),
+                    if p.max_events_moved {
+                        " (its pids.events max counter moved)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            c.cgroup = Some(p.cgroup.clone());
+            return c;
+        }
+    }
+    if let Some(n) = e.nproc {
+        if e.uid != 0 && n.soft != u64::MAX && n.count >= n.soft as i64 {
+            return cause(
+                "rlimit_nproc",
+                Some(n.soft),
+                Some(n.count as u64),
+                format!(
+                    "user {} had {} tasks (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is {}",
+                    e.uid, n.count, n.soft
+                ),
+            );
+        }
+    }
+    if let (Some(total), Some(max)) = (e.threads_total, e.threads_max) {
+        if total + 64 >= max {
+            return cause(
+                "threads_max",
+                Some(max),
+                Some(total),
+                format!("{total} tasks on the host, kernel.threads-max is {max}"),
+            );
+        }
+    }
+    if let (Some(total), Some(max)) = (e.threads_total, e.pid_max) {
+        if total + 64 >= max {
+            return cause(
+                "pid_max",
+                Some(max),
+                Some(total),
+                format!("{total} tasks on the host, kernel.pid_max is {max}"),
+            );
+        }
+    }
+    let mut seen = Vec::new();
+    if let Some(n) = e.nproc {
+        seen.push(format!(
+            "user {} had {} tasks, RLIMIT_NPROC soft {}",
+            e.uid, n.count, n.soft
+        ));
+    }
+    if let Some(p) = &e.pids {
+        seen.push(format!(
+            "pids cgroup {} at {} of {:?}",
+            p.cgroup, p.current, p.max
+        ));
+    }
+    if let (Some(t), Some(m)) = (e.threads_total, e.threads_max) {
+        seen.push(format!("{t} tasks on the host, threads-max {m}"));
+    }
+    cause(
+        "unknown",
+        None,
+        None,
+        format!("no limit was seen at its maximum: {}", seen.join("; ")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnosis::evidence::{Nproc, Pids};
+
+    fn ev() -> Evidence {
+        Evidence {
+            uid: 1000,
+            threads_total: Some(300),
+            threads_max: Some(190_000),
+            pid_max: Some(4_194_304),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rlimit_nproc_when_the_user_was_at_the_limit() {
+        let e = Evidence {
+            nproc: Some(Nproc {
+                soft: 1024,
+                count: 1024,
+            }),
+            ..ev()
+        };
+        let c = decide("pthread_create", 11, true, &e);
+        assert_eq!(
+            (c.kind.as_str(), c.limit, c.current),
+            ("rlimit_nproc", Some(1024), Some(1024))
+        );
+        // Root is not bound by RLIMIT_NPROC.
+        let root = Evidence { uid: 0, ..e };
+        assert_eq!(decide("pthread_create", 11, true, &root).kind, "unknown");
+    }
+
+    #[test]
+    fn cgroup_pids_when_its_max_counter_moved() {
+        let pids = Pids {
+            cgroup: "/sys/fs/cgroup/pids/app".into(),
+            current: 3,
+            max: Some(4),
+            max_events_moved: true,
+        };
+        let e = Evidence {
+            pids: Some(pids),
+            nproc: Some(Nproc {
+                soft: 1024,
+                count: 10,
+            }),
+            ..ev()
+        };
+        let c = decide("clone3", 11, true, &e);
+        assert_eq!(c.kind, "cgroup_pids");
+        assert_eq!(c.cgroup.as_deref(), Some("/sys/fs/cgroup/pids/app"));
+        assert_eq!((c.limit, c.current), (Some(4), Some(3)));
+    }
+
+    #[test]
+    fn stack_alloc_when_no_clone_was_tried() {
+        let e = Evidence {
+            rlimit_as: Some(300_000 << 10),
+            ..ev()
+        };
+        let c = decide("pthread_create", 11, false, &e);
+        assert_eq!(c.kind, "stack_alloc");
+        assert!(c.detail.contains("RLIMIT_AS is 292 MiB"), "{}", c.detail);
+    }
+
+    #[test]
+    fn memory_threads_max_and_unknown() {
+        assert_eq!(decide("clone", 12, true, &ev()).kind, "memory");
+        let full = Evidence {
+            threads_total: Some(189_990),
+            ..ev()
+        };
+        assert_eq!(decide("clone", 11, true, &full).kind, "threads_max");
+        let c = decide(
+            "clone",
+            11,
+            true,
+            &Evidence {
+                nproc: Some(Nproc {
+                    soft: 1024,
+                    count: 5,
+                }),
+                ..ev()
+            },
+        );
+        assert_eq!(c.kind, "unknown");
+        assert!(c.detail.contains("had 5 tasks"), "{}", c.detail);
+    }
+}

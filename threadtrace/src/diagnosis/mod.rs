@@ -1,0 +1,8 @@
+//! Why a thread could not be created: which limit, from evidence, where
+//! that limit came from, who holds the threads, and what to do.
+pub mod cause;
+pub mod evidence;
+pub mod holders;
+pub mod remedy;
+
+pub use cause::{decide, Ancestor, Cause, Holder, LimitSet};

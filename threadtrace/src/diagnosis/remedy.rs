@@ -1,0 +1,91 @@
+//! One specific thing to do, per cause.
+use super::cause::Cause;
+
+/// The environment variable that sizes a pool library's threads.
+pub fn pool_variable(library: &str) -> Option<&'static str> {
+    Some(match library {
+        "libopenblas" => "OPENBLAS_NUM_THREADS",
+        "libgomp" | "libomp" | "libiomp5" => "OMP_NUM_THREADS",
+        "libmkl" => "MKL_NUM_THREADS",
+        "libblis" => "BLIS_NUM_THREADS",
+        "libtbb" => "TBB_NUM_THREADS",
+        _ => return None,
+    })
+}
+
+fn fewer_threads(library: Option<&str>) -> String {
+    match library.and_then(pool_variable) {
+        Some("OPENBLAS_NUM_THREADS") => {
+            "OPENBLAS_NUM_THREADS=1 (and OMP_NUM_THREADS=1 next, for libgomp)".into()
+        }
+        Some(v) => format!("{v}=1"),
+        None => "fewer threads per process".into(),
+    }
+}
+
+pub fn remedy(c: &Cause, library: Option<&str>) -> String {
+    let fewer = fewer_threads(library);
+    match c.kind.as_str() {
+        "rlimit_nproc" => {
+            let limit = c.limit.unwrap_or(0);
+            match &c.inherited_from {
+                Some(a) => format!(
+                    "{fewer}; or raise the limit: restart {}[{}], which still has nproc {limit} (its children inherit it; \
+                     `prlimit --pid {} --nproc=N:N` first, or fix limits.conf / LimitNPROC= and restart it)",
+                    a.comm, a.pid, a.pid
+                ),
+                None => format!("{fewer}; or raise RLIMIT_NPROC (now {limit}) for this user: limits.conf nproc, systemd LimitNPROC="),
+            }
+        }
+        "cgroup_pids" => format!(
+            "raise pids.max of {} (now {}): `echo N > {}/pids.max`; or {fewer}",
+            c.cgroup.as_deref().unwrap_or("the cgroup"),
+            c.limit.map(|l| l.to_string()).unwrap_or_else(|| "max".into()),
+            c.cgroup.as_deref().unwrap_or("<cgroup>")
+        ),
+        "stack_alloc" => match c.limit {
+            Some(bytes) => format!(
+                "raise RLIMIT_AS (ulimit -v, now {} MiB) or shrink thread stacks (ulimit -s, pthread_attr_setstacksize); or {fewer}",
+                bytes >> 20
+            ),
+            None => format!("check memory and vm.max_map_count; shrink thread stacks (ulimit -s); or {fewer}"),
+        },
+        "memory" => "the host or cgroup is out of memory: see the top memory holders, free memory or raise the limit".into(),
+        "threads_max" => format!("raise kernel.threads-max (now {}): sysctl -w kernel.threads-max=N; or {fewer}", c.limit.unwrap_or(0)),
+        "pid_max" => format!("raise kernel.pid_max (now {}): sysctl -w kernel.pid_max=N; or {fewer}", c.limit.unwrap_or(0)),
+        _ => format!("no limit was at its maximum; compare the detail with `ulimit -a` of the process; or {fewer}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnosis::{evidence::Evidence, Ancestor};
+
+    #[test]
+    fn remedies_name_the_pool_variable_and_the_supervisor() {
+        let e = Evidence {
+            uid: 1000,
+            nproc: Some(crate::diagnosis::evidence::Nproc {
+                soft: 1024,
+                count: 1024,
+            }),
+            ..Default::default()
+        };
+        let mut c = crate::diagnosis::decide("pthread_create", 11, true, &e);
+        c.inherited_from = Some(Ancestor {
+            pid: 77,
+            comm: "supervisord".into(),
+            started: None,
+        });
+        let r = remedy(&c, Some("libopenblas"));
+        assert!(r.starts_with("OPENBLAS_NUM_THREADS=1"), "{r}");
+        assert!(
+            r.contains("restart supervisord[77], which still has nproc 1024")
+                && r.contains("prlimit --pid 77"),
+            "{r}"
+        );
+        assert!(remedy(&c, Some("libgomp")).starts_with("OMP_NUM_THREADS=1"));
+        assert_eq!(pool_variable("libmkl"), Some("MKL_NUM_THREADS"));
+    }
+}
