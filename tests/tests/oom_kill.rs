@@ -55,3 +55,89 @@ fn oom_kill_in_a_memory_cgroup() {
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0]["signal"], "SIGKILL");
 }
+
+/// Runs `cmd` in `cg` with a time limit; its output goes through a file,
+/// so that workers it leaves behind cannot hold the test's pipe open.
+fn run_in_cgroup(cg: &Cgroup, cmd: &str) -> std::process::Output {
+    let out = scratch().join(format!(
+        "out-{}",
+        cg.path.file_name().unwrap().to_string_lossy()
+    ));
+    bash(&format!(
+        "echo $$ > {}/cgroup.procs; timeout -s KILL 60 {cmd} > {} 2>&1; cat {}",
+        cg.path.display(),
+        out.display(),
+        out.display()
+    ))
+}
+
+/// seeds/002: a multiprocessing.Pool worker is OOM-killed in its memory
+/// cgroup while the parent waits in map_async, forever.
+#[test]
+fn oom_killed_pool_worker_leaves_its_parent_waiting() {
+    if !require_root() {
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/pool_oom.py");
+    let cg = Cgroup::new("memory", "pool");
+    cg.set("memory.limit_in_bytes", &(200u64 << 20).to_string());
+    let t = Tracer::start(&[]);
+    let out = run_in_cgroup(&cg, &format!("/usr/bin/python3 {}", script.display()));
+    let rec = t.stop();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("hung"),
+        "map_async must not complete: {stdout}"
+    );
+    let parent: u32 = field(&out, "parent").unwrap().parse().unwrap();
+    let kills: Vec<_> = rec
+        .kind("oom_kill")
+        .filter(|k| k["victim"]["ppid"] == parent)
+        .collect();
+    assert_eq!(kills.len(), 1, "{kills:#?}");
+    let k = kills[0];
+    assert_eq!(k["memory_cgroup"]["path"], cg.path.display().to_string());
+    assert_eq!(k["memory_cgroup"]["limit_bytes"], 200u64 << 20);
+    assert!(!k["top_holders"].as_array().unwrap().is_empty());
+    assert_eq!(k["pool"]["parent_pid"], parent, "{k:#}");
+    assert_eq!(k["pool"]["kind"], "python-multiprocessing");
+    assert!(k["pool"]["siblings_alive"].as_u64().unwrap() >= 2, "{k:#}");
+    assert!(k["consequence"].as_str().unwrap().contains("wait forever"));
+    assert!(
+        k["remedy"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("restart python3[{parent}]")),
+        "{k:#}"
+    );
+}
+
+/// A pool worker killed by another signal is a finding too.
+#[test]
+fn pool_worker_killed_by_a_signal_is_reported() {
+    if !require_root() {
+        return;
+    }
+    let cg = Cgroup::new("pids", "segv");
+    let t = Tracer::start(&[]);
+    let out = run_in_cgroup(
+        &cg,
+        "/usr/bin/python3 -c 'import multiprocessing as mp, os, time, signal
+p = mp.Pool(3); time.sleep(0.5)
+w = p._pool[0].pid; print(\"victim=%d\" % w, flush=True); os.kill(w, signal.SIGSEGV); time.sleep(0.5)
+p.terminate(); os._exit(0)'",
+    );
+    let rec = t.stop();
+    let victim: u32 = field(&out, "victim")
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .parse()
+        .unwrap();
+    let exits = rec.of_pid("process_exit", victim);
+    assert_eq!(
+        exits.len(),
+        1,
+        "printed without --lifecycle because it is a pool worker"
+    );
+    assert_eq!(exits[0]["signal"], "SIGSEGV");
+    assert_eq!(exits[0]["pool"]["kind"], "python-multiprocessing");
+}

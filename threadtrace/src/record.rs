@@ -26,7 +26,7 @@ use crate::{
     diagnosis::{
         decide,
         evidence::{self, Evidence, Nproc, PidsWatch},
-        holders, Cause, LimitSet,
+        holders, oom, Cause, LimitSet,
     },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
@@ -123,6 +123,8 @@ struct Collector {
     /// Root directory of processes whose maps were read, when not "/".
     roots: HashMap<u32, Option<Arc<str>>>,
     pids_watch: PidsWatch,
+    /// Pids the OOM killer chose: their exit is not a second finding.
+    oom_victims: std::collections::HashSet<u32>,
     nproc_sets: HashMap<u32, LimitSet>,
     causes: HashMap<(u32, String, i32, bool), (Instant, Cause)>,
     /// Live thread rows of the last checkpoint: holders' libraries.
@@ -136,7 +138,7 @@ impl Collector {
     fn emit(&mut self, r: Record) {
         // Fails only if the output thread died; its error is reported at
         // the end.
-        let _ = self.output.send(Msg::Record(r));
+        let _ = self.output.send(Msg::Record(Box::new(r)));
     }
 
     fn handle(&mut self, bytes: &[u8]) {
@@ -183,9 +185,44 @@ impl Collector {
                 e.cause = Some(Box::new(self.diagnose(e, nproc)));
             }
             (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
+            (_, Record::OomKill(e)) => self.diagnose_oom(e),
+            (_, Record::ProcessExit(e))
+                if e.signal.is_some() && !self.oom_victims.contains(&e.task.pid) =>
+            {
+                if let Some(p) = oom::pool_of(&self.ctx.procs, e.task.pid) {
+                    e.consequence = Some(oom::consequence(&p));
+                    e.pool = Some(p);
+                }
+            }
             _ => {}
         }
         self.emit(r);
+    }
+
+    /// The memory cgroup, the top holders and the pool the victim belonged
+    /// to, read while the victim is still being killed.
+    fn diagnose_oom(&mut self, e: &mut events::OomKill) {
+        if self.oom_victims.len() >= MAPS_KEPT {
+            self.oom_victims.clear();
+        }
+        self.oom_victims.insert(e.victim.pid);
+        e.memory_cgroup = e.victim.cgroup.as_deref().and_then(oom::memory_cgroup);
+        let procs = &self.ctx.procs;
+        e.top_holders = match &e.memory_cgroup {
+            Some(cg) => oom::top_holders(
+                procs.alive_procs().filter(|p| {
+                    procs
+                        .mounts
+                        .path(&p.cgroups, "memory")
+                        .is_some_and(|m| m.starts_with(&cg.path))
+                }),
+                HOLDERS,
+            ),
+            None => oom::top_holders(procs.alive_procs(), HOLDERS),
+        };
+        e.pool = oom::pool_of(procs, e.victim.pid);
+        e.consequence = e.pool.as_ref().map(oom::consequence);
+        e.remedy = oom::remedy(e.memory_cgroup.as_ref(), &e.top_holders, e.pool.as_ref());
     }
 
     /// Remembers who set RLIMIT_NPROC on whom: the evidence of where a
@@ -498,6 +535,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         library_names: HashMap::new(),
         roots: HashMap::new(),
         pids_watch,
+        oom_victims: Default::default(),
         nproc_sets: HashMap::new(),
         causes: HashMap::new(),
         last_threads: Vec::new(),

@@ -3,6 +3,7 @@
 pub mod cause;
 pub mod evidence;
 pub mod holders;
+pub mod oom;
 pub mod remedy;
 
 pub use cause::{decide, Ancestor, Cause, Holder, LimitSet};

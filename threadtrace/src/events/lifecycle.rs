@@ -35,6 +35,11 @@ pub struct ProcessExit {
     pub core_dumped: bool,
     pub ppid: Option<u32>,
     pub cmdline: Option<String>,
+    /// Set when a pool worker died of a signal: its pool lost a task.
+    #[serde(default)]
+    pub pool: Option<crate::diagnosis::oom::Pool>,
+    #[serde(default)]
+    pub consequence: Option<String>,
 }
 
 pub fn fork(e: &Event<RawFork>, ctx: &mut Context) -> ProcessFork {
@@ -72,6 +77,8 @@ pub fn exit(e: &Event<RawExit>, ctx: &mut Context) -> ProcessExit {
         exit_code,
         signal,
         core_dumped,
+        pool: None,
+        consequence: None,
     };
     ctx.procs.on_exit(out.task.pid, code);
     out

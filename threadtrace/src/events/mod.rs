@@ -58,6 +58,7 @@ impl Record {
     pub fn is_noteworthy(&self) -> bool {
         match self {
             Record::RlimitChange(e) => e.changed,
+            Record::ProcessExit(e) => e.pool.is_some(),
             r => !r.is_lifecycle(),
         }
     }

@@ -38,6 +38,15 @@ pub struct OomKill {
     pub task: Task,
     pub victim: Victim,
     pub trigger: Trigger,
+    /// The memory cgroup whose limit was reached; null for a global OOM.
+    pub memory_cgroup: Option<crate::diagnosis::oom::MemoryCgroup>,
+    /// The largest resident processes in that cgroup (or the host) then.
+    pub top_holders: Vec<crate::diagnosis::oom::MemHolder>,
+    /// Set when the victim was a pool worker.
+    pub pool: Option<crate::diagnosis::oom::Pool>,
+    /// What the kill did beyond the victim (a pool waiting forever).
+    pub consequence: Option<String>,
+    pub remedy: String,
 }
 
 pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
@@ -89,6 +98,11 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
         },
         victim,
         trigger,
+        memory_cgroup: None,
+        top_holders: Vec::new(),
+        pool: None,
+        consequence: None,
+        remedy: String::new(),
     }
 }
 

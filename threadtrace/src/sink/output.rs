@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub enum Msg {
-    Record(Record),
+    Record(Box<Record>),
     /// Once a second: the exact counters for the trace file, and a flush.
     Checkpoint(Summary),
     /// The end: the summary for the console (filtered) and the file.
@@ -56,7 +56,8 @@ impl Output {
         let mut checkpoints = 0u32;
         for msg in rx {
             match msg {
-                Msg::Record(mut r) => {
+                Msg::Record(r) => {
+                    let mut r = *r;
                     if let Record::ThreadCreateFailed(e) = &mut r {
                         if let Some(c) = e.captured.take() {
                             attributor.attribute(e, &c);

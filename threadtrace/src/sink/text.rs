@@ -94,6 +94,29 @@ fn oom(e: &OomKill) -> String {
     } else {
         let _ = write!(s, "  triggered by {}[{}]", t.comm, t.pid);
     }
+    if let Some(c) = &e.memory_cgroup {
+        let _ = write!(
+            s,
+            "\n    why: memory limit {} of {} reached",
+            bytes(c.limit_bytes),
+            c.path
+        );
+    }
+    if !e.top_holders.is_empty() {
+        let top: Vec<String> = e
+            .top_holders
+            .iter()
+            .take(3)
+            .map(|h| format!("{}[{}] {}", h.comm, h.pid, bytes(h.rss_bytes)))
+            .collect();
+        let _ = write!(s, "\n    held by: {}", top.join(", "));
+    }
+    if let Some(c) = &e.consequence {
+        let _ = write!(s, "\n    then: {c}");
+    }
+    if !e.remedy.is_empty() {
+        let _ = write!(s, "\n    do: {}", e.remedy);
+    }
     s
 }
 

@@ -1,0 +1,23 @@
+# seeds/002: a multiprocessing.Pool worker is OOM-killed; map_async never
+# completes. Waits a bounded time, then says whether it hung.
+import multiprocessing as mp
+import os
+import time
+
+
+def work(n):
+    if n == 1:
+        b = b"x" * (400 << 20)  # written, so resident: past the cgroup's limit
+        return len(b)
+    time.sleep(0.5)
+    return n
+
+
+if __name__ == "__main__":
+    print(f"parent={os.getpid()}", flush=True)
+    pool = mp.Pool(3)
+    r = pool.map_async(work, range(3))
+    r.wait(4)
+    print("hung" if not r.ready() else "done", flush=True)
+    pool.terminate()
+    os._exit(0)
