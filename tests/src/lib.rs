@@ -95,9 +95,17 @@ pub struct Tracer {
 
 impl Tracer {
     /// Starts it and waits for the `started` line: every probe attached.
+    /// Scenarios about single failures raise the storm threshold, so that
+    /// each failure is printed; storm scenarios set their own.
     pub fn start(extra: &[&str]) -> Tracer {
+        let storms: &[&str] = if extra.contains(&"--storm-threshold") {
+            &[]
+        } else {
+            &["--storm-threshold", "1000000"]
+        };
         let mut child = Command::new(bin())
             .args(["record", "--json"])
+            .args(storms)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

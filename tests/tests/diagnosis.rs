@@ -112,3 +112,34 @@ fn stack_alloc_under_rlimit_as() {
         "{c:#}"
     );
 }
+
+/// A storm: thousands of failures in a second are summarized, not printed
+/// one by one, and its end carries the exact count.
+#[test]
+fn a_storm_is_summarized_with_an_exact_count() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let t = Tracer::start(&["--storm-threshold", "20"]);
+    let out = as_nobody(&format!("ulimit -u 4; exec {} 3000", burst.display()));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let failed: u64 = field(&out, "failed").unwrap().parse().unwrap();
+    assert!(failed > 1000);
+    assert_eq!(rec.counted(pid, "pthread_create"), failed);
+    let printed = rec.of_pid("thread_create_failed", pid).len();
+    assert_eq!(printed, 20, "failures up to the one that started the storm");
+    let storms: Vec<_> = rec.kind("storm").filter(|s| s["uid"] == 65534).collect();
+    assert_eq!(storms.first().unwrap()["state"], "start", "{storms:#?}");
+    let end = storms
+        .iter()
+        .find(|s| s["state"] == "end")
+        .expect("the storm ended");
+    assert_eq!(end["failures"], failed, "{end:#}");
+    assert!(end["peak_rate_per_s"].as_u64().unwrap() >= 20);
+    assert_eq!(end["processes"][0]["pid"], pid);
+    assert_eq!(end["libraries"][0], "thread_burst");
+    assert_eq!(end["causes"][0], "rlimit_nproc");
+}

@@ -61,6 +61,10 @@ pub struct RecordArgs {
     /// Only report processes with this command name (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
+    /// Failures within one second, for one user, that make a storm: then
+    /// they are summarized each second instead of printed one by one.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub storm_threshold: u32,
     /// Also print process fork, exec and exit events, and setrlimit calls
     /// that left a limit unchanged.
     #[arg(long)]

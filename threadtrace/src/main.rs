@@ -51,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pids: a.pids,
                 comms: a.comms,
                 lifecycle: a.lifecycle,
+                storm_threshold: a.storm_threshold,
                 verbose: cli.verbose,
             };
             // One thread: the collector must not need new threads while

@@ -48,6 +48,7 @@ pub struct Options {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
     pub lifecycle: bool,
+    pub storm_threshold: u32,
     pub verbose: u8,
 }
 
@@ -523,6 +524,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         trace,
         filter: filter.clone(),
         lifecycle: opts.lifecycle,
+        storm_threshold: opts.storm_threshold.max(1),
     })?;
     let mut c = Collector {
         kernel,

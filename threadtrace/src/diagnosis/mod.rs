@@ -5,5 +5,6 @@ pub mod evidence;
 pub mod holders;
 pub mod oom;
 pub mod remedy;
+pub mod storm;
 
 pub use cause::{decide, Ancestor, Cause, Holder, LimitSet};

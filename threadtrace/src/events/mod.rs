@@ -28,6 +28,7 @@ pub enum Record {
     ProcessFork(ProcessFork),
     ProcessExec(ProcessExec),
     ProcessExit(ProcessExit),
+    Storm(crate::diagnosis::storm::Storm),
     Summary(Summary),
 }
 
@@ -40,7 +41,7 @@ impl Record {
             Record::ProcessFork(e) => Some(&e.task),
             Record::ProcessExec(e) => Some(&e.task),
             Record::ProcessExit(e) => Some(&e.task),
-            Record::Started(_) | Record::Summary(_) => None,
+            Record::Started(_) | Record::Summary(_) | Record::Storm(_) => None,
         }
     }
 

@@ -8,9 +8,12 @@ use std::{
     thread::JoinHandle,
 };
 
+use std::time::{Duration, Instant};
+
 use super::Console;
 use crate::{
     attribution::Attributor,
+    diagnosis::storm::StormDetector,
     events::{Record, Summary},
     record::Filter,
     tracefile::{kind, writer::TraceWriter},
@@ -35,6 +38,7 @@ pub struct Output {
     pub trace: Option<TraceWriter>,
     pub filter: Filter,
     pub lifecycle: bool,
+    pub storm_threshold: u32,
 }
 
 pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
@@ -54,6 +58,7 @@ impl Output {
         attributor.modules.index_all();
         let mut console_ok = true;
         let mut checkpoints = 0u32;
+        let mut storms = StormDetector::new(self.storm_threshold, Duration::from_secs(1));
         for msg in rx {
             match msg {
                 Msg::Record(r) => {
@@ -68,16 +73,25 @@ impl Output {
                             cause.remedy =
                                 crate::diagnosis::remedy::remedy(cause, library.as_deref());
                         }
+                        let (start, in_storm) = storms.on_failure(e, Instant::now());
+                        if let Some(s) = start {
+                            // The failure that opened the storm, then the storm.
+                            self.write(&r, &mut console_ok);
+                            self.write(&Record::Storm(s), &mut console_ok);
+                            continue;
+                        }
+                        if in_storm {
+                            // Summarized by the storm; every detail stays in the file.
+                            self.write_trace(kind::EVENT, &r);
+                            continue;
+                        }
                     }
-                    self.write_trace(kind::EVENT, &r);
-                    let show =
-                        self.filter.keeps_record(&r) && (self.lifecycle || r.is_noteworthy());
-                    if show && console_ok && self.console.write(&r).is_err() {
-                        // stdout closed (its reader went away): keep recording.
-                        console_ok = false;
-                    }
+                    self.write(&r, &mut console_ok);
                 }
                 Msg::Checkpoint(s) => {
+                    for storm in storms.tick(&s, Instant::now(), &s.time) {
+                        self.write(&Record::Storm(storm), &mut console_ok);
+                    }
                     self.write_counters(&s);
                     checkpoints += 1;
                     if let Some(t) = &mut self.trace {
@@ -98,6 +112,9 @@ impl Output {
                     }
                 }
                 Msg::Finish { console, file } => {
+                    for storm in storms.finish(&file, &file.time) {
+                        self.write(&Record::Storm(storm), &mut console_ok);
+                    }
                     self.write_counters(&file);
                     self.write_trace(kind::EVENT, &Record::Summary(file));
                     if let Some(t) = &mut self.trace {
@@ -125,6 +142,16 @@ impl Output {
             }
         }
         Ok(())
+    }
+
+    /// To the trace file, and to the console if it passes the filters.
+    fn write(&mut self, r: &Record, console_ok: &mut bool) {
+        self.write_trace(kind::EVENT, r);
+        let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
+        if show && *console_ok && self.console.write(r).is_err() {
+            // stdout closed (its reader went away): keep recording.
+            *console_ok = false;
+        }
     }
 
     fn write_trace(&mut self, kind: u8, r: &Record) {

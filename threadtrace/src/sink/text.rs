@@ -177,6 +177,55 @@ fn started(e: &Started) -> String {
     )
 }
 
+fn storm(s: &crate::diagnosis::storm::Storm) -> String {
+    let procs: Vec<String> = s
+        .processes
+        .iter()
+        .take(5)
+        .map(|p| format!("{}[{}]", p.comm, p.pid))
+        .collect();
+    let libs = if s.libraries.is_empty() {
+        "unknown code".to_string()
+    } else {
+        s.libraries.join(", ")
+    };
+    let mut out = match s.state.as_str() {
+        "start" => format!(
+            "{} STORM of thread-creation failures for uid {}: from {libs} in {}; single failures are no longer printed",
+            clock(&s.time),
+            s.uid,
+            procs.join(", ")
+        ),
+        "end" => format!(
+            "{} STORM ENDED for uid {} after {:.1} s: {} failures ({} seen in detail), peak {}/s, from {libs} in {}",
+            clock(&s.time),
+            s.uid,
+            s.duration_s,
+            s.failures,
+            s.events,
+            s.peak_rate_per_s,
+            procs.join(", ")
+        ),
+        _ => format!(
+            "{} STORM goes on for uid {}: {} failures in {:.1} s, peak {}/s",
+            clock(&s.time),
+            s.uid,
+            s.failures,
+            s.duration_s,
+            s.peak_rate_per_s
+        ),
+    };
+    if s.state != "update" {
+        if !s.causes.is_empty() {
+            let _ = write!(out, "\n    why: {}", s.causes.join(", "));
+        }
+        if !s.remedy.is_empty() {
+            let _ = write!(out, "\n    do: {}", s.remedy);
+        }
+    }
+    out
+}
+
 pub fn summary(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "── summary ({:.1} s) ──", s.duration_s);
@@ -257,6 +306,7 @@ pub fn render(r: &Record) -> String {
         ),
         Record::ProcessExit(e) => exit(e),
         Record::Summary(s) => summary(s),
+        Record::Storm(s) => storm(s),
     }
 }
 

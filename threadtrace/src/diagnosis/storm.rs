@@ -1,0 +1,278 @@
+//! Storms: many thread-creation failures in a short window. One storm per
+//! user; while it lasts, its failures are summarized instead of printed one
+//! by one (the trace file still gets every event), and the exact count comes
+//! from the kernel's counters.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Summary, ThreadCreateFailed};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StormProcess {
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Storm {
+    pub time: String,
+    /// "start", "update" or "end".
+    pub state: String,
+    pub uid: u32,
+    pub started: String,
+    pub duration_s: f64,
+    /// Exact failures of its processes since it started (kernel counters,
+    /// as of the last second); `events` of them were seen in detail.
+    pub failures: u64,
+    pub events: u64,
+    pub peak_rate_per_s: u64,
+    pub processes: Vec<StormProcess>,
+    pub libraries: Vec<String>,
+    pub causes: Vec<String>,
+    pub remedy: String,
+}
+
+struct Active {
+    started: Instant,
+    started_time: String,
+    events: u64,
+    peak: u64,
+    this_second: u64,
+    last_failure: Instant,
+    processes: BTreeMap<u32, String>,
+    libraries: BTreeSet<String>,
+    causes: BTreeSet<String>,
+    remedy: String,
+    /// Kernel count per process when it joined the storm.
+    baseline: HashMap<u32, u64>,
+    failures: u64,
+}
+
+#[derive(Default)]
+struct UserState {
+    recent: VecDeque<Instant>,
+    active: Option<Active>,
+}
+
+pub struct StormDetector {
+    threshold: usize,
+    window: Duration,
+    users: HashMap<u32, UserState>,
+    /// Exact failures per pid, from the last checkpoint.
+    counts: HashMap<u32, u64>,
+}
+
+impl StormDetector {
+    pub fn new(threshold: u32, window: Duration) -> Self {
+        StormDetector {
+            threshold: threshold.max(1) as usize,
+            window,
+            users: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// A failure: Some(storm start) when it makes its user's failures reach
+    /// the threshold. `in_storm` says whether it belongs to an active storm
+    /// (then it is summarized, not printed).
+    pub fn on_failure(&mut self, e: &ThreadCreateFailed, now: Instant) -> (Option<Storm>, bool) {
+        let st = self.users.entry(e.task.uid).or_default();
+        st.recent.push_back(now);
+        while st
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > self.window)
+        {
+            st.recent.pop_front();
+        }
+        if st.recent.len() > self.threshold {
+            st.recent.pop_front();
+        }
+        let mut started = None;
+        if st.active.is_none() && st.recent.len() >= self.threshold {
+            st.active = Some(Active {
+                started: *st.recent.front().unwrap_or(&now),
+                started_time: e.task.time.clone(),
+                events: 0,
+                peak: 0,
+                this_second: 0,
+                last_failure: now,
+                processes: BTreeMap::new(),
+                libraries: BTreeSet::new(),
+                causes: BTreeSet::new(),
+                remedy: String::new(),
+                baseline: HashMap::new(),
+                failures: 0,
+            });
+            started = Some(());
+        }
+        let Some(a) = st.active.as_mut() else {
+            return (None, false);
+        };
+        a.events += 1;
+        a.this_second += 1;
+        a.last_failure = now;
+        if let std::collections::btree_map::Entry::Vacant(slot) = a.processes.entry(e.task.pid) {
+            slot.insert(e.task.comm.clone());
+            // Failures before joining are not the storm's.
+            let before = self.counts.get(&e.task.pid).copied().unwrap_or(0);
+            a.baseline.insert(e.task.pid, before);
+        }
+        if let Some(l) = &e.library {
+            a.libraries.insert(l.clone());
+        }
+        if let Some(c) = &e.cause {
+            a.causes.insert(c.kind.clone());
+            if a.remedy.is_empty() {
+                a.remedy = c.remedy.clone();
+            }
+        }
+        let storm = started.map(|_| snapshot(e.task.uid, a, "start", &e.task.time, now));
+        (storm, started.is_none())
+    }
+
+    /// Once a second: exact counts, an update per active storm, and the
+    /// end of storms whose user had no failure for a window.
+    pub fn tick(&mut self, counts: &Summary, now: Instant, time: &str) -> Vec<Storm> {
+        self.counts.clear();
+        for p in &counts.by_process {
+            *self.counts.entry(p.pid).or_default() += p.count;
+        }
+        let mut out = Vec::new();
+        for (uid, st) in self.users.iter_mut() {
+            let Some(a) = st.active.as_mut() else {
+                continue;
+            };
+            a.failures = a
+                .baseline
+                .iter()
+                .map(|(pid, base)| {
+                    self.counts
+                        .get(pid)
+                        .copied()
+                        .unwrap_or(*base)
+                        .saturating_sub(*base)
+                })
+                .sum::<u64>()
+                .max(a.events);
+            a.peak = a.peak.max(a.this_second);
+            a.this_second = 0;
+            if now.duration_since(a.last_failure) > self.window {
+                out.push(snapshot(*uid, a, "end", time, now));
+                st.active = None;
+            } else {
+                out.push(snapshot(*uid, a, "update", time, now));
+            }
+        }
+        out
+    }
+
+    /// Storms still active at the end of the recording, ended.
+    pub fn finish(&mut self, counts: &Summary, time: &str) -> Vec<Storm> {
+        let now = Instant::now() + self.window * 2;
+        self.tick(counts, now, time)
+            .into_iter()
+            .filter(|s| s.state == "end")
+            .collect()
+    }
+}
+
+fn snapshot(uid: u32, a: &Active, state: &str, time: &str, now: Instant) -> Storm {
+    let until = if state == "end" { a.last_failure } else { now };
+    Storm {
+        time: time.to_string(),
+        state: state.into(),
+        uid,
+        started: a.started_time.clone(),
+        duration_s: until.saturating_duration_since(a.started).as_secs_f64(),
+        failures: a.failures.max(a.events),
+        events: a.events,
+        peak_rate_per_s: a.peak.max(a.this_second),
+        processes: a
+            .processes
+            .iter()
+            .take(20)
+            .map(|(pid, comm)| StormProcess {
+                pid: *pid,
+                comm: comm.clone(),
+            })
+            .collect(),
+        libraries: a.libraries.iter().cloned().collect(),
+        causes: a.causes.iter().cloned().collect(),
+        remedy: a.remedy.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{session::ProcessFailures, Task};
+
+    fn failure(pid: u32) -> ThreadCreateFailed {
+        let mut c = crate::events::decode::tests::pthread_failed(pid, pid, 11, 11);
+        c.header.uid = 1000;
+        let mut ctx = crate::events::Context::new(crate::proctable::ProcTable::default());
+        let mut e = crate::events::thread_create_failed::from_pthread(&c, &mut ctx);
+        e.task = Task {
+            time: "t".into(),
+            pid,
+            tid: pid,
+            comm: "omp".into(),
+            uid: 1000,
+        };
+        e.library = Some("libgomp".into());
+        e
+    }
+
+    #[test]
+    fn starts_at_the_threshold_updates_and_ends_with_exact_counts() {
+        let mut d = StormDetector::new(20, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let e = failure(4_400_000);
+        let mut starts = 0;
+        let mut printed = 0;
+        for i in 0..25 {
+            let (s, in_storm) = d.on_failure(&e, t0 + Duration::from_millis(i));
+            starts += s.is_some() as u32;
+            printed += (!in_storm) as u32;
+        }
+        assert_eq!(starts, 1);
+        assert_eq!(printed, 20, "up to and including the one that started it");
+        let mut counts = Summary::default();
+        counts.by_process.push(ProcessFailures {
+            pid: 4_400_000,
+            comm: "omp".into(),
+            api: "pthread_create".into(),
+            errno: 11,
+            error: "EAGAIN".into(),
+            count: 5000,
+        });
+        let up = d.tick(&counts, t0 + Duration::from_millis(100), "t");
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].state, "update");
+        assert_eq!(
+            up[0].failures, 5000,
+            "exact, from the kernel: most were not seen in detail"
+        );
+        assert_eq!(up[0].libraries, vec!["libgomp".to_string()]);
+        let end = d.tick(&counts, t0 + Duration::from_secs(3), "t");
+        assert_eq!(end[0].state, "end");
+        assert!(d.tick(&counts, t0 + Duration::from_secs(4), "t").is_empty());
+    }
+
+    #[test]
+    fn a_few_failures_are_not_a_storm() {
+        let mut d = StormDetector::new(20, Duration::from_secs(1));
+        let t0 = Instant::now();
+        for i in 0..19 {
+            assert_eq!(
+                d.on_failure(&failure(4_400_001), t0 + Duration::from_millis(i * 100)),
+                (None, false)
+            );
+        }
+    }
+}
