@@ -143,3 +143,42 @@ fn a_storm_is_summarized_with_an_exact_count() {
     assert_eq!(end["libraries"][0], "thread_burst");
     assert_eq!(end["causes"][0], "rlimit_nproc");
 }
+
+/// seeds/001: an OpenMP team sized for more CPUs than the process's
+/// cgroup quota allows.
+#[test]
+fn oversubscription_against_a_cpu_quota() {
+    if !require_root() {
+        return;
+    }
+    let omp = compile_c("omp_threads", &["-fopenmp"]);
+    let cg = Cgroup::new("cpu", "oversub");
+    cg.set("cpu.cfs_period_us", "100000");
+    cg.set("cpu.cfs_quota_us", "100000");
+    let t = Tracer::start(&[]);
+    let out = bash(&format!(
+        "echo $$ > {}/cgroup.procs; echo pid=$$; OMP_NUM_THREADS=4 exec {} 3",
+        cg.path.display(),
+        omp.display()
+    ));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    assert_eq!(field(&out, "threads").as_deref(), Some("4"));
+    let o: Vec<_> = rec
+        .kind("oversubscribed")
+        .filter(|o| o["pid"] == pid)
+        .collect();
+    assert_eq!(o.len(), 1, "{o:#?}");
+    assert_eq!(o[0]["library"], "libgomp");
+    assert_eq!(o[0]["threads"], 4);
+    assert_eq!(o[0]["cpus_allowed"], 1);
+    assert_eq!(o[0]["source"], "cgroup cpu.cfs_quota_us");
+    assert!(
+        o[0]["remedy"]
+            .as_str()
+            .unwrap()
+            .starts_with("set OMP_NUM_THREADS=1"),
+        "{:#}",
+        o[0]
+    );
+}

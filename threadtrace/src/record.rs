@@ -26,7 +26,7 @@ use crate::{
     diagnosis::{
         decide,
         evidence::{self, Evidence, Nproc, PidsWatch},
-        holders, oom, Cause, LimitSet,
+        holders, oom, oversubscription, remedy, Cause, LimitSet,
     },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
@@ -130,6 +130,8 @@ struct Collector {
     causes: HashMap<(u32, String, i32, bool), (Instant, Cause)>,
     /// Live thread rows of the last checkpoint: holders' libraries.
     last_threads: Vec<ThreadCount>,
+    /// (pid, library) → pool size already reported as oversubscribed.
+    oversubscribed: HashMap<(u32, String), i64>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -446,7 +448,37 @@ impl Collector {
             .prune_live(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         let s = self.summary(false);
         self.last_threads = s.threads.clone();
+        self.check_oversubscription(&s.time);
         let _ = self.output.send(Msg::Checkpoint(s));
+    }
+
+    /// Pool libraries running more threads than their process's CPUs:
+    /// reported once per (process, library, thread count).
+    fn check_oversubscription(&mut self, time: &str) {
+        let rows: Vec<ThreadCount> = self.last_threads.clone();
+        for r in rows {
+            if r.library == live_threads::UNATTRIBUTED
+                || remedy::pool_variable(&r.library).is_none()
+            {
+                continue;
+            }
+            let key = (r.pid, r.library.clone());
+            if self.oversubscribed.get(&key) == Some(&r.live) {
+                continue;
+            }
+            let cpu_cg = self.ctx.procs.cgroup(r.pid, "cpu");
+            let Some(cpus) = oversubscription::cpus_allowed(r.pid, cpu_cg.as_deref()) else {
+                continue;
+            };
+            if let Some(o) = oversubscription::check(r.pid, &r.comm, &r.library, r.live, cpus, time)
+            {
+                if self.oversubscribed.len() >= MAPS_KEPT {
+                    self.oversubscribed.clear();
+                }
+                self.oversubscribed.insert(key, r.live);
+                self.emit(Record::Oversubscribed(o));
+            }
+        }
     }
 }
 
@@ -541,6 +573,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         nproc_sets: HashMap::new(),
         causes: HashMap::new(),
         last_threads: Vec::new(),
+        oversubscribed: HashMap::new(),
         delivered: 0,
         decode_errors: 0,
         started: started_at,

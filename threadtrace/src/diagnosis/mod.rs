@@ -4,6 +4,7 @@ pub mod cause;
 pub mod evidence;
 pub mod holders;
 pub mod oom;
+pub mod oversubscription;
 pub mod remedy;
 pub mod storm;
 

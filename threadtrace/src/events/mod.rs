@@ -29,6 +29,7 @@ pub enum Record {
     ProcessExec(ProcessExec),
     ProcessExit(ProcessExit),
     Storm(crate::diagnosis::storm::Storm),
+    Oversubscribed(crate::diagnosis::oversubscription::Oversubscribed),
     Summary(Summary),
 }
 
@@ -41,7 +42,10 @@ impl Record {
             Record::ProcessFork(e) => Some(&e.task),
             Record::ProcessExec(e) => Some(&e.task),
             Record::ProcessExit(e) => Some(&e.task),
-            Record::Started(_) | Record::Summary(_) | Record::Storm(_) => None,
+            Record::Started(_)
+            | Record::Summary(_)
+            | Record::Storm(_)
+            | Record::Oversubscribed(_) => None,
         }
     }
 

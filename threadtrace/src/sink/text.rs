@@ -307,6 +307,17 @@ pub fn render(r: &Record) -> String {
         Record::ProcessExit(e) => exit(e),
         Record::Summary(s) => summary(s),
         Record::Storm(s) => storm(s),
+        Record::Oversubscribed(o) => format!(
+            "{} OVERSUBSCRIBED  {}[{}]: {} runs {} threads on {} CPUs allowed ({})\n    do: {}",
+            clock(&o.time),
+            o.comm,
+            o.pid,
+            o.library,
+            o.threads,
+            o.cpus_allowed,
+            o.source,
+            o.remedy
+        ),
     }
 }
 
