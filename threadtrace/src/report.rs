@@ -40,6 +40,8 @@ pub struct Report {
     pub rlimit_unchanged: u64,
     pub records_unreadable: u64,
     pub damage: DamageReport,
+    /// Most important first, with evidence and remedy.
+    pub findings: Vec<crate::diagnosis::findings::Finding>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -62,6 +64,7 @@ impl From<&Damage> for DamageReport {
 pub fn build(path: &Path) -> Result<Report, ReportError> {
     let mut reader = TraceReader::open(path)?;
     let mut r = Report::default();
+    let mut findings = crate::diagnosis::findings::Findings::default();
     let mut items = 0u64;
     for item in reader.by_ref() {
         items += 1;
@@ -79,7 +82,11 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
                     .unwrap_or("?")
                     .to_string();
                 *r.events_by_kind.entry(kind.clone()).or_default() += 1;
-                match serde_json::from_value::<Record>(v.clone()) {
+                let rec = serde_json::from_value::<Record>(v.clone());
+                if let Ok(rec) = &rec {
+                    findings.add(rec);
+                }
+                match rec {
                     Ok(Record::ThreadCreateFailed(e)) => {
                         r.failure_events += 1;
                         let lib = match (e.library, e.symbol) {
@@ -103,6 +110,15 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
         }
     }
     r.damage = (&reader.damage).into();
+    // A recording that ended cleanly ranked its findings with every event;
+    // otherwise rank them from what the file holds.
+    r.findings = match &r.counters {
+        Some(s) if r.ended_cleanly && !s.findings.is_empty() => s.findings.clone(),
+        _ => findings.ranked(r.counters.as_ref()),
+    };
+    if let Some(s) = r.counters.as_mut() {
+        s.findings = r.findings.clone();
+    }
     r.format_version = reader.version;
     if items == 0 {
         return Err(ReportError::Empty(path.display().to_string()));

@@ -2,6 +2,7 @@
 //! that limit came from, who holds the threads, and what to do.
 pub mod cause;
 pub mod evidence;
+pub mod findings;
 pub mod holders;
 pub mod oom;
 pub mod oversubscription;

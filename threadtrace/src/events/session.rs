@@ -63,6 +63,10 @@ pub struct Summary {
     /// Live threads per (process, creating library), largest first.
     #[serde(default)]
     pub threads: Vec<ThreadCount>,
+    /// What it all means, most important first, each with evidence and a
+    /// remedy (filled at the end of a recording).
+    #[serde(default)]
+    pub findings: Vec<crate::diagnosis::findings::Finding>,
 }
 
 impl Summary {

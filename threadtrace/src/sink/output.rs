@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::Console;
 use crate::{
     attribution::Attributor,
-    diagnosis::storm::StormDetector,
+    diagnosis::{findings::Findings, storm::StormDetector},
     events::{Record, Summary},
     record::Filter,
     tracefile::{kind, writer::TraceWriter},
@@ -59,6 +59,7 @@ impl Output {
         let mut console_ok = true;
         let mut checkpoints = 0u32;
         let mut storms = StormDetector::new(self.storm_threshold, Duration::from_secs(1));
+        let mut findings = Findings::default();
         for msg in rx {
             match msg {
                 Msg::Record(r) => {
@@ -73,6 +74,7 @@ impl Output {
                             cause.remedy =
                                 crate::diagnosis::remedy::remedy(cause, library.as_deref());
                         }
+                        findings.add_failure(e);
                         let (start, in_storm) = storms.on_failure(e, Instant::now());
                         if let Some(s) = start {
                             // The failure that opened the storm, then the storm.
@@ -85,6 +87,9 @@ impl Output {
                             self.write_trace(kind::EVENT, &r);
                             continue;
                         }
+                    }
+                    if !matches!(r, Record::ThreadCreateFailed(_)) {
+                        findings.add(&r);
                     }
                     self.write(&r, &mut console_ok);
                 }
@@ -111,7 +116,12 @@ impl Output {
                         console_ok = false;
                     }
                 }
-                Msg::Finish { console, file } => {
+                Msg::Finish {
+                    mut console,
+                    mut file,
+                } => {
+                    file.findings = findings.ranked(Some(&file));
+                    console.findings = file.findings.clone();
                     for storm in storms.finish(&file, &file.time) {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }

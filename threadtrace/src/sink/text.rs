@@ -228,6 +228,10 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
 
 pub fn summary(s: &Summary) -> String {
     let mut out = String::new();
+    if !s.findings.is_empty() {
+        out.push_str(&crate::diagnosis::findings::render(&s.findings, 6));
+        out.push('\n');
+    }
     let _ = writeln!(out, "── summary ({:.1} s) ──", s.duration_s);
     if s.failures_total == 0 {
         out.push_str("no thread-creation failures.\n");

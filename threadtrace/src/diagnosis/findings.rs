@@ -1,0 +1,319 @@
+//! Findings: what the recording means, ranked by impact, each with its
+//! evidence and one remedy, for one screen at 3 a.m.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    events::{Record, Summary},
+    sink::text::bytes,
+};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// thread_create_failed, oom_kill, pool_worker_died, oversubscribed.
+    pub kind: String,
+    /// Orders findings: a hung pool first, then kills, then failures by
+    /// count, then oversubscription.
+    pub impact: u64,
+    pub title: String,
+    pub evidence: Vec<String>,
+    pub remedy: String,
+}
+
+#[derive(Default)]
+struct FailureGroup {
+    events: u64,
+    processes: BTreeMap<u32, String>,
+    symbol: Option<String>,
+    detail: String,
+    inherited: Option<String>,
+    holders: Option<String>,
+    remedy: String,
+}
+
+/// Collects what findings need, bounded: groups, not events.
+#[derive(Default)]
+pub struct Findings {
+    /// (cause, library, uid) → group.
+    failures: BTreeMap<(String, String, u32), FailureGroup>,
+    ooms: Vec<Finding>,
+    pool_deaths: Vec<Finding>,
+    oversubscribed: BTreeMap<(u32, String), Finding>,
+    seen_kills: BTreeSet<u32>,
+}
+
+const KEPT: usize = 64;
+
+impl Findings {
+    pub fn add(&mut self, r: &Record) {
+        match r {
+            Record::ThreadCreateFailed(e) => self.add_failure(e),
+            _ => self.add_other(r),
+        }
+    }
+
+    pub fn add_failure(&mut self, e: &crate::events::ThreadCreateFailed) {
+        let kind = e
+            .cause
+            .as_ref()
+            .map(|c| c.kind.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let lib = e.library.clone().unwrap_or_else(|| "unknown code".into());
+        if self.failures.len() >= KEPT
+            && !self
+                .failures
+                .contains_key(&(kind.clone(), lib.clone(), e.task.uid))
+        {
+            return;
+        }
+        let g = self.failures.entry((kind, lib, e.task.uid)).or_default();
+        g.events += 1;
+        if g.processes.len() < 20 {
+            g.processes.insert(e.task.pid, e.task.comm.clone());
+        }
+        if g.symbol.is_none() {
+            g.symbol = e.symbol.clone();
+        }
+        if let Some(c) = &e.cause {
+            if g.detail.is_empty() {
+                g.detail = c.detail.clone();
+                g.remedy = c.remedy.clone();
+                g.inherited = c.inherited_from.as_ref().map(|a| {
+                    format!(
+                        "the limit is inherited from {}[{}]{}",
+                        a.comm,
+                        a.pid,
+                        a.started
+                            .as_ref()
+                            .map(|s| format!(", started {s}"))
+                            .unwrap_or_default()
+                    )
+                });
+                if !c.holders.is_empty() {
+                    let h: Vec<String> = c
+                        .holders
+                        .iter()
+                        .take(3)
+                        .map(|h| format!("{}[{}] {} threads", h.comm, h.pid, h.threads))
+                        .collect();
+                    g.holders = Some(format!("held by {}", h.join(", ")));
+                }
+            }
+        }
+    }
+
+    fn add_other(&mut self, r: &Record) {
+        match r {
+            Record::OomKill(k)
+                if self.ooms.len() < KEPT && self.seen_kills.insert(k.victim.pid) =>
+            {
+                let v = &k.victim;
+                let mut evidence = Vec::new();
+                if let Some(c) = &k.memory_cgroup {
+                    evidence.push(format!(
+                        "memory limit {} of {} reached",
+                        bytes(c.limit_bytes),
+                        c.path
+                    ));
+                } else {
+                    evidence.push("no memory cgroup limit: the host ran out of memory".into());
+                }
+                if k.trigger.pid != v.pid {
+                    evidence.push(format!(
+                        "the allocation that triggered it was {}[{}]'s: killed is not guilty",
+                        k.trigger.comm, k.trigger.pid
+                    ));
+                }
+                if !k.top_holders.is_empty() {
+                    let h: Vec<String> = k
+                        .top_holders
+                        .iter()
+                        .take(3)
+                        .map(|h| format!("{}[{}] {}", h.comm, h.pid, bytes(h.rss_bytes)))
+                        .collect();
+                    evidence.push(format!("largest holders then: {}", h.join(", ")));
+                }
+                if let Some(c) = &k.consequence {
+                    evidence.push(c.clone());
+                }
+                self.ooms.push(Finding {
+                    kind: "oom_kill".into(),
+                    impact: if k.pool.is_some() { 1_000_000 } else { 100_000 },
+                    title: format!(
+                        "OOM kill of {}[{}]{}{}",
+                        v.comm,
+                        v.pid,
+                        v.rss_bytes
+                            .map(|b| format!(" ({})", bytes(b)))
+                            .unwrap_or_default(),
+                        k.pool
+                            .as_ref()
+                            .map(|p| format!(
+                                ", a worker of the {} pool of {}[{}]",
+                                p.kind, p.parent_comm, p.parent_pid
+                            ))
+                            .unwrap_or_default()
+                    ),
+                    evidence,
+                    remedy: k.remedy.clone(),
+                });
+            }
+            Record::ProcessExit(e) if self.pool_deaths.len() < KEPT => {
+                if let (Some(p), Some(sig)) = (&e.pool, &e.signal) {
+                    self.pool_deaths.push(Finding {
+                        kind: "pool_worker_died".into(),
+                        impact: 500_000,
+                        title: format!(
+                            "{}[{}], a worker of {}[{}], was killed by {sig}",
+                            e.task.comm, e.task.pid, p.parent_comm, p.parent_pid
+                        ),
+                        evidence: e.consequence.iter().cloned().collect(),
+                        remedy: format!(
+                            "restart {}[{}]: its pool will not recover the lost task",
+                            p.parent_comm, p.parent_pid
+                        ),
+                    });
+                }
+            }
+            Record::Oversubscribed(o) if self.oversubscribed.len() < KEPT => {
+                self.oversubscribed.insert(
+                    (o.pid, o.library.clone()),
+                    Finding {
+                        kind: "oversubscribed".into(),
+                        impact: 1_000 + o.threads,
+                        title: format!(
+                            "{}[{}]: {} runs {} threads on {} CPUs",
+                            o.comm, o.pid, o.library, o.threads, o.cpus_allowed
+                        ),
+                        evidence: vec![format!("CPUs allowed by its {}", o.source)],
+                        remedy: o.remedy.clone(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Findings, most important first. `counts` (exact, from the kernel)
+    /// replaces event counts, which miss what the ring buffer dropped.
+    pub fn ranked(&self, counts: Option<&Summary>) -> Vec<Finding> {
+        let mut out: Vec<Finding> = Vec::new();
+        out.extend(self.ooms.iter().cloned());
+        out.extend(self.pool_deaths.iter().cloned());
+        for ((kind, lib, uid), g) in &self.failures {
+            let exact: u64 = counts
+                .map(|s| {
+                    s.by_process
+                        .iter()
+                        .filter(|p| g.processes.contains_key(&p.pid))
+                        .map(|p| p.count)
+                        .sum()
+                })
+                .unwrap_or(0)
+                .max(g.events);
+            let procs: Vec<String> = g
+                .processes
+                .iter()
+                .take(3)
+                .map(|(pid, comm)| format!("{comm}[{pid}]"))
+                .collect();
+            let more = if g.processes.len() > 3 {
+                format!(" and {} more", g.processes.len() - 3)
+            } else {
+                String::new()
+            };
+            let who = match &g.symbol {
+                Some(s) => format!("{lib} ({s})"),
+                None => lib.clone(),
+            };
+            let mut evidence = vec![format!("{kind}: {}", g.detail)];
+            evidence.extend(g.inherited.iter().cloned());
+            evidence.extend(g.holders.iter().cloned());
+            out.push(Finding {
+                kind: "thread_create_failed".into(),
+                impact: 10_000 + exact,
+                title: format!(
+                    "{exact} thread creations failed for {who} in {}{more}, uid {uid}",
+                    procs.join(", ")
+                ),
+                evidence,
+                remedy: g.remedy.clone(),
+            });
+        }
+        out.extend(self.oversubscribed.values().cloned());
+        out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));
+        out
+    }
+}
+
+/// Findings as text, numbered, at most `max`.
+pub fn render(findings: &[Finding], max: usize) -> String {
+    if findings.is_empty() {
+        return "no findings: nothing failed, nothing was killed.".into();
+    }
+    let mut s = String::from("FINDINGS, most important first:\n");
+    for (i, f) in findings.iter().take(max).enumerate() {
+        s.push_str(&format!("{}. {}\n", i + 1, f.title));
+        for e in f.evidence.iter().take(3) {
+            s.push_str(&format!("   why: {e}\n"));
+        }
+        if !f.remedy.is_empty() {
+            s.push_str(&format!("   do:  {}\n", f.remedy));
+        }
+    }
+    if findings.len() > max {
+        s.push_str(&format!(
+            "({} more findings: threadtrace report --json)\n",
+            findings.len() - max
+        ));
+    }
+    s.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hung_pool_outranks_failures_which_outrank_oversubscription() {
+        let f = vec![
+            Finding {
+                kind: "oversubscribed".into(),
+                impact: 1_004,
+                title: "o".into(),
+                evidence: vec![],
+                remedy: "r".into(),
+            },
+            Finding {
+                kind: "thread_create_failed".into(),
+                impact: 10_050,
+                title: "f".into(),
+                evidence: vec!["e".into()],
+                remedy: "r".into(),
+            },
+            Finding {
+                kind: "oom_kill".into(),
+                impact: 1_000_000,
+                title: "k".into(),
+                evidence: vec![],
+                remedy: "r".into(),
+            },
+        ];
+        let mut sorted = f.clone();
+        sorted.sort_by_key(|f| std::cmp::Reverse(f.impact));
+        let t = render(&sorted, 2);
+        assert!(
+            t.starts_with("FINDINGS, most important first:\n1. k\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2. f\n   why: e\n   do:  r") && t.contains("1 more findings"),
+            "{t}"
+        );
+        assert_eq!(
+            render(&[], 5),
+            "no findings: nothing failed, nothing was killed."
+        );
+    }
+}
