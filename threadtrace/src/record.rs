@@ -189,8 +189,11 @@ impl Collector {
             }
             (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
             (_, Record::OomKill(e)) => self.diagnose_oom(e),
+            // A crash or a kill -9, not a polite SIGTERM (Pool.terminate()
+            // ends its workers that way).
             (_, Record::ProcessExit(e))
-                if e.signal.is_some() && !self.oom_victims.contains(&e.task.pid) =>
+                if e.signal.as_deref().is_some_and(oom::is_violent)
+                    && !self.oom_victims.contains(&e.task.pid) =>
             {
                 if let Some(p) = oom::pool_of(&self.ctx.procs, e.task.pid) {
                     e.consequence = Some(oom::consequence(&p));

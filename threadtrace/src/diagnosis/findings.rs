@@ -21,6 +21,8 @@ pub struct Finding {
     pub remedy: String,
 }
 
+type PoolDeaths = (String, Vec<String>, BTreeSet<String>, Option<String>);
+
 #[derive(Default)]
 struct FailureGroup {
     events: u64,
@@ -38,7 +40,8 @@ pub struct Findings {
     /// (cause, library, uid) → group.
     failures: BTreeMap<(String, String, u32), FailureGroup>,
     ooms: Vec<Finding>,
-    pool_deaths: Vec<Finding>,
+    /// Parent pid → (parent comm, dead workers, signals, consequence).
+    pool_deaths: BTreeMap<u32, PoolDeaths>,
     oversubscribed: BTreeMap<(u32, String), Finding>,
     seen_kills: BTreeSet<u32>,
 }
@@ -161,19 +164,18 @@ impl Findings {
             }
             Record::ProcessExit(e) if self.pool_deaths.len() < KEPT => {
                 if let (Some(p), Some(sig)) = (&e.pool, &e.signal) {
-                    self.pool_deaths.push(Finding {
-                        kind: "pool_worker_died".into(),
-                        impact: 500_000,
-                        title: format!(
-                            "{}[{}], a worker of {}[{}], was killed by {sig}",
-                            e.task.comm, e.task.pid, p.parent_comm, p.parent_pid
-                        ),
-                        evidence: e.consequence.iter().cloned().collect(),
-                        remedy: format!(
-                            "restart {}[{}]: its pool will not recover the lost task",
-                            p.parent_comm, p.parent_pid
-                        ),
+                    let d = self.pool_deaths.entry(p.parent_pid).or_insert_with(|| {
+                        (
+                            p.parent_comm.clone(),
+                            Vec::new(),
+                            BTreeSet::new(),
+                            e.consequence.clone(),
+                        )
                     });
+                    if d.1.len() < 20 {
+                        d.1.push(format!("{}[{}]", e.task.comm, e.task.pid));
+                    }
+                    d.2.insert(sig.clone());
                 }
             }
             Record::Oversubscribed(o) if self.oversubscribed.len() < KEPT => {
@@ -200,7 +202,22 @@ impl Findings {
     pub fn ranked(&self, counts: Option<&Summary>) -> Vec<Finding> {
         let mut out: Vec<Finding> = Vec::new();
         out.extend(self.ooms.iter().cloned());
-        out.extend(self.pool_deaths.iter().cloned());
+        for (ppid, (pcomm, workers, signals, consequence)) in &self.pool_deaths {
+            out.push(Finding {
+                kind: "pool_worker_died".into(),
+                impact: 500_000,
+                title: format!(
+                    "{} worker(s) of {pcomm}[{ppid}] killed by {}: {}",
+                    workers.len(),
+                    signals.iter().cloned().collect::<Vec<_>>().join(", "),
+                    workers.join(", ")
+                ),
+                evidence: consequence.iter().cloned().collect(),
+                remedy: format!(
+                    "restart {pcomm}[{ppid}]: its pool will not recover the lost tasks"
+                ),
+            });
+        }
         for ((kind, lib, uid), g) in &self.failures {
             let exact: u64 = counts
                 .map(|s| {

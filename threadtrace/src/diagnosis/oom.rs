@@ -130,6 +130,14 @@ pub fn pool_of(procs: &ProcTable, victim: u32) -> Option<Pool> {
     })
 }
 
+/// Signals that end a worker against its will: a crash or SIGKILL.
+pub fn is_violent(signal: &str) -> bool {
+    matches!(
+        signal,
+        "SIGKILL" | "SIGSEGV" | "SIGBUS" | "SIGABRT" | "SIGILL" | "SIGFPE"
+    )
+}
+
 /// What the kill did to the pool, in one sentence.
 pub fn consequence(pool: &Pool) -> String {
     match pool.kind.as_str() {
