@@ -133,6 +133,7 @@ fn a_storm_is_summarized_with_an_exact_count() {
     assert_eq!(printed, 20, "failures up to the one that started the storm");
     let storms: Vec<_> = rec.kind("storm").filter(|s| s["uid"] == 65534).collect();
     assert_eq!(storms.first().unwrap()["state"], "start", "{storms:#?}");
+    assert_eq!(storms.first().unwrap()["scope"], "uid 65534");
     let end = storms
         .iter()
         .find(|s| s["state"] == "end")

@@ -61,10 +61,17 @@ pub struct RecordArgs {
     /// Only report processes with this command name (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
-    /// Failures within one second, for one user, that make a storm: then
-    /// they are summarized each second instead of printed one by one.
+    /// Failures within --storm-window, for one --storm-by scope, that make
+    /// a storm: then they are summarized each second instead of printed one
+    /// by one (the trace file keeps them all).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub storm_threshold: u32,
+    /// The window those failures must fall in, e.g. 1s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub storm_window: Duration,
+    /// What storms are counted per: a user, a cgroup or a library.
+    #[arg(long, value_name = "SCOPE", value_enum, default_value = "uid")]
+    pub storm_by: crate::diagnosis::storm::StormBy,
     /// Also print process fork, exec and exit events, and setrlimit calls
     /// that left a limit unchanged.
     #[arg(long)]

@@ -52,6 +52,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 comms: a.comms,
                 lifecycle: a.lifecycle,
                 storm_threshold: a.storm_threshold,
+                storm_window: a.storm_window,
+                storm_by: a.storm_by,
                 verbose: cli.verbose,
             };
             // One thread: the collector must not need new threads while

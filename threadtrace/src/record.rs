@@ -40,7 +40,7 @@ use crate::{
     tracefile::writer::TraceWriter,
 };
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub json: bool,
     pub output: Option<PathBuf>,
@@ -49,6 +49,8 @@ pub struct Options {
     pub comms: Vec<String>,
     pub lifecycle: bool,
     pub storm_threshold: u32,
+    pub storm_window: Duration,
+    pub storm_by: crate::diagnosis::storm::StormBy,
     pub verbose: u8,
 }
 
@@ -560,6 +562,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         filter: filter.clone(),
         lifecycle: opts.lifecycle,
         storm_threshold: opts.storm_threshold.max(1),
+        storm_window: opts.storm_window,
+        storm_by: opts.storm_by,
     })?;
     let mut c = Collector {
         kernel,

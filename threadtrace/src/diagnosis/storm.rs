@@ -22,6 +22,10 @@ pub struct Storm {
     pub time: String,
     /// "start", "update" or "end".
     pub state: String,
+    /// What the storm is about: "uid 65534", "cgroup /sys/fs/cgroup/pids/app"
+    /// or "library libgomp" (--storm-by).
+    pub scope: String,
+    /// The user of the failure that started it.
     pub uid: u32,
     pub started: String,
     pub duration_s: f64,
@@ -37,6 +41,7 @@ pub struct Storm {
 }
 
 struct Active {
+    uid: u32,
     started: Instant,
     started_time: String,
     events: u64,
@@ -52,6 +57,24 @@ struct Active {
     failures: u64,
 }
 
+/// What storms are counted per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StormBy {
+    Uid,
+    Cgroup,
+    Library,
+}
+
+impl StormBy {
+    fn scope(self, e: &ThreadCreateFailed) -> String {
+        match self {
+            StormBy::Uid => format!("uid {}", e.task.uid),
+            StormBy::Cgroup => format!("cgroup {}", e.cgroup.as_deref().unwrap_or("unknown")),
+            StormBy::Library => format!("library {}", e.library.as_deref().unwrap_or("unknown")),
+        }
+    }
+}
+
 #[derive(Default)]
 struct UserState {
     recent: VecDeque<Instant>,
@@ -61,16 +84,18 @@ struct UserState {
 pub struct StormDetector {
     threshold: usize,
     window: Duration,
-    users: HashMap<u32, UserState>,
+    by: StormBy,
+    users: HashMap<String, UserState>,
     /// Exact failures per pid, from the last checkpoint.
     counts: HashMap<u32, u64>,
 }
 
 impl StormDetector {
-    pub fn new(threshold: u32, window: Duration) -> Self {
+    pub fn new(threshold: u32, window: Duration, by: StormBy) -> Self {
         StormDetector {
             threshold: threshold.max(1) as usize,
             window,
+            by,
             users: HashMap::new(),
             counts: HashMap::new(),
         }
@@ -80,7 +105,8 @@ impl StormDetector {
     /// the threshold. `in_storm` says whether it belongs to an active storm
     /// (then it is summarized, not printed).
     pub fn on_failure(&mut self, e: &ThreadCreateFailed, now: Instant) -> (Option<Storm>, bool) {
-        let st = self.users.entry(e.task.uid).or_default();
+        let scope = self.by.scope(e);
+        let st = self.users.entry(scope.clone()).or_default();
         st.recent.push_back(now);
         while st
             .recent
@@ -95,6 +121,7 @@ impl StormDetector {
         let mut started = None;
         if st.active.is_none() && st.recent.len() >= self.threshold {
             st.active = Some(Active {
+                uid: e.task.uid,
                 started: *st.recent.front().unwrap_or(&now),
                 started_time: e.task.time.clone(),
                 events: 0,
@@ -131,7 +158,7 @@ impl StormDetector {
                 a.remedy = c.remedy.clone();
             }
         }
-        let storm = started.map(|_| snapshot(e.task.uid, a, "start", &e.task.time, now));
+        let storm = started.map(|_| snapshot(&scope, a, "start", &e.task.time, now));
         (storm, started.is_none())
     }
 
@@ -143,7 +170,7 @@ impl StormDetector {
             *self.counts.entry(p.pid).or_default() += p.count;
         }
         let mut out = Vec::new();
-        for (uid, st) in self.users.iter_mut() {
+        for (scope, st) in self.users.iter_mut() {
             let Some(a) = st.active.as_mut() else {
                 continue;
             };
@@ -162,10 +189,10 @@ impl StormDetector {
             a.peak = a.peak.max(a.this_second);
             a.this_second = 0;
             if now.duration_since(a.last_failure) > self.window {
-                out.push(snapshot(*uid, a, "end", time, now));
+                out.push(snapshot(scope, a, "end", time, now));
                 st.active = None;
             } else {
-                out.push(snapshot(*uid, a, "update", time, now));
+                out.push(snapshot(scope, a, "update", time, now));
             }
         }
         out
@@ -181,12 +208,13 @@ impl StormDetector {
     }
 }
 
-fn snapshot(uid: u32, a: &Active, state: &str, time: &str, now: Instant) -> Storm {
+fn snapshot(scope: &str, a: &Active, state: &str, time: &str, now: Instant) -> Storm {
     let until = if state == "end" { a.last_failure } else { now };
     Storm {
         time: time.to_string(),
         state: state.into(),
-        uid,
+        scope: scope.to_string(),
+        uid: a.uid,
         started: a.started_time.clone(),
         duration_s: until.saturating_duration_since(a.started).as_secs_f64(),
         failures: a.failures.max(a.events),
@@ -230,7 +258,7 @@ mod tests {
 
     #[test]
     fn starts_at_the_threshold_updates_and_ends_with_exact_counts() {
-        let mut d = StormDetector::new(20, Duration::from_secs(1));
+        let mut d = StormDetector::new(20, Duration::from_secs(1), StormBy::Uid);
         let t0 = Instant::now();
         let e = failure(4_400_000);
         let mut starts = 0;
@@ -259,14 +287,37 @@ mod tests {
             "exact, from the kernel: most were not seen in detail"
         );
         assert_eq!(up[0].libraries, vec!["libgomp".to_string()]);
+        assert_eq!(up[0].scope, "uid 1000");
         let end = d.tick(&counts, t0 + Duration::from_secs(3), "t");
         assert_eq!(end[0].state, "end");
         assert!(d.tick(&counts, t0 + Duration::from_secs(4), "t").is_empty());
     }
 
     #[test]
+    fn storms_by_library_count_each_library_apart() {
+        let mut d = StormDetector::new(20, Duration::from_secs(1), StormBy::Library);
+        let t0 = Instant::now();
+        let a = failure(4_400_002);
+        let mut b = failure(4_400_003);
+        b.library = Some("libopenblas".into());
+        for i in 0..15 {
+            assert!(d.on_failure(&a, t0 + Duration::from_millis(i)).0.is_none());
+            assert!(d.on_failure(&b, t0 + Duration::from_millis(i)).0.is_none());
+        }
+        let (s, _) = d.on_failure(&a, t0 + Duration::from_millis(16));
+        assert!(s.is_none(), "16 for libgomp");
+        for i in 17..21 {
+            if let (Some(s), _) = d.on_failure(&a, t0 + Duration::from_millis(i)) {
+                assert_eq!(s.scope, "library libgomp");
+                return;
+            }
+        }
+        panic!("no storm for libgomp");
+    }
+
+    #[test]
     fn a_few_failures_are_not_a_storm() {
-        let mut d = StormDetector::new(20, Duration::from_secs(1));
+        let mut d = StormDetector::new(20, Duration::from_secs(1), StormBy::Uid);
         let t0 = Instant::now();
         for i in 0..19 {
             assert_eq!(

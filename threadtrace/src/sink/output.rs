@@ -39,6 +39,8 @@ pub struct Output {
     pub filter: Filter,
     pub lifecycle: bool,
     pub storm_threshold: u32,
+    pub storm_window: Duration,
+    pub storm_by: crate::diagnosis::storm::StormBy,
 }
 
 pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
@@ -58,7 +60,7 @@ impl Output {
         attributor.modules.index_all();
         let mut console_ok = true;
         let mut checkpoints = 0u32;
-        let mut storms = StormDetector::new(self.storm_threshold, Duration::from_secs(1));
+        let mut storms = StormDetector::new(self.storm_threshold, self.storm_window, self.storm_by);
         let mut findings = Findings::default();
         for msg in rx {
             match msg {

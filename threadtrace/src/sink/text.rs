@@ -191,15 +191,15 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
     };
     let mut out = match s.state.as_str() {
         "start" => format!(
-            "{} STORM of thread-creation failures for uid {}: from {libs} in {}; single failures are no longer printed",
+            "{} STORM of thread-creation failures for {}: from {libs} in {}; single failures are no longer printed",
             clock(&s.time),
-            s.uid,
+            s.scope,
             procs.join(", ")
         ),
         "end" => format!(
-            "{} STORM ENDED for uid {} after {:.1} s: {} failures ({} seen in detail), peak {}/s, from {libs} in {}",
+            "{} STORM ENDED for {} after {:.1} s: {} failures ({} seen in detail), peak {}/s, from {libs} in {}",
             clock(&s.time),
-            s.uid,
+            s.scope,
             s.duration_s,
             s.failures,
             s.events,
@@ -207,9 +207,9 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
             procs.join(", ")
         ),
         _ => format!(
-            "{} STORM goes on for uid {}: {} failures in {:.1} s, peak {}/s",
+            "{} STORM goes on for {}: {} failures in {:.1} s, peak {}/s",
             clock(&s.time),
-            s.uid,
+            s.scope,
             s.failures,
             s.duration_s,
             s.peak_rate_per_s
