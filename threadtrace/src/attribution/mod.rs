@@ -437,13 +437,7 @@ mod tests {
     /// kernel normalized: attributed through the build id alone.
     #[test]
     fn attributes_a_process_that_has_exited() {
-        let libc = [
-            "/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap();
+        let libc = modules::host_libc();
         let id = blazesym::helper::read_elf_build_id(&libc)
             .unwrap()
             .unwrap()

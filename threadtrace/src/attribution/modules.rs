@@ -178,6 +178,18 @@ impl ModuleIndex {
     }
 }
 
+/// The host's glibc, for tests that need a real distribution library.
+#[cfg(test)]
+pub(crate) fn host_libc() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("glibc")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,14 +206,9 @@ mod tests {
         assert_eq!(idx.find(&id).unwrap().path, exe.display().to_string());
         assert!(idx.find(&[0xde, 0xad]).is_none());
         // The miss searched the library directories: libc is there.
-        let libc = [
-            "/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap();
-        let id = blazesym::helper::read_elf_build_id(&libc).unwrap().unwrap();
+        let id = blazesym::helper::read_elf_build_id(&host_libc())
+            .unwrap()
+            .unwrap();
         assert!(idx.find(&id).is_some());
         assert_eq!(hex(&[0x0a, 0xff]), "0aff");
     }
