@@ -136,6 +136,12 @@ impl Tracer {
         self.child.id()
     }
 
+    /// SIGKILL, as the OOM killer or an operator would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops it with SIGINT (as Ctrl-C) and returns every line it printed
     /// after `started`, parsed.
     pub fn stop(self) -> Records {

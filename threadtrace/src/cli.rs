@@ -34,6 +34,17 @@ pub enum Command {
     Record(RecordArgs),
     /// Check that this host has what threadtrace needs, and say how to fix what is missing.
     Doctor,
+    /// Convert a trace file: jsonl (the objects of `record --json`) or chrome
+    /// (Trace Event Format: open it in ui.perfetto.dev or chrome://tracing).
+    Export {
+        /// Trace file.
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: crate::export::Format,
+        /// Write here instead of stdout.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
     /// Summarize a trace file written by `record -o`.
     Report {
         /// Trace file.
@@ -52,6 +63,10 @@ pub struct RecordArgs {
     /// Also write a trace file (mode 0600) for `threadtrace report`.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Cap the trace file, e.g. 100M, 2G: past it event detail stops and
+    /// the exact counters go on (the summary says so).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "output")]
+    pub max_size: Option<u64>,
     /// Stop after this long, e.g. 30s, 5m, 1h.
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -78,6 +93,32 @@ pub struct RecordArgs {
     pub lifecycle: bool,
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let mult: u64 = match mult
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("unknown unit in {s:?} (examples: 500K, 100M, 2G)")),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?} (examples: 500K, 100M, 2G)"))?;
+    n.checked_mul(mult)
+        .filter(|&b| b >= 4096)
+        .ok_or_else(|| "at least 4K".to_string())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
@@ -99,6 +140,14 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100M").unwrap(), 100 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("8192").unwrap(), 8192);
+        assert!(parse_size("10").is_err() && parse_size("5X").is_err() && parse_size("M").is_err());
     }
 
     #[test]

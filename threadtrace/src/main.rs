@@ -5,6 +5,7 @@ mod clock;
 mod diagnosis;
 mod doctor;
 mod events;
+mod export;
 mod host;
 mod kernel;
 mod privileges;
@@ -52,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 comms: a.comms,
                 lifecycle: a.lifecycle,
                 storm_threshold: a.storm_threshold,
+                max_size: a.max_size,
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,
                 verbose: cli.verbose,
@@ -72,6 +74,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Export {
+            file,
+            format,
+            output,
+        } => {
+            let mut reader = tracefile::reader::TraceReader::open(&file)?;
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let damage = export::export(&mut reader, format, &mut out)?;
+            if damage.bytes_skipped > 0 || damage.records_undecodable > 0 {
+                eprintln!(
+                    "threadtrace: {}: skipped {} damaged bytes, {} unreadable records",
+                    file.display(),
+                    damage.bytes_skipped,
+                    damage.records_undecodable
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Report { file, json } => {
             let r = match report::build(&file) {

@@ -49,6 +49,7 @@ pub struct Options {
     pub comms: Vec<String>,
     pub lifecycle: bool,
     pub storm_threshold: u32,
+    pub max_size: Option<u64>,
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
     pub verbose: u8,
@@ -545,10 +546,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 "threadtrace": env!("CARGO_PKG_VERSION"),
                 "args": std::env::args().collect::<Vec<_>>(),
             });
-            Some(
-                TraceWriter::create(path, &header)
-                    .with_context(|| "cannot write the trace file".to_string())?,
-            )
+            let mut w = TraceWriter::create(path, &header)
+                .with_context(|| "cannot write the trace file".to_string())?;
+            w.set_max_bytes(opts.max_size);
+            Some(w)
         }
         None => None,
     };

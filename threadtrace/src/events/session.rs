@@ -63,6 +63,10 @@ pub struct Summary {
     /// Live threads per (process, creating library), largest first.
     #[serde(default)]
     pub threads: Vec<ThreadCount>,
+    /// Events left out of the trace file by --max-size (its counters are
+    /// complete).
+    #[serde(default)]
+    pub trace_events_dropped: u64,
     /// What it all means, most important first, each with evidence and a
     /// remedy (filled at the end of a recording).
     #[serde(default)]

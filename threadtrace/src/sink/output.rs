@@ -124,11 +124,19 @@ impl Output {
                 } => {
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
+                    if let Some(t) = &self.trace {
+                        file.trace_events_dropped = t.events_dropped;
+                        console.trace_events_dropped = t.events_dropped;
+                    }
                     for storm in storms.finish(&file, &file.time) {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
                     self.write_counters(&file);
-                    self.write_trace(kind::EVENT, &Record::Summary(file));
+                    if let Some(t) = &mut self.trace {
+                        let v =
+                            serde_json::to_value(Record::Summary(file)).expect("records serialize");
+                        t.write_always(kind::EVENT, &v)?;
+                    }
                     if let Some(t) = &mut self.trace {
                         t.sync()?;
                     }

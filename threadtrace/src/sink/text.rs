@@ -278,6 +278,13 @@ pub fn summary(s: &Summary) -> String {
             s.events_lost
         );
     }
+    if s.trace_events_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "the trace file reached --max-size: {} events were left out of it; its counters are complete.",
+            s.trace_events_dropped
+        );
+    }
     if s.failures_unattributed > 0 {
         let _ = writeln!(
             out,

@@ -19,6 +19,10 @@ pub struct TraceWriter {
     scratch: BytesMut,
     pub bytes_written: u64,
     pub records_written: u64,
+    /// --max-size: past it, events are no longer written (counters are).
+    max_bytes: Option<u64>,
+    /// Events not written because of max_bytes.
+    pub events_dropped: u64,
 }
 
 fn frame(out: &mut BytesMut, kind: u8, payload: &[u8]) {
@@ -52,6 +56,8 @@ impl TraceWriter {
             scratch: BytesMut::with_capacity(4096),
             bytes_written: 0,
             records_written: 0,
+            max_bytes: None,
+            events_dropped: 0,
         };
         let mut pre = BytesMut::with_capacity(super::PREAMBLE_LEN);
         pre.put_slice(MAGIC);
@@ -72,7 +78,22 @@ impl TraceWriter {
         Ok(())
     }
 
+    /// Caps the file: once `bytes` are written, event detail stops and only
+    /// the exact counter snapshots go on (a few kB a second).
+    pub fn set_max_bytes(&mut self, bytes: Option<u64>) {
+        self.max_bytes = bytes;
+    }
+
     pub fn write_value(&mut self, kind: u8, v: &Value) -> Result<(), TraceError> {
+        if kind == kind::EVENT && self.max_bytes.is_some_and(|m| self.bytes_written >= m) {
+            self.events_dropped += 1;
+            return Ok(());
+        }
+        self.write_always(kind, v)
+    }
+
+    /// Writes past --max-size too: the last summary must be in the file.
+    pub fn write_always(&mut self, kind: u8, v: &Value) -> Result<(), TraceError> {
         let mut payload = std::mem::take(&mut self.scratch);
         payload.clear();
         let mut new_keys = Vec::new();
