@@ -159,3 +159,50 @@ fn max_size_bounds_the_file() {
         .unwrap();
     assert_eq!(row["count"], failed);
 }
+
+/// In a sustained storm the ring buffer never runs dry: the recorder must
+/// still take its counter snapshots each second and obey Ctrl-C, leaving an
+/// intact file.
+#[test]
+fn ctrl_c_during_a_storm_ends_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let file = scratch().join("ctrlc.trace");
+    let t = Tracer::start(&["-o", file.to_str().unwrap(), "--storm-threshold", "20"]);
+    let mut storm = Command::new("runuser")
+        .args(["-u", "nobody", "--", "bash", "-c"])
+        .arg(format!("ulimit -u 4; end=$((SECONDS+8)); while [ $SECONDS -lt $end ]; do {} 5000 >/dev/null; done", burst.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let started = std::time::Instant::now();
+    let rec = t.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "Ctrl-C took {:?}",
+        started.elapsed()
+    );
+    let _ = storm.kill();
+    let _ = storm.wait();
+    let updates: Vec<&str> = rec
+        .kind("storm")
+        .filter(|s| s["state"] == "update")
+        .map(|s| s["time"].as_str().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = updates.iter().map(|t| &t[..19]).collect();
+    assert!(
+        distinct.len() >= 2,
+        "updates came each second, during the storm: {updates:?}"
+    );
+    rec.summary();
+    let report = Command::new(bin())
+        .args(["report", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(r["ended_cleanly"], true);
+}

@@ -134,7 +134,7 @@ pub fn export(
                         }
                     }
                     Item::Counters(v) => events.extend(chrome_counters(&v)),
-                    Item::Header(_) => {}
+                    Item::Header(_) | Item::Processes(_) => {}
                 }
             }
             serde_json::to_writer(

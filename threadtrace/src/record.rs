@@ -65,6 +65,9 @@ pub struct NeedPrivileges;
 /// dynamic loader has mapped its libraries.
 const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
 const EXEC_SCAN_QUEUE: usize = 4096;
+/// Ring-buffer records handled before the loop looks at its timers and
+/// signals again.
+const DRAIN_BATCH: usize = 1024;
 /// Processes whose maps snapshot is kept at most.
 const MAPS_KEPT: usize = 4096;
 /// Processes whose thread count is read for a summary at most.
@@ -355,14 +358,19 @@ impl Collector {
         Some(m)
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
+    /// Handles up to DRAIN_BATCH records; true when the ring is empty. In a
+    /// storm records never stop coming: returning lets the timers (counter
+    /// snapshots) and the signals (Ctrl-C) run in between.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        for _ in 0..DRAIN_BATCH {
+            let Some(item) = ring.next() else { return true };
             let bytes: &[u8] = &item;
             // Copy out of the ring first: the slot is released on drop.
             let copy = bytes.to_vec();
             drop(item);
             self.handle(&copy);
         }
+        false
     }
 
     /// Libraries a process mapped after exec: a libc at a path we have not
@@ -549,6 +557,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             let mut w = TraceWriter::create(path, &header)
                 .with_context(|| "cannot write the trace file".to_string())?;
             w.set_max_bytes(opts.max_size);
+            // Who was running: pids in the file can be described elsewhere.
+            let table: Vec<serde_json::Value> = procs
+                .alive_procs()
+                .map(|p| {
+                    serde_json::json!({
+                        "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline, "uid": p.uid,
+                        "started": p.start_ticks.and_then(proctable::started_at).map(clock::rfc3339),
+                        "cgroups": p.cgroups.iter().map(|(c, path)| format!("{c}:{path}")).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            w.write_value(
+                crate::tracefile::kind::PROCESSES,
+                &serde_json::json!({"time": started.time, "processes": table}),
+            )?;
             Some(w)
         }
         None => None,
@@ -599,8 +622,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                c.drain(guard.get_inner_mut());
-                guard.clear_ready();
+                // Readiness is cleared only once the ring is empty: a batch
+                // cut short comes back on the next turn of the loop.
+                if c.drain(guard.get_inner_mut()) {
+                    guard.clear_ready();
+                } else {
+                    drop(guard);
+                    // On one thread, timers and signals advance only when
+                    // this task yields to the runtime.
+                    tokio::task::yield_now().await;
+                }
             }
             _ = scan_tick.tick(), if !c.exec_scans.is_empty() => c.scan_new_processes(),
             _ = second.tick() => c.checkpoint(),
@@ -610,7 +641,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     // Events already in the ring buffer belong to this recording.
-    c.drain(ring.get_mut());
+    while !c.drain(ring.get_mut()) {}
     let console = c.summary(true);
     let file = c.summary(false);
     let _ = c.output.send(Msg::Finish { console, file });

@@ -40,6 +40,8 @@ pub struct Report {
     pub rlimit_unchanged: u64,
     pub records_unreadable: u64,
     pub damage: DamageReport,
+    /// Processes in the file's process-table snapshot.
+    pub processes_at_start: Option<usize>,
     /// Most important first, with evidence and remedy.
     pub findings: Vec<crate::diagnosis::findings::Finding>,
 }
@@ -70,6 +72,12 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
         items += 1;
         match item {
             Item::Header(h) => r.header = Some(h),
+            Item::Processes(p) => {
+                r.processes_at_start = p
+                    .get("processes")
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.len())
+            }
             Item::Counters(v) => {
                 if let Ok(s) = serde_json::from_value::<Summary>(v) {
                     r.counters = Some(s);

@@ -33,6 +33,9 @@ pub struct Storm {
     /// as of the last second); `events` of them were seen in detail.
     pub failures: u64,
     pub events: u64,
+    /// Events kept in the trace file (sampled once the storm started).
+    #[serde(default)]
+    pub events_in_file: u64,
     pub peak_rate_per_s: u64,
     pub processes: Vec<StormProcess>,
     pub libraries: Vec<String>,
@@ -55,7 +58,16 @@ struct Active {
     /// Kernel count per process when it joined the storm.
     baseline: HashMap<u32, u64>,
     failures: u64,
+    /// Events kept in the trace file this second, and in all.
+    kept_this_second: u64,
+    kept: u64,
+    /// Exact failures at the previous tick, and when it was.
+    last_tick: Option<(Instant, u64)>,
 }
+
+/// Events of a storm kept in detail in the trace file per second: the
+/// rest are sampled out, their exact count is in the counter records.
+pub const DETAIL_PER_SECOND: u64 = 2;
 
 /// What storms are counted per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +146,9 @@ impl StormDetector {
                 remedy: String::new(),
                 baseline: HashMap::new(),
                 failures: 0,
+                kept_this_second: 0,
+                kept: 0,
+                last_tick: None,
             });
             started = Some(());
         }
@@ -162,6 +177,21 @@ impl StormDetector {
         (storm, started.is_none())
     }
 
+    /// Whether a failure that belongs to an active storm is kept in the
+    /// trace file: at most DETAIL_PER_SECOND a second per storm.
+    pub fn keep_detail(&mut self, e: &ThreadCreateFailed) -> bool {
+        let scope = self.by.scope(e);
+        let Some(a) = self.users.get_mut(&scope).and_then(|s| s.active.as_mut()) else {
+            return true;
+        };
+        if a.kept_this_second >= DETAIL_PER_SECOND {
+            return false;
+        }
+        a.kept_this_second += 1;
+        a.kept += 1;
+        true
+    }
+
     /// Once a second: exact counts, an update per active storm, and the
     /// end of storms whose user had no failure for a window.
     pub fn tick(&mut self, counts: &Summary, now: Instant, time: &str) -> Vec<Storm> {
@@ -186,8 +216,19 @@ impl StormDetector {
                 })
                 .sum::<u64>()
                 .max(a.events);
-            a.peak = a.peak.max(a.this_second);
+            // The exact rate between ticks; the detail rate until the
+            // kernel's counts come in.
+            let (since, before) = a.last_tick.unwrap_or((a.started, 0));
+            let secs = now
+                .saturating_duration_since(since)
+                .as_secs_f64()
+                .max(0.001);
+            let rate = ((a.failures.max(a.events) - before.min(a.failures.max(a.events))) as f64
+                / secs) as u64;
+            a.peak = a.peak.max(rate.max(a.this_second.min(rate.max(1))));
+            a.last_tick = Some((now, a.failures.max(a.events)));
             a.this_second = 0;
+            a.kept_this_second = 0;
             if now.duration_since(a.last_failure) > self.window {
                 out.push(snapshot(scope, a, "end", time, now));
                 st.active = None;
@@ -219,7 +260,12 @@ fn snapshot(scope: &str, a: &Active, state: &str, time: &str, now: Instant) -> S
         duration_s: until.saturating_duration_since(a.started).as_secs_f64(),
         failures: a.failures.max(a.events),
         events: a.events,
-        peak_rate_per_s: a.peak.max(a.this_second),
+        events_in_file: a.kept,
+        peak_rate_per_s: a.peak.max(if a.last_tick.is_none() {
+            a.this_second
+        } else {
+            0
+        }),
         processes: a
             .processes
             .iter()

@@ -30,6 +30,9 @@ pub enum Msg {
     },
 }
 
+/// Per-process rows in the trace file's counter snapshots.
+const SNAPSHOT_ROWS: usize = 100;
+
 /// Records waiting for the output thread at most.
 const QUEUE: usize = 8192;
 
@@ -85,8 +88,12 @@ impl Output {
                             continue;
                         }
                         if in_storm {
-                            // Summarized by the storm; every detail stays in the file.
-                            self.write_trace(kind::EVENT, &r);
+                            // Summarized by the storm on the console; in the
+                            // file, sampled: its exact count is in the
+                            // counter records.
+                            if storms.keep_detail(e) {
+                                self.write_trace(kind::EVENT, &r);
+                            }
                             continue;
                         }
                     }
@@ -186,7 +193,11 @@ impl Output {
 
     fn write_counters(&mut self, s: &Summary) {
         if let Some(t) = &mut self.trace {
-            let v = serde_json::to_value(s).expect("summary serializes");
+            // Totals are complete; the per-process rows are the largest
+            // ones, so that a snapshot a second stays small.
+            let mut s = s.clone();
+            s.by_process.truncate(SNAPSHOT_ROWS);
+            let v = serde_json::to_value(&s).expect("summary serializes");
             if let Err(e) = t.write_value(kind::COUNTERS, &v) {
                 log::error!("trace file: {e}; recording goes on without it");
                 self.trace = None;

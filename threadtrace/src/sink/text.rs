@@ -191,7 +191,8 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
     };
     let mut out = match s.state.as_str() {
         "start" => format!(
-            "{} STORM of thread-creation failures for {}: from {libs} in {}; single failures are no longer printed",
+            "{} STORM of thread-creation failures for {}: from {libs} in {}; single failures are no longer printed \
+             (the trace file keeps a sample and the exact counts)",
             clock(&s.time),
             s.scope,
             procs.join(", ")

@@ -29,6 +29,9 @@ pub mod kind {
     pub const EVENT: u8 = 3;
     /// Periodic snapshot of the kernel's exact counters.
     pub const COUNTERS: u8 = 4;
+    /// The process table: who was running, so that pids in the file can be
+    /// described on another machine.
+    pub const PROCESSES: u8 = 5;
 }
 
 #[derive(Debug, thiserror::Error)]

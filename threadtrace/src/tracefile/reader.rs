@@ -13,6 +13,7 @@ pub enum Item {
     Header(Value),
     Event(Value),
     Counters(Value),
+    Processes(Value),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -119,7 +120,7 @@ impl Iterator for TraceReader {
                     }
                     continue;
                 }
-                kind::HEADER | kind::EVENT | kind::COUNTERS => {
+                kind::HEADER | kind::EVENT | kind::COUNTERS | kind::PROCESSES => {
                     let mut b = payload;
                     match self.keys.decode(&mut b) {
                         Some(v) => v,
@@ -135,6 +136,7 @@ impl Iterator for TraceReader {
             return Some(match kind {
                 kind::HEADER => Item::Header(value),
                 kind::EVENT => Item::Event(value),
+                kind::PROCESSES => Item::Processes(value),
                 _ => Item::Counters(value),
             });
         }
