@@ -109,15 +109,18 @@ fn chrome_counters(summary: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Writes the export; returns what was skipped as damaged.
+/// Writes the export; returns the records read and what was skipped as
+/// damaged.
 pub fn export(
     reader: &mut TraceReader,
     format: Format,
     out: &mut dyn Write,
-) -> anyhow::Result<Damage> {
+) -> anyhow::Result<(u64, Damage)> {
+    let mut read = 0u64;
     match format {
         Format::Jsonl => {
             for item in reader.by_ref() {
+                read += 1;
                 if let Item::Event(v) = item {
                     serde_json::to_writer(&mut *out, &v)?;
                     out.write_all(b"\n")?;
@@ -127,6 +130,7 @@ pub fn export(
         Format::Chrome => {
             let mut events = Vec::new();
             for item in reader.by_ref() {
+                read += 1;
                 match item {
                     Item::Event(v) => {
                         if let Ok(r) = serde_json::from_value::<Record>(v) {
@@ -145,7 +149,7 @@ pub fn export(
         }
     }
     out.flush()?;
-    Ok(reader.damage.clone())
+    Ok((read, reader.damage.clone()))
 }
 
 #[cfg(test)]

@@ -88,7 +88,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout())),
             };
-            let damage = export::export(&mut reader, format, &mut out)?;
+            let (read, damage) = export::export(&mut reader, format, &mut out)?;
+            if read == 0 {
+                eprintln!(
+                    "threadtrace: {}: no intact record could be read",
+                    file.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
             if damage.bytes_skipped > 0 || damage.records_undecodable > 0 {
                 eprintln!(
                     "threadtrace: {}: skipped {} damaged bytes, {} unreadable records",
