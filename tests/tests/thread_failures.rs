@@ -144,3 +144,39 @@ fn thread_stack_cannot_be_mapped() {
         assert_eq!(rec.counted(pid, api), 0);
     }
 }
+
+/// A process that moves itself into a pids cgroup and fails within
+/// milliseconds may be gone before /proc can say where it was: moves are
+/// learned from the kernel (cgroup:cgroup_attach_task), in order with the
+/// failures.
+#[test]
+fn moves_into_cgroups_are_learned_from_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let omp = compile_c("omp_threads", &["-fopenmp"]);
+    let cg = Cgroup::new("pids", "moved");
+    cg.set("pids.max", "4");
+    let t = Tracer::start(&["--lifecycle"]);
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let out = bash(&format!(
+            "echo $$ > {}/cgroup.procs; echo pid=$$; exec env OMP_NUM_THREADS=16 {}",
+            cg.path.display(),
+            omp.display()
+        ));
+        pids.push(field(&out, "pid").unwrap().parse::<u32>().unwrap());
+    }
+    let rec = t.stop();
+    let rel = format!("/{}", cg.path.file_name().unwrap().to_string_lossy());
+    for pid in pids {
+        let moves: Vec<_> = rec
+            .kind("process_cgroup")
+            .filter(|m| m["moved_pid"] == pid)
+            .collect();
+        assert_eq!(moves.len(), 1, "{moves:#?}");
+        assert_eq!(moves[0]["hierarchy"], "pids");
+        assert_eq!(moves[0]["path"], rel);
+        assert_eq!(rec.of_pid("thread_create_failed", pid).len(), 1);
+    }
+}

@@ -28,6 +28,7 @@ pub enum EventKind {
     ProcessFork = 5,
     ProcessExec = 6,
     ProcessExit = 7,
+    CgroupAttach = 8,
 }
 
 impl EventKind {
@@ -40,6 +41,7 @@ impl EventKind {
             5 => Self::ProcessFork,
             6 => Self::ProcessExec,
             7 => Self::ProcessExit,
+            8 => Self::CgroupAttach,
             _ => return None,
         })
     }
@@ -280,6 +282,18 @@ pub struct ProcessExit {
     /// (| 0x80 for a core dump) for a fatal signal. -1 if unknown.
     pub exit_code: i32,
     pub _pad: u32,
+}
+
+/// A task was moved into a cgroup (cgroup:cgroup_attach_task): the process
+/// table learns it in order, before any failure the move leads to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupAttach {
+    /// The moved task.
+    pub pid: u32,
+    /// Hierarchy id, as in /proc/PID/cgroup's first column.
+    pub root: i32,
+    pub path: [u8; FILENAME_LEN],
 }
 
 /// Key of the exact failure counters: counted in the kernel on every

@@ -192,12 +192,23 @@ pub struct ProcTable {
     /// Exited pids, oldest first, with the start time that identifies them.
     exited: VecDeque<(u32, Option<u64>)>,
     pub mounts: CgroupMounts,
+    /// Hierarchy id → its controllers, as /proc/PID/cgroup numbers them.
+    hierarchies: HashMap<i32, String>,
 }
 
 impl ProcTable {
     pub fn new(mounts: CgroupMounts) -> Self {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let hierarchies = own
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                Some((f.next()?.parse().ok()?, f.next()?.to_string()))
+            })
+            .collect();
         ProcTable {
             mounts,
+            hierarchies,
             ..Default::default()
         }
     }
@@ -319,6 +330,19 @@ impl ProcTable {
             .collect()
     }
 
+    /// A process was moved into `path` of hierarchy `root`: returns the
+    /// hierarchy's controllers. Threads (not in the table) are ignored: their
+    /// process is moved with them.
+    pub fn on_cgroup_attach(&mut self, pid: u32, root: i32, path: &str) -> Option<String> {
+        let controllers = self.hierarchies.get(&root)?.clone();
+        let p = self.procs.get_mut(&pid)?;
+        match p.cgroups.iter_mut().find(|(c, _)| *c == controllers) {
+            Some(line) => line.1 = path.to_string(),
+            None => p.cgroups.push((controllers.clone(), path.to_string())),
+        }
+        Some(controllers)
+    }
+
     pub fn cgroup(&self, pid: u32, controller: &str) -> Option<String> {
         self.mounts.path(&self.get(pid)?.cgroups, controller)
     }
@@ -343,6 +367,36 @@ mod tests {
         assert_eq!(
             m.path(&cg, "cpu").unwrap(),
             "/sys/fs/cgroup/unified/user.slice"
+        );
+    }
+
+    #[test]
+    fn a_move_into_a_cgroup_updates_the_process() {
+        let mut t = ProcTable::default();
+        t.hierarchies.insert(8, "pids".into());
+        t.insert(Proc {
+            pid: 4_500_000,
+            cgroups: parse_cgroup_file("8:pids:/\n0::/user.slice\n"),
+            alive: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            t.on_cgroup_attach(4_500_000, 8, "/app").as_deref(),
+            Some("pids")
+        );
+        assert_eq!(
+            t.get(4_500_000).unwrap().cgroups[0],
+            ("pids".to_string(), "/app".to_string())
+        );
+        assert_eq!(
+            t.on_cgroup_attach(4_500_001, 8, "/app"),
+            None,
+            "a thread, not a process"
+        );
+        assert_eq!(
+            t.on_cgroup_attach(4_500_000, 99, "/x"),
+            None,
+            "an unknown hierarchy"
         );
     }
 

@@ -1,4 +1,5 @@
 //! One module per kernel hook.
+mod cgroup_attach;
 mod clone;
 mod oom_mark_victim;
 mod process_exec;

@@ -1,8 +1,8 @@
 //! Ring-buffer bytes → typed kernel records. Each record is an `Event<T>`
 //! whose header names T; a short or unknown record is an error, not a panic.
 use threadtrace_common::{
-    CloneFailed, Event, EventKind, Header, OomVictim, ProcessExec, ProcessExit, ProcessFork,
-    PthreadCreateFailed, RlimitChange,
+    CgroupAttach, CloneFailed, Event, EventKind, Header, OomVictim, ProcessExec, ProcessExit,
+    ProcessFork, PthreadCreateFailed, RlimitChange,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +14,7 @@ pub enum Raw {
     ProcessFork(Event<ProcessFork>),
     ProcessExec(Event<ProcessExec>),
     ProcessExit(Event<ProcessExit>),
+    CgroupAttach(Event<CgroupAttach>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,6 +59,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
         EventKind::ProcessFork => Raw::ProcessFork(read(bytes, kind)?),
         EventKind::ProcessExec => Raw::ProcessExec(read(bytes, kind)?),
         EventKind::ProcessExit => Raw::ProcessExit(read(bytes, kind)?),
+        EventKind::CgroupAttach => Raw::CgroupAttach(read(bytes, kind)?),
     })
 }
 

@@ -42,6 +42,35 @@ pub struct ProcessExit {
     pub consequence: Option<String>,
 }
 
+/// A process was moved into a cgroup.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessCgroup {
+    /// The task that moved it (often the process itself).
+    #[serde(flatten)]
+    pub task: Task,
+    pub moved_pid: u32,
+    /// Controllers of the hierarchy ("pids", "memory", "" for cgroup v2).
+    pub hierarchy: String,
+    pub path: String,
+}
+
+pub fn cgroup_attach(
+    e: &Event<threadtrace_common::CgroupAttach>,
+    ctx: &mut Context,
+) -> ProcessCgroup {
+    let task = ctx.task(&e.header);
+    let path = cstr(&e.payload.path);
+    let hierarchy = ctx
+        .procs
+        .on_cgroup_attach(e.payload.pid, e.payload.root, &path);
+    ProcessCgroup {
+        task,
+        moved_pid: e.payload.pid,
+        hierarchy: hierarchy.unwrap_or_default(),
+        path,
+    }
+}
+
 pub fn fork(e: &Event<RawFork>, ctx: &mut Context) -> ProcessFork {
     let task = ctx.task(&e.header);
     ctx.procs

@@ -28,6 +28,7 @@ pub enum Record {
     ProcessFork(ProcessFork),
     ProcessExec(ProcessExec),
     ProcessExit(ProcessExit),
+    ProcessCgroup(lifecycle::ProcessCgroup),
     Storm(crate::diagnosis::storm::Storm),
     Oversubscribed(crate::diagnosis::oversubscription::Oversubscribed),
     Summary(Summary),
@@ -42,6 +43,7 @@ impl Record {
             Record::ProcessFork(e) => Some(&e.task),
             Record::ProcessExec(e) => Some(&e.task),
             Record::ProcessExit(e) => Some(&e.task),
+            Record::ProcessCgroup(e) => Some(&e.task),
             Record::Started(_)
             | Record::Summary(_)
             | Record::Storm(_)
@@ -54,7 +56,10 @@ impl Record {
     pub fn is_lifecycle(&self) -> bool {
         matches!(
             self,
-            Record::ProcessFork(_) | Record::ProcessExec(_) | Record::ProcessExit(_)
+            Record::ProcessFork(_)
+                | Record::ProcessExec(_)
+                | Record::ProcessExit(_)
+                | Record::ProcessCgroup(_)
         )
     }
 
@@ -127,5 +132,6 @@ pub fn enrich(raw: decode::Raw, ctx: &mut Context) -> Record {
         Raw::ProcessFork(e) => Record::ProcessFork(lifecycle::fork(&e, ctx)),
         Raw::ProcessExec(e) => Record::ProcessExec(lifecycle::exec(&e, ctx)),
         Raw::ProcessExit(e) => Record::ProcessExit(lifecycle::exit(&e, ctx)),
+        Raw::CgroupAttach(e) => Record::ProcessCgroup(lifecycle::cgroup_attach(&e, ctx)),
     }
 }

@@ -28,6 +28,7 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("cgroup_attach_task", "cgroup", "cgroup_attach_task"),
 ];
 
 #[derive(Debug, thiserror::Error)]

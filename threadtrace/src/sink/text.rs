@@ -317,6 +317,15 @@ pub fn render(r: &Record) -> String {
             e.filename
         ),
         Record::ProcessExit(e) => exit(e),
+        Record::ProcessCgroup(e) => format!(
+            "{} cgroup {}[{}] moved pid {} to {}:{}",
+            clock(&e.task.time),
+            e.task.comm,
+            e.task.pid,
+            e.moved_pid,
+            e.hierarchy,
+            e.path
+        ),
         Record::Summary(s) => summary(s),
         Record::Storm(s) => storm(s),
         Record::Oversubscribed(o) => format!(
