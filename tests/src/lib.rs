@@ -233,6 +233,16 @@ impl Cgroup {
             .unwrap_or_else(|e| panic!("{file} = {value}: {e}"));
     }
 
+    /// `{env} exec {program}` by a shell that first moves itself into this
+    /// cgroup; its output starts with `pid=PID`, the pid the program runs
+    /// as (the shell execs it: no extra process, no extra exec).
+    pub fn exec(&self, env: &str, program: &str) -> Output {
+        bash(&format!(
+            "echo $$ > {}/cgroup.procs; echo pid=$$; {env} exec {program}",
+            self.path.display()
+        ))
+    }
+
     pub fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.path.join(file)).unwrap_or_default()
     }

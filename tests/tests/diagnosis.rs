@@ -69,11 +69,7 @@ fn cgroup_pids_limit() {
     let cg = Cgroup::new("pids", "diag");
     cg.set("pids.max", "4");
     let t = Tracer::start(&[]);
-    let out = bash(&format!(
-        "echo $$ > {}/cgroup.procs; echo pid=$$; OMP_NUM_THREADS=16 exec {}",
-        cg.path.display(),
-        omp.display()
-    ));
+    let out = cg.exec("OMP_NUM_THREADS=16", &omp.display().to_string());
     let rec = t.stop();
     let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
     let c = cause_of(&rec, pid);
@@ -157,11 +153,7 @@ fn oversubscription_against_a_cpu_quota() {
     cg.set("cpu.cfs_period_us", "100000");
     cg.set("cpu.cfs_quota_us", "100000");
     let t = Tracer::start(&[]);
-    let out = bash(&format!(
-        "echo $$ > {}/cgroup.procs; echo pid=$$; OMP_NUM_THREADS=4 exec {} 3",
-        cg.path.display(),
-        omp.display()
-    ));
+    let out = cg.exec("OMP_NUM_THREADS=4", &format!("{} 3", omp.display()));
     let rec = t.stop();
     let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
     assert_eq!(field(&out, "threads").as_deref(), Some("4"));

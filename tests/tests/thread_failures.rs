@@ -98,11 +98,7 @@ fn pids_cgroup_limit() {
     let cg = Cgroup::new("pids", "pids");
     cg.set("pids.max", "4");
     let t = Tracer::start(&[]);
-    let out = bash(&format!(
-        "echo $$ > {}/cgroup.procs; echo pid=$$; OMP_NUM_THREADS=16 exec {}",
-        cg.path.display(),
-        omp.display()
-    ));
+    let out = cg.exec("OMP_NUM_THREADS=16", &omp.display().to_string());
     let rec = t.stop();
     assert!(String::from_utf8_lossy(&out.stderr).contains("Thread creation failed"));
     let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
