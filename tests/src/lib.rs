@@ -183,6 +183,33 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     None
 }
 
+/// `threadtrace report --json FILE`, which must exit 0, parsed.
+pub fn report_json(file: &Path) -> Value {
+    let out = Command::new(bin())
+        .args(["report", "--json"])
+        .arg(file)
+        .output()
+        .expect("threadtrace report");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("report --json is JSON")
+}
+
+/// A report's exact failure count for one process.
+pub fn report_count(report: &Value, pid: u32) -> u64 {
+    report["counters"]["by_process"]
+        .as_array()
+        .expect("by_process")
+        .iter()
+        .filter(|p| p["pid"] == pid)
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum()
+}
+
 /// What a recording printed.
 pub struct Records(pub Vec<Value>);
 

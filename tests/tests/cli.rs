@@ -148,26 +148,9 @@ fn trace_file_is_private_and_report_reads_it() {
         0o600
     );
 
-    let report = Command::new(bin())
-        .args(["report", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        report.status.success(),
-        "{}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let r = report_json(&file);
     assert_eq!(r["ended_cleanly"], true);
-    let row = r["counters"]["by_process"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"] == pid)
-        .cloned()
-        .unwrap();
-    assert_eq!(row["count"], failed);
+    assert_eq!(report_count(&r, pid), failed);
     assert!(r["failure_events"].as_u64().unwrap() >= failed);
     assert!(r["header"]["host"]["kernel"].is_string());
 

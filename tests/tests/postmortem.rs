@@ -97,18 +97,7 @@ fn a_recorder_killed_mid_storm_leaves_a_readable_file() {
     t.kill();
     let _ = storm.kill();
     let _ = storm.wait();
-    let report = Command::new(bin())
-        .args(["report", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(
-        report.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let r = report_json(&file);
     assert_eq!(r["ended_cleanly"], false);
     assert!(r["failure_events"].as_u64().unwrap() > 0, "{r:#}");
     assert!(
@@ -143,21 +132,9 @@ fn max_size_bounds_the_file() {
         failed,
         "counts stay exact"
     );
-    let report = Command::new(bin())
-        .args(["report", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let r = report_json(&file);
     assert_eq!(r["ended_cleanly"], true);
-    let row = r["counters"]["by_process"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"] == pid)
-        .cloned()
-        .unwrap();
-    assert_eq!(row["count"], failed);
+    assert_eq!(report_count(&r, pid), failed);
 }
 
 /// In a sustained storm the ring buffer never runs dry: the recorder must
@@ -198,11 +175,6 @@ fn ctrl_c_during_a_storm_ends_cleanly() {
         "updates came each second, during the storm: {updates:?}"
     );
     rec.summary();
-    let report = Command::new(bin())
-        .args(["report", "--json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let r = report_json(&file);
     assert_eq!(r["ended_cleanly"], true);
 }
