@@ -1,7 +1,7 @@
 //! Storms: many thread-creation failures in a short window. One storm per
-//! user; while it lasts, its failures are summarized instead of printed one
-//! by one (the trace file still gets every event), and the exact count comes
-//! from the kernel's counters.
+//! scope (a user, a cgroup or a library: --storm-by); while it lasts, its
+//! failures are summarized instead of printed one by one (the trace file
+//! keeps a sample), and the exact count comes from the kernel's counters.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     time::{Duration, Instant},
@@ -88,7 +88,7 @@ impl StormBy {
 }
 
 #[derive(Default)]
-struct UserState {
+struct ScopeState {
     recent: VecDeque<Instant>,
     active: Option<Active>,
 }
@@ -97,7 +97,7 @@ pub struct StormDetector {
     threshold: usize,
     window: Duration,
     by: StormBy,
-    users: HashMap<String, UserState>,
+    scopes: HashMap<String, ScopeState>,
     /// Exact failures per pid, from the last checkpoint.
     counts: HashMap<u32, u64>,
 }
@@ -108,17 +108,17 @@ impl StormDetector {
             threshold: threshold.max(1) as usize,
             window,
             by,
-            users: HashMap::new(),
+            scopes: HashMap::new(),
             counts: HashMap::new(),
         }
     }
 
-    /// A failure: Some(storm start) when it makes its user's failures reach
+    /// A failure: Some(storm start) when it makes its scope's failures reach
     /// the threshold. `in_storm` says whether it belongs to an active storm
     /// (then it is summarized, not printed).
     pub fn on_failure(&mut self, e: &ThreadCreateFailed, now: Instant) -> (Option<Storm>, bool) {
         let scope = self.by.scope(e);
-        let st = self.users.entry(scope.clone()).or_default();
+        let st = self.scopes.entry(scope.clone()).or_default();
         st.recent.push_back(now);
         while st
             .recent
@@ -181,7 +181,7 @@ impl StormDetector {
     /// trace file: at most DETAIL_PER_SECOND a second per storm.
     pub fn keep_detail(&mut self, e: &ThreadCreateFailed) -> bool {
         let scope = self.by.scope(e);
-        let Some(a) = self.users.get_mut(&scope).and_then(|s| s.active.as_mut()) else {
+        let Some(a) = self.scopes.get_mut(&scope).and_then(|s| s.active.as_mut()) else {
             return true;
         };
         if a.kept_this_second >= DETAIL_PER_SECOND {
@@ -193,14 +193,14 @@ impl StormDetector {
     }
 
     /// Once a second: exact counts, an update per active storm, and the
-    /// end of storms whose user had no failure for a window.
+    /// end of storms whose scope had no failure for a window.
     pub fn tick(&mut self, counts: &Summary, now: Instant, time: &str) -> Vec<Storm> {
         self.counts.clear();
         for p in &counts.by_process {
             *self.counts.entry(p.pid).or_default() += p.count;
         }
         let mut out = Vec::new();
-        for (scope, st) in self.users.iter_mut() {
+        for (scope, st) in self.scopes.iter_mut() {
             let Some(a) = st.active.as_mut() else {
                 continue;
             };
