@@ -57,7 +57,7 @@ fn exports_round_trip() {
     let events = c["traceEvents"].as_array().unwrap();
     let failure = events
         .iter()
-        .find(|e| e["ph"] == "i" && e["pid"] == pid)
+        .find(|e| e["ph"] == "i" && e["cat"] == "failure" && e["pid"] == pid)
         .expect("the failure as an instant event");
     assert_eq!(failure["args"]["library"], "libgomp");
     assert_eq!(failure["args"]["cause"], "rlimit_nproc");
@@ -71,6 +71,53 @@ fn exports_round_trip() {
             .iter()
             .any(|e| e["ph"] == "C" && e["name"] == "threads"),
         "thread counters"
+    );
+
+    let pf = export(&file, "perfetto");
+    assert!(pf.status.success());
+    perfetto_has_the_failure(&pf.stdout, pid);
+}
+
+/// Decoded with Perfetto's official protos: a track for the process, the
+/// failure on it with its library, cause and remedy, live-thread counters.
+fn perfetto_has_the_failure(bytes: &[u8], pid: u32) {
+    use perfetto_protos::{trace::Trace, track_event::track_event::Type};
+    use protobuf::Message;
+    let trace = Trace::parse_from_bytes(bytes).expect("a perfetto.protos.Trace");
+    let track = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_descriptor())
+        .map(|p| p.track_descriptor())
+        .find(|t| t.process.pid() == pid as i32)
+        .expect("a track for the failing process");
+    let failure = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_event())
+        .map(|p| p.track_event())
+        .find(|e| {
+            e.type_() == Type::TYPE_INSTANT
+                && e.track_uuid() == track.uuid()
+                && e.categories == ["failure"]
+        })
+        .expect("the failure on the process's track");
+    let arg = |name: &str| {
+        failure
+            .debug_annotations
+            .iter()
+            .find(|a| a.name() == name)
+            .map(|a| a.string_value().to_string())
+    };
+    assert_eq!(arg("library").as_deref(), Some("libgomp"));
+    assert_eq!(arg("cause").as_deref(), Some("rlimit_nproc"));
+    assert!(arg("remedy").unwrap().contains("OMP_NUM_THREADS=1"));
+    assert!(
+        trace
+            .packet
+            .iter()
+            .any(|p| p.has_track_event() && p.track_event().type_() == Type::TYPE_COUNTER),
+        "live-thread counters"
     );
 }
 
