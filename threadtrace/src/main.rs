@@ -13,7 +13,7 @@ mod proctable;
 mod record;
 mod report;
 mod sink;
-mod tracefile;
+use threadtrace_tracefile as tracefile;
 
 use std::process::ExitCode;
 

@@ -169,3 +169,16 @@ pub fn test_packages() -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
+
+/// cargo-fuzz, for the fuzz targets in fuzz/ (they build on nightly).
+pub fn cargo_fuzz() -> Result<()> {
+    let works = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        eprintln!("xtask: installing cargo-fuzz (about a minute, once)");
+        sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}

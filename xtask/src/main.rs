@@ -1,8 +1,9 @@
-//! Developer and CI tasks: `cargo xtask <bootstrap|build|run|test>`.
+//! Developer and CI tasks: `cargo xtask <bootstrap|build|run|test|fuzz>`.
 //!
 //! Everything a fresh machine needs is set up here, idempotently, so that
 //! the README's two commands are the only ones anybody types.
 mod bootstrap;
+mod fuzz;
 
 use std::{
     path::{Path, PathBuf},
@@ -18,7 +19,9 @@ usage: cargo xtask <command>
   build [--debug]  build threadtrace (release unless --debug)
   run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
   test             bootstrap, install test packages, check formatting and
-                   clippy, run unit tests and the end-to-end scenarios (as root)
+                   clippy, run unit tests, fuzz the trace reader for 120 s,
+                   and run the end-to-end scenarios (as root)
+  fuzz [SECONDS]   fuzz the trace reader (default 120 s; cargo-fuzz, nightly)
 ";
 
 fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     match cmd.as_str() {
         "bootstrap" => {
             bootstrap::toolchain()?;
+            bootstrap::cargo_fuzz()?;
             bootstrap::test_packages()?;
         }
         "build" => {
@@ -107,6 +111,15 @@ fn run(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
         }
         "test" => test()?,
+        "fuzz" => {
+            let seconds = match args.get(1) {
+                Some(s) => s
+                    .parse()
+                    .with_context(|| format!("fuzz: {s:?} is not a number of seconds"))?,
+                None => fuzz::DEFAULT_SECONDS,
+            };
+            fuzz::run(seconds)?;
+        }
         "-h" | "--help" | "help" => print!("{USAGE}"),
         other => {
             eprint!("xtask: unknown command {other:?}\n\n{USAGE}");
@@ -155,6 +168,7 @@ fn test() -> Result<()> {
         "threadtrace-ebpf",
     ]))
     .context("unit tests failed")?;
+    fuzz::run(fuzz::DEFAULT_SECONDS)?;
     if !root {
         if ci {
             bail!("CI runs the end-to-end tests as root; this run is not root");

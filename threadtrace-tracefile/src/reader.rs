@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{
+use crate::{
     codec::KeyTable, kind, TraceError, MAGIC, MAX_RECORD, PREAMBLE_LEN, RECORD_HEADER_LEN, VERSION,
 };
 
@@ -146,7 +146,7 @@ impl Iterator for TraceReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracefile::writer::TraceWriter;
+    use crate::writer::TraceWriter;
     use serde_json::json;
 
     fn sample() -> (tempfile::TempDir, std::path::PathBuf) {

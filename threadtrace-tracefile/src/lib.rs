@@ -1,6 +1,8 @@
-//! The trace file: what `record -o` writes and `report` reads.
+//! threadtrace's trace file format: what `record -o` writes and `report` and
+//! `export` read. A crate of its own so that it can be fuzzed (fuzz/) and
+//! read by tools without the tracer's eBPF build.
 //!
-//! Layout: an 16-byte preamble (magic "THRTRACE", format version, the oldest
+//! Layout: a 16-byte preamble (magic "THRTRACE", format version, the oldest
 //! reader version that can read it, flags), then records, each
 //! `len: u32 | type: u8 | crc32(type, payload): u32 | payload`.
 //! Payloads are values of the JSON model (`codec`), with object keys interned

@@ -10,7 +10,7 @@ use std::{
 use bytes::{BufMut, BytesMut};
 use serde_json::Value;
 
-use super::{codec, kind, TraceError, MAGIC, MIN_READER_VERSION, VERSION};
+use crate::{codec, kind, TraceError, MAGIC, MIN_READER_VERSION, VERSION};
 
 pub struct TraceWriter {
     path: PathBuf,
@@ -59,7 +59,7 @@ impl TraceWriter {
             max_bytes: None,
             events_dropped: 0,
         };
-        let mut pre = BytesMut::with_capacity(super::PREAMBLE_LEN);
+        let mut pre = BytesMut::with_capacity(crate::PREAMBLE_LEN);
         pre.put_slice(MAGIC);
         pre.put_u16_le(VERSION);
         pre.put_u16_le(MIN_READER_VERSION);
