@@ -326,7 +326,9 @@ pub mod stat {
     pub const FAILURES_OVERFLOW: u32 = 1;
     /// In-flight pthread_create table full: correlation skipped.
     pub const INFLIGHT_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A failure over its process's detail budget: counted, no event.
+    pub const DETAIL_SAMPLED_OUT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Offsets resolved at load time (tracefs format files, BTF) so the kernel
@@ -356,6 +358,17 @@ pub struct Config {
     pub task_real_cred: u32,
     pub cred_ucounts: u32,
     pub ucounts_rlimit: u32,
+    /// Failure events with stacks per process, per CPU, per second; the
+    /// failures past it are counted only. 0: no limit.
+    pub detail_per_sec: u32,
+}
+
+/// Per process and CPU: the failure events of the current second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DetailBudget {
+    pub second: u64,
+    pub used: u32,
     pub _pad: u32,
 }
 

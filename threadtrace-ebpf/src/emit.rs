@@ -14,7 +14,7 @@ use threadtrace_common::{
     MAX_BUILD_ID_FRAMES, MAX_STACK, STACK_COPY,
 };
 
-use crate::maps::{EVENTS, FAILURES, LIVE_THREADS, STATS};
+use crate::maps::{CONFIG, DETAIL_BUDGET, EVENTS, FAILURES, LIVE_THREADS, STATS};
 
 #[inline(always)]
 pub fn bump(index: u32) {
@@ -46,6 +46,45 @@ pub fn count_failure(tgid: u32, api: u32, errno: i32) {
         }
     }
     bump(stat::FAILURES_OVERFLOW);
+}
+
+/// Whether a failure of `tgid` gets an event with its stacks. In a storm
+/// the stack capture is most of a failure's cost, and the collector cannot
+/// use hundreds of thousands of stacks a second: past the budget a failure
+/// is only counted (exactly, by `count_failure`), and the kernel's time per
+/// failure drops back to a few map updates.
+#[inline(always)]
+pub fn detail_allowed(tgid: u32) -> bool {
+    let budget = CONFIG.load().detail_per_sec;
+    if budget == 0 {
+        return true;
+    }
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
+    if let Some(b) = DETAIL_BUDGET.get_ptr_mut(tgid) {
+        // SAFETY: this CPU's copy; no other writer while we run on it.
+        let b = unsafe { &mut *b };
+        if b.second != second {
+            b.second = second;
+            b.used = 0;
+        }
+        if b.used >= budget {
+            bump(stat::DETAIL_SAMPLED_OUT);
+            return false;
+        }
+        b.used += 1;
+        return true;
+    }
+    let _ = DETAIL_BUDGET.insert(
+        tgid,
+        threadtrace_common::DetailBudget {
+            second,
+            used: 1,
+            _pad: 0,
+        },
+        0,
+    );
+    true
 }
 
 /// Adds `delta` to a live-thread count.

@@ -2,10 +2,10 @@
 //! (threadtrace/src/probes.rs).
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
-use threadtrace_common::{stat, Config, FailureKey, LiveKey, Rlimit};
+use threadtrace_common::{stat, Config, DetailBudget, FailureKey, LiveKey, Rlimit};
 
 /// Set by the collector at load time from tracefs formats and BTF.
 #[unsafe(no_mangle)]
@@ -24,7 +24,7 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     task_real_cred: u32::MAX,
     cred_ucounts: u32::MAX,
     ucounts_rlimit: u32::MAX,
-    _pad: 0,
+    detail_per_sec: 0,
 });
 
 /// Events for the collector. Sized for bursts of a few tens of thousands of
@@ -37,6 +37,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 pub static FAILURES: PerCpuHashMap<FailureKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Health counters, indexed by `threadtrace_common::stat`.
+/// Detail budgets per process (see `emit::detail_allowed`). Per CPU, so
+/// that a storm on every core never contends on one entry.
+#[map]
+pub static DETAIL_BUDGET: LruPerCpuHashMap<u32, DetailBudget> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
+
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 

@@ -91,6 +91,12 @@ pub struct RecordArgs {
     /// that left a limit unchanged.
     #[arg(long)]
     pub lifecycle: bool,
+    /// Failure events with stacks, per process, per CPU, per second. Past
+    /// it, failures are counted exactly but not captured: in a storm this
+    /// keeps the cost to the failing program and to the tracer small.
+    /// 0 captures every failure.
+    #[arg(long, value_name = "N", default_value_t = 250)]
+    pub detail_rate: u32,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -53,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 comms: a.comms,
                 lifecycle: a.lifecycle,
                 storm_threshold: a.storm_threshold,
+                detail_rate: a.detail_rate,
                 max_size: a.max_size,
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,

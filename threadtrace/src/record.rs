@@ -49,6 +49,7 @@ pub struct Options {
     pub comms: Vec<String>,
     pub lifecycle: bool,
     pub storm_threshold: u32,
+    pub detail_rate: u32,
     pub max_size: Option<u64>,
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
@@ -507,7 +508,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         0
     };
-    let mut kernel = Kernel::load(log_level)?;
+    let mut kernel = Kernel::load(log_level, opts.detail_rate)?;
     if opts.verbose > 0 {
         match aya_log::EbpfLogger::init(&mut kernel.ebpf) {
             Ok(logger) => {

@@ -8,8 +8,8 @@ use threadtrace_common::{Api, CloneFailed, EventKind};
 
 use crate::{
     emit::{
-        copy_user_stack, count_failure, current_user_regs, nproc_snapshot, reserve, user_stack,
-        user_stack_build_ids,
+        copy_user_stack, count_failure, current_user_regs, detail_allowed, nproc_snapshot, reserve,
+        user_stack, user_stack_build_ids,
     },
     maps::PTHREAD_INFLIGHT,
 };
@@ -60,6 +60,9 @@ fn on_exit(ctx: &TracePointContext, api: Api) -> u32 {
         return 0;
     }
     count_failure((pid_tgid >> 32) as u32, api as u32, errno);
+    if !detail_allowed((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     if let Some(mut entry) = reserve::<CloneFailed>(EventKind::CloneFailed) {
         // SAFETY: reserved memory of the right size; header already set.
         let ev = unsafe { &mut *entry.as_mut_ptr() };

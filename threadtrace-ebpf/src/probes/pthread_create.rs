@@ -13,7 +13,7 @@ use threadtrace_common::{stat, Api, EventKind, PthreadCreateFailed};
 
 use crate::{
     emit::{
-        bump, copy_user_stack, count_failure, nproc_snapshot, reserve, user_stack,
+        bump, copy_user_stack, count_failure, detail_allowed, nproc_snapshot, reserve, user_stack,
         user_stack_build_ids,
     },
     maps::{InflightThread, PTHREAD_INFLIGHT},
@@ -56,6 +56,9 @@ pub fn pthread_create_exit(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     count_failure((pid_tgid >> 32) as u32, Api::PthreadCreate as u32, ret);
+    if !detail_allowed((pid_tgid >> 32) as u32) {
+        return 0;
+    }
     if let Some(mut entry) = reserve::<PthreadCreateFailed>(EventKind::PthreadCreateFailed) {
         // SAFETY: reserved memory of the right size; header already set.
         let ev = unsafe { &mut *entry.as_mut_ptr() };

@@ -55,6 +55,9 @@ pub struct Summary {
     /// Events the ring buffer had no room for. Their failures are still in
     /// the counts above; only their detail is lost.
     pub events_lost: u64,
+    /// Failures past --detail-rate: counted above, not captured.
+    #[serde(default)]
+    pub events_sampled_out: u64,
     /// Failures counted in no per-process row because the kernel's counter
     /// table was full; they are in `failures_total`.
     pub failures_unattributed: u64,
@@ -111,6 +114,7 @@ impl Summary {
         s.failures_total += c.failures_overflow;
         s.failures_unattributed = c.failures_overflow;
         s.events_lost = c.ringbuf_drops;
+        s.events_sampled_out = c.detail_sampled_out;
         s
     }
 }

@@ -12,6 +12,8 @@ pub struct Counters {
     pub ringbuf_drops: u64,
     pub failures_overflow: u64,
     pub inflight_full: u64,
+    /// Failures past their process's detail budget: counted, not captured.
+    pub detail_sampled_out: u64,
     /// (tgid, pthread_create's caller) → threads alive that it created
     /// since recording started.
     pub live: BTreeMap<(u32, u64), i64>,
@@ -56,6 +58,7 @@ impl CounterMaps {
         c.ringbuf_drops = stat(stat::RINGBUF_DROPS);
         c.failures_overflow = stat(stat::FAILURES_OVERFLOW);
         c.inflight_full = stat(stat::INFLIGHT_FULL);
+        c.detail_sampled_out = stat(stat::DETAIL_SAMPLED_OUT);
         for (key, values) in self.live.iter().flatten() {
             let n: i64 = values.iter().sum();
             if n > 0 {

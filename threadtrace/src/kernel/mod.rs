@@ -79,7 +79,7 @@ pub fn build_config() -> Result<Config, KernelError> {
         task_real_cred: member("task_struct", "real_cred"),
         cred_ucounts: member("cred", "ucounts"),
         ucounts_rlimit: member("ucounts", "rlimit"),
-        _pad: 0,
+        detail_per_sec: 0,
     })
 }
 
@@ -92,10 +92,14 @@ pub struct Kernel {
 
 impl Kernel {
     /// Loads the programs and attaches every tracepoint. `log_level` is
-    /// aya-log's level for kernel-side messages (0 = off).
-    pub fn load(log_level: u8) -> Result<Self, KernelError> {
+    /// aya-log's level for kernel-side messages (0 = off); `detail_rate`
+    /// the failure events with stacks per process, CPU and second (0: all).
+    pub fn load(log_level: u8, detail_rate: u32) -> Result<Self, KernelError> {
         tracefs::ensure_mounted()?;
-        let config = build_config()?;
+        let config = Config {
+            detail_per_sec: detail_rate,
+            ..build_config()?
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .override_global(aya_log::LEVEL, &log_level, false)

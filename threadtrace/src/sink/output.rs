@@ -34,7 +34,7 @@ pub enum Msg {
 const SNAPSHOT_ROWS: usize = 100;
 
 /// Records waiting for the output thread at most.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 2048;
 
 pub struct Output {
     pub console: Console,

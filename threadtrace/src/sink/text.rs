@@ -279,6 +279,13 @@ pub fn summary(s: &Summary) -> String {
             s.events_lost
         );
     }
+    if s.events_sampled_out > 0 {
+        let _ = writeln!(
+            out,
+            "{} failures past --detail-rate were counted without capturing their stacks.",
+            s.events_sampled_out
+        );
+    }
     if s.trace_events_dropped > 0 {
         let _ = writeln!(
             out,
