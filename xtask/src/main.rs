@@ -2,6 +2,7 @@
 //!
 //! Everything a fresh machine needs is set up here, idempotently, so that
 //! the README's two commands are the only ones anybody types.
+mod bench;
 mod bootstrap;
 mod fuzz;
 
@@ -22,6 +23,11 @@ usage: cargo xtask <command>
                    clippy, run unit tests, fuzz the trace reader for 120 s,
                    and run the end-to-end scenarios (as root)
   fuzz [SECONDS]   fuzz the trace reader (default 120 s; cargo-fuzz, nightly)
+  bench [--quick]  measure overhead against untraced and bpftrace, storm
+                   exactness, CPU, RSS, start-up, symbolization and trace
+                   size (as root); writes bench/results.md. --quick: 1 run
+                   each, 10k threads, a 10 s storm, to try it out
+  bench --storm-seconds N   the storm's length (default 60)
 ";
 
 fn main() -> ExitCode {
@@ -64,7 +70,7 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn build(release: bool) -> Result<PathBuf> {
+pub fn build(release: bool) -> Result<PathBuf> {
     bootstrap::toolchain()?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root_dir())
@@ -111,6 +117,27 @@ fn run(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
         }
         "test" => test()?,
+        "bench" => {
+            let mut o = bench::Options::default();
+            let mut rest = args.iter().skip(1);
+            while let Some(a) = rest.next() {
+                match a.as_str() {
+                    "--quick" => {
+                        o.reps = 1;
+                        o.threads = 10_000;
+                        o.storm_seconds = 10;
+                    }
+                    "--storm-seconds" => {
+                        let v = rest.next().context("--storm-seconds needs a number")?;
+                        o.storm_seconds = v
+                            .parse()
+                            .with_context(|| format!("--storm-seconds {v:?}: not a number"))?;
+                    }
+                    other => bail!("bench: unknown option {other:?}\n\n{USAGE}"),
+                }
+            }
+            bench::run(&o)?;
+        }
         "fuzz" => {
             let seconds = match args.get(1) {
                 Some(s) => s
