@@ -158,6 +158,8 @@ struct Collector {
     dashboard: bool,
     /// (pid, comm, threads) of the live processes at the last summary.
     scan: Vec<(u32, String, i64)>,
+    /// The dashboard's per-process limits, read every few seconds.
+    known_limits: limits::PerProcess,
 }
 
 impl Collector {
@@ -262,6 +264,7 @@ impl Collector {
         else {
             return;
         };
+        self.known_limits.forget(e.target_pid);
         let events::rlimit_change::Limit::Value(soft) = new.soft else {
             return;
         };
@@ -493,7 +496,7 @@ impl Collector {
     /// The dashboard's second: its counters, narrowed like the console's,
     /// and the limits of the busiest and the failing processes, read from
     /// what the summary has just scanned.
-    fn dashboard_second(&self, s: &Summary) -> (Summary, Vec<ProcessLimits>) {
+    fn dashboard_second(&mut self, s: &Summary) -> (Summary, Vec<ProcessLimits>) {
         let t0 = Instant::now();
         let keep = |pid: u32, comm: &str| self.filter.keeps(pid, comm);
         let (summary, rows) = if self.filter.is_empty() {
@@ -504,6 +507,7 @@ impl Collector {
                 &self.ctx.procs,
                 DASHBOARD_PROCESSES,
                 &s.time,
+                &mut self.known_limits,
             );
             (s.clone(), rows)
         } else {
@@ -521,6 +525,7 @@ impl Collector {
                 &self.ctx.procs,
                 DASHBOARD_PROCESSES,
                 &s.time,
+                &mut self.known_limits,
             );
             (s, rows)
         };
@@ -692,6 +697,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         started: started_at,
         dashboard: dashboard.is_some(),
         scan: Vec::new(),
+        known_limits: limits::PerProcess::default(),
     };
     c.emit(Record::Started(started));
     c.checkpoint();

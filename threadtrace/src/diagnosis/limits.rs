@@ -2,7 +2,10 @@
 //! against the user's RLIMIT_NPROC, the pids cgroup's pids.max and the CPUs
 //! a pool may use. Read once a second on the collector's thread, for a
 //! bounded number of processes, with each cgroup read once per pass.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use super::{
     oversubscription::{self, Oversubscribed},
@@ -50,6 +53,36 @@ fn nproc_soft(pid: u32) -> Option<u64> {
     match line["Max processes".len()..].split_whitespace().next()? {
         "unlimited" => Some(u64::MAX),
         n => n.parse().ok(),
+    }
+}
+
+/// How long a process's RLIMIT_NPROC and affinity read from /proc are
+/// trusted: they rarely change, and reading them for a hundred processes
+/// every second would cost the collector about 5 ms a second (measured:
+/// some 50 µs a process here).
+const KEEP: Duration = Duration::from_secs(5);
+
+/// RLIMIT_NPROC and affinity per process, as last read.
+#[derive(Default)]
+pub struct PerProcess {
+    read: HashMap<u32, (Instant, Option<u64>, Option<u64>)>,
+}
+
+impl PerProcess {
+    fn get(&mut self, pid: u32, now: Instant) -> (Option<u64>, Option<u64>) {
+        match self.read.get(&pid) {
+            Some(&(at, nproc, cpus)) if now.saturating_duration_since(at) < KEEP => (nproc, cpus),
+            _ => {
+                let (nproc, cpus) = (nproc_soft(pid), oversubscription::affinity_cpus(pid));
+                self.read.insert(pid, (now, nproc, cpus));
+                (nproc, cpus)
+            }
+        }
+    }
+
+    /// A limit of `pid` changed: read it again next time.
+    pub fn forget(&mut self, pid: u32) {
+        self.read.remove(&pid);
     }
 }
 
@@ -105,7 +138,9 @@ pub fn gather(
     procs: &ProcTable,
     n: usize,
     time: &str,
+    known: &mut PerProcess,
 ) -> Vec<ProcessLimits> {
+    let now = Instant::now();
     let mut per_uid: HashMap<u32, u64> = HashMap::new();
     for (pid, _, t) in scan {
         if let Some(uid) = procs.get(*pid).and_then(|p| p.uid) {
@@ -137,7 +172,8 @@ pub fn gather(
                     .entry(cg)
                     .or_insert_with_key(|cg| oversubscription::quota_cpus(cg))
             });
-            let cpus = oversubscription::fewest(quota, oversubscription::affinity_cpus(pid));
+            let (nproc_soft, affinity) = known.get(pid, now);
+            let cpus = oversubscription::fewest(quota, affinity);
             let oversubscribed = cpus.as_ref().and_then(|c| {
                 libraries
                     .iter()
@@ -157,7 +193,7 @@ pub fn gather(
                     .filter(|f| f.pid == pid)
                     .map(|f| f.count)
                     .sum(),
-                nproc_soft: nproc_soft(pid),
+                nproc_soft,
                 user_tasks: uid.and_then(|u| per_uid.get(&u).copied()),
                 pids,
                 cpus,
@@ -165,6 +201,10 @@ pub fn gather(
             }
         })
         .collect();
+    // Only the processes shown are remembered: bounded by 2n.
+    known
+        .read
+        .retain(|pid, _| out.iter().any(|p| p.pid == *pid));
     out.sort_by(|a, b| {
         b.failures
             .cmp(&a.failures)
@@ -223,7 +263,16 @@ mod tests {
             library: "libopenblas".into(),
             live: 48,
         }];
-        let rows = gather(&scan, &threads, &[failures(4_500_003, 9)], &procs, 2, "t");
+        let mut known = PerProcess::default();
+        let rows = gather(
+            &scan,
+            &threads,
+            &[failures(4_500_003, 9)],
+            &procs,
+            2,
+            "t",
+            &mut known,
+        );
         let pids: Vec<u32> = rows.iter().map(|r| r.pid).collect();
         assert_eq!(
             pids,
@@ -236,9 +285,24 @@ mod tests {
         assert_eq!(rows[0].failures, 9);
         // Gone processes: nothing readable, nothing invented.
         assert_eq!((rows[1].nproc_soft, rows[1].cpus.clone()), (None, None));
-        let mine = gather(&scan, &[], &[], &procs, 10, "t");
+        let mine = gather(&scan, &[], &[], &procs, 10, "t", &mut known);
         let mine = mine.iter().find(|r| r.pid == me).unwrap();
         assert!(mine.nproc_soft.is_some() && mine.cpus.is_some());
+        assert_eq!(known.read.len(), 4, "the processes shown, no more");
+        // Kept: a value planted in the cache is what the next pass shows,
+        // until the limit is said to have changed.
+        known.read.insert(me, (Instant::now(), Some(7), Some(1)));
+        let again = gather(&scan, &[], &[], &procs, 10, "t", &mut known);
+        assert_eq!(
+            again.iter().find(|r| r.pid == me).unwrap().nproc_soft,
+            Some(7)
+        );
+        known.forget(me);
+        let fresh = gather(&scan, &[], &[], &procs, 10, "t", &mut known);
+        assert_eq!(
+            fresh.iter().find(|r| r.pid == me).unwrap().nproc_soft,
+            mine.nproc_soft
+        );
     }
 
     #[test]
