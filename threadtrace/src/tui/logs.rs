@@ -78,7 +78,23 @@ pub fn unseen() -> Vec<String> {
 
 /// Back to stderr, with what was kept.
 pub fn release() {
-    let Some(c) = lock().take() else { return };
+    let c = lock().take();
+    write_out(c);
+}
+
+/// The same from the panic hook, unless the panic came from a thread
+/// that holds the lock (it would wait for itself).
+pub fn release_on_panic() {
+    let c = match CAPTURE.try_lock() {
+        Ok(mut g) => g.take(),
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().take(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    write_out(c);
+}
+
+fn write_out(c: Option<Captured>) {
+    let Some(c) = c else { return };
     let mut err = io::stderr().lock();
     if c.lost > 0 {
         let _ = writeln!(err, "({} earlier log lines were not kept)", c.lost);

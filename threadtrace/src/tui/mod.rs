@@ -76,7 +76,7 @@ fn restore_on_panic() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore();
-            logs::release();
+            logs::release_on_panic();
             previous(info);
         }));
     });
