@@ -296,7 +296,7 @@ impl Drop for Cgroup {
 /// A terminal for the dashboard: a detached tmux session on a private
 /// server, killed with everything in it when dropped.
 pub struct Tmux {
-    socket: String,
+    socket: PathBuf,
     status: PathBuf,
 }
 
@@ -308,8 +308,9 @@ impl Tmux {
     pub fn start(width: u16, height: u16, command: &str) -> Tmux {
         static SESSIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Its own socket file: kill-server does not remove it.
         let t = Tmux {
-            socket: format!("threadtrace-e2e-{}-{n}", std::process::id()),
+            socket: scratch().join(format!("tmux-{n}.socket")),
             status: scratch().join(format!("tmux-{n}.status")),
         };
         let _ = std::fs::remove_file(&t.status);
@@ -341,7 +342,7 @@ impl Tmux {
 
     fn tmux(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(args)
             .output()
@@ -436,9 +437,11 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .arg("kill-server")
             .output();
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.status);
     }
 }
