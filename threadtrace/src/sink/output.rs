@@ -1,8 +1,9 @@
 //! The output stage, on its own thread (started with the collector, so no
 //! thread is created while recording): attributes failures, then writes
-//! the console (or feeds the dashboard) and the trace file. Records arrive in order on a bounded
-//! channel; when it is full the collector waits, the ring buffer absorbs
-//! the burst, and what overflows it is counted by the kernel.
+//! the console (or feeds the dashboard) and the trace file. Records arrive
+//! in order on a bounded channel; when it is full the collector waits, the
+//! ring buffer absorbs the burst, and what overflows it is counted by the
+//! kernel.
 use std::{
     sync::mpsc::{sync_channel, Receiver, SyncSender},
     thread::JoinHandle,
