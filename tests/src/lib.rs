@@ -292,3 +292,156 @@ impl Drop for Cgroup {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// A terminal for the dashboard: a detached tmux session on a private
+/// server, killed with everything in it when dropped.
+pub struct Tmux {
+    socket: PathBuf,
+    status: PathBuf,
+}
+
+impl Tmux {
+    /// Runs `command` in a WIDTH×HEIGHT terminal, under a shell that
+    /// writes its exit status to a file (tmux's own pane status is not
+    /// always reaped) and survives Ctrl-C. The pane stays afterwards, so
+    /// that the screen left behind can be read.
+    pub fn start(width: u16, height: u16, command: &str) -> Tmux {
+        static SESSIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Its own socket file: kill-server does not remove it.
+        let t = Tmux {
+            socket: scratch().join(format!("tmux-{n}.socket")),
+            status: scratch().join(format!("tmux-{n}.status")),
+        };
+        let _ = std::fs::remove_file(&t.status);
+        // remain-on-exit must be set before the command can exit: the
+        // session starts with a placeholder, then the pane is respawned.
+        t.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "sleep 1000000",
+        ]);
+        t.tmux(&["set-option", "-t", "e2e", "remain-on-exit", "on"]);
+        t.tmux(&[
+            "respawn-pane",
+            "-k",
+            "-t",
+            "e2e",
+            "-e",
+            "LANG=C.UTF-8",
+            &format!("trap : INT; {command}; echo $? > {}", t.status.display()),
+        ]);
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen as text, one line per row.
+    pub fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    /// Polls the screen until `ready` accepts it; panics with the last
+    /// screen after `limit`.
+    pub fn wait_for(&self, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if ready(&s) {
+                return s;
+            }
+            if t0.elapsed() > limit {
+                panic!("screen not as expected after {limit:?}:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Keys as tmux names them: "q", "C-c", "Tab", "Enter", "Escape".
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend(keys);
+        self.tmux(&args);
+    }
+
+    pub fn resize(&self, width: u16, height: u16) {
+        self.tmux(&[
+            "resize-window",
+            "-t",
+            "e2e",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+        ]);
+    }
+
+    /// The pid of the command (the child of the pane's shell).
+    pub fn pid(&self) -> u32 {
+        let shell: u32 = self
+            .tmux(&["display", "-p", "-t", "e2e", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .expect("pane_pid");
+        let t0 = Instant::now();
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+                .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                return pid.parse().expect("a pid");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no command in the pane"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The command's exit status once it has exited (128 + N for signal
+    /// N, as the shell says), or None after `limit`.
+    pub fn exit_status(&self, limit: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(s) = std::fs::read_to_string(&self.status)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+            {
+                return Some(s.trim().parse().expect("a status"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.status);
+    }
+}

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
              rlimit changes and OOM kills, host-wide, with eBPF.",
     long_about = None,
     after_help = "Examples:\n  \
-      sudo threadtrace record                      watch the whole host, readable lines\n  \
+      sudo threadtrace record                      watch the whole host, live dashboard\n  \
+      sudo threadtrace record --no-tui             the same as readable lines\n  \
       sudo threadtrace record --json -o inc.trace  JSON lines on stdout, keep a trace file\n  \
       sudo threadtrace record -d 60s --comm python3\n  \
       threadtrace report inc.trace                 postmortem summary of a trace file\n  \
@@ -29,8 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Record failures, limit changes and OOM kills until Ctrl-C, SIGTERM or --duration.
     ///
-    /// Prints one line per event and a summary with exact counts at the end.
-    /// Needs root (or CAP_BPF + CAP_PERFMON).
+    /// On a terminal, shows a live dashboard (--no-tui for lines); otherwise
+    /// prints one line per event. Either way, a summary with exact counts at
+    /// the end. Needs root (or CAP_BPF + CAP_PERFMON).
     Record(RecordArgs),
     /// Check that this host has what threadtrace needs, and say how to fix what is missing.
     Doctor,
@@ -97,6 +99,12 @@ pub struct RecordArgs {
     /// 0 captures every failure.
     #[arg(long, value_name = "N", default_value_t = 250)]
     pub detail_rate: u32,
+    /// Print one line per event, as without a terminal, instead of the live
+    /// dashboard. The dashboard is shown only when stdout is a terminal
+    /// and --json is not given; q or Ctrl-C leaves it, and the summary is
+    /// printed either way.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -14,8 +14,9 @@ mod record;
 mod report;
 mod sink;
 use threadtrace_tracefile as tracefile;
+mod tui;
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -27,12 +28,21 @@ fn main() -> ExitCode {
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    env_logger::Builder::new()
+    let dashboard = match &cli.command {
+        Command::Record(a) => !a.json && !a.no_tui && std::io::stdout().is_terminal(),
+        _ => false,
+    };
+    let mut logger = env_logger::Builder::new();
+    logger
         .filter_level(level)
         .format_target(false)
-        .format_timestamp(None)
-        .init();
-    match run(cli) {
+        .format_timestamp(None);
+    if dashboard {
+        // Through the dashboard while it owns the terminal.
+        logger.target(env_logger::Target::Pipe(Box::new(tui::logs::Writer)));
+    }
+    logger.init();
+    match run(cli, dashboard) {
         Ok(code) => code,
         Err(e) => {
             // One line, no backtrace: `{:#}` joins the causes with ": ".
@@ -42,7 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Record(a) => {
             let opts = record::Options {
@@ -58,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,
                 verbose: cli.verbose,
+                dashboard,
             };
             // One thread: the collector must not need new threads while
             // thread creation is failing on the host.

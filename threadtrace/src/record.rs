@@ -1,5 +1,6 @@
 //! The collector: load and attach, then read the ring buffer, enrich, and
-//! fan out to stdout and the trace file until Ctrl-C, SIGTERM or --duration.
+//! fan out to stdout (or the dashboard) and the trace file until Ctrl-C,
+//! SIGTERM, --duration, or the dashboard's q.
 //!
 //! It runs while thread creation is failing on the host, so it runs on one
 //! thread (a current-thread tokio runtime, no blocking pool), protects itself
@@ -26,7 +27,9 @@ use crate::{
     diagnosis::{
         decide,
         evidence::{self, Evidence, Nproc, PidsWatch},
-        holders, oom, oversubscription, remedy, Cause, LimitSet,
+        holders,
+        limits::{self, ProcessLimits},
+        oom, oversubscription, remedy, Cause, LimitSet,
     },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
@@ -38,6 +41,7 @@ use crate::{
         Console,
     },
     tracefile::writer::TraceWriter,
+    tui,
 };
 
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub struct Options {
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
     pub verbose: u8,
+    /// The live dashboard instead of lines (stdout is a terminal, no
+    /// --json, no --no-tui).
+    pub dashboard: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,9 @@ const THREAD_SCAN_MAX: usize = 8192;
 const THREAD_ROWS: usize = 100;
 /// Processes named as holding the threads, per cause.
 const HOLDERS: usize = 5;
+/// Processes whose limits the dashboard shows: the busiest this many, and
+/// as many of those that failed.
+const DASHBOARD_PROCESSES: usize = 100;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -85,6 +95,10 @@ pub struct Filter {
 }
 
 impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.comms.is_empty()
+    }
+
     pub fn keeps(&self, pid: u32, comm: &str) -> bool {
         (self.pids.is_empty() && self.comms.is_empty())
             || self.pids.contains(&pid)
@@ -142,6 +156,11 @@ struct Collector {
     delivered: u64,
     decode_errors: u64,
     started: Instant,
+    dashboard: bool,
+    /// (pid, comm, threads) of the live processes at the last summary.
+    scan: Vec<(u32, String, i64)>,
+    /// The dashboard's per-process limits, read every few seconds.
+    known_limits: limits::PerProcess,
 }
 
 impl Collector {
@@ -246,6 +265,7 @@ impl Collector {
         else {
             return;
         };
+        self.known_limits.forget(e.target_pid);
         let events::rlimit_change::Limit::Value(soft) = new.soft else {
             return;
         };
@@ -455,6 +475,9 @@ impl Collector {
             THREAD_ROWS,
         );
         self.library_names = names;
+        if self.dashboard {
+            self.scan = processes;
+        }
         rows
     }
 
@@ -464,7 +487,55 @@ impl Collector {
         let s = self.summary(false);
         self.last_threads = s.threads.clone();
         self.check_oversubscription(&s.time);
+        let dashboard = self.dashboard.then(|| self.dashboard_second(&s));
         let _ = self.output.send(Msg::Checkpoint(s));
+        if let Some(d) = dashboard {
+            let _ = self.output.send(Msg::Dashboard(Box::new(d)));
+        }
+    }
+
+    /// The dashboard's second: its counters, narrowed like the console's,
+    /// and the limits of the busiest and the failing processes, read from
+    /// what the summary has just scanned.
+    fn dashboard_second(&mut self, s: &Summary) -> (Summary, Vec<ProcessLimits>) {
+        let t0 = Instant::now();
+        let keep = |pid: u32, comm: &str| self.filter.keeps(pid, comm);
+        let (summary, rows) = if self.filter.is_empty() {
+            let rows = limits::gather(
+                &self.scan,
+                &s.threads,
+                &s.by_process,
+                &self.ctx.procs,
+                DASHBOARD_PROCESSES,
+                &s.time,
+                &mut self.known_limits,
+            );
+            (s.clone(), rows)
+        } else {
+            let scan: Vec<(u32, String, i64)> = self
+                .scan
+                .iter()
+                .filter(|p| keep(p.0, &p.1))
+                .cloned()
+                .collect();
+            let s = s.narrowed(keep);
+            let rows = limits::gather(
+                &scan,
+                &s.threads,
+                &s.by_process,
+                &self.ctx.procs,
+                DASHBOARD_PROCESSES,
+                &s.time,
+                &mut self.known_limits,
+            );
+            (s, rows)
+        };
+        log::debug!(
+            "dashboard: limits of {} processes read in {:?}",
+            rows.len(),
+            t0.elapsed()
+        );
+        (summary, rows)
     }
 
     /// Pool libraries running more threads than their process's CPUs:
@@ -581,6 +652,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pids: opts.pids.clone(),
         comms: opts.comms.clone(),
     };
+    // Before the dashboard takes the terminal: a SIGTERM from then on
+    // must stop the recording and give the terminal back, not kill it.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let (dashboard, feed, mut quit) = if opts.dashboard {
+        match tui::start(opts.output.clone()) {
+            Ok((d, feed, quit)) => (Some(d), Some(feed), Some(quit)),
+            Err(e) => {
+                log::warn!("{e}");
+                (None, None, None)
+            }
+        }
+    } else {
+        (None, None, None)
+    };
     let (output, output_thread) = output::spawn(Output {
         console: Console::new(opts.json),
         trace,
@@ -589,6 +675,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         storm_threshold: opts.storm_threshold.max(1),
         storm_window: opts.storm_window,
         storm_by: opts.storm_by,
+        dashboard: feed,
     })?;
     let mut c = Collector {
         kernel,
@@ -609,13 +696,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         delivered: 0,
         decode_errors: 0,
         started: started_at,
+        dashboard: dashboard.is_some(),
+        scan: Vec::new(),
+        known_limits: limits::PerProcess::default(),
     };
     c.emit(Record::Started(started));
     c.checkpoint();
     log::info!("started in {:?}", started_at.elapsed());
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut scan_tick = tokio::time::interval(Duration::from_millis(20));
@@ -638,9 +726,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = second.tick() => c.checkpoint(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            // q or Ctrl-C on the dashboard (raw mode: not a SIGINT), or
+            // the dashboard failed: stop the same way.
+            _ = async { if let Some(q) = quit.as_mut() { let _ = q.await; } }, if quit.is_some() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
         }
     }
+    // The terminal back first: the summary is printed on it.
+    let dashboard_failed = dashboard.and_then(|d| d.close().err());
     // Events already in the ring buffer belong to this recording.
     while !c.drain(ring.get_mut()) {}
     let console = c.summary(true);
@@ -649,5 +742,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     drop(c);
     output_thread
         .join()
-        .map_err(|_| anyhow::anyhow!("the output thread panicked"))?
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    match dashboard_failed {
+        Some(e) => Err(anyhow::Error::new(e)
+            .context("the recording was stopped; its trace file and summary are complete")),
+        None => Ok(()),
+    }
 }

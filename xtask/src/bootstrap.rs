@@ -138,6 +138,8 @@ const TEST_PACKAGES: &[&str] = &[
     "libopenblas0-pthread",
     "util-linux",
     "procps",
+    // A terminal for the dashboard's scenarios.
+    "tmux",
 ];
 
 fn installed(pkg: &str) -> bool {

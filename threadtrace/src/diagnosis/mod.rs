@@ -4,6 +4,7 @@ pub mod cause;
 pub mod evidence;
 pub mod findings;
 pub mod holders;
+pub mod limits;
 pub mod oom;
 pub mod oversubscription;
 pub mod remedy;

@@ -85,12 +85,15 @@ pub fn affinity_cpus(pid: u32) -> Option<u64> {
 
 /// The CPUs a process may use, and what limits it.
 pub fn cpus_allowed(pid: u32, cpu_cgroup: Option<&str>) -> Option<(u64, String)> {
-    let aff = affinity_cpus(pid).map(|n| (n, "affinity"));
-    let quota = cpu_cgroup.and_then(quota_cpus);
-    match (quota, aff) {
-        (Some(q), Some(a)) if q.0 < a.0 => Some((q.0, q.1.into())),
+    fewest(cpu_cgroup.and_then(quota_cpus), affinity_cpus(pid))
+}
+
+/// The tighter of a cgroup quota and an affinity mask.
+pub fn fewest(quota: Option<(u64, &'static str)>, affinity: Option<u64>) -> Option<(u64, String)> {
+    match (quota, affinity) {
+        (Some(q), Some(a)) if q.0 < a => Some((q.0, q.1.into())),
         (Some(q), None) => Some((q.0, q.1.into())),
-        (_, Some(a)) => Some((a.0, a.1.into())),
+        (_, Some(a)) => Some((a, "affinity".into())),
         (None, None) => None,
     }
 }

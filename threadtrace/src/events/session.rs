@@ -117,6 +117,49 @@ impl Summary {
         s.events_sampled_out = c.detail_sampled_out;
         s
     }
+
+    /// The same counters, only for the processes `keep` accepts (-p,
+    /// --comm); failures counted without a process stay in the total, as
+    /// in `from_counters`.
+    pub fn narrowed(&self, keep: impl Fn(u32, &str) -> bool) -> Summary {
+        let mut s = self.clone_counts();
+        for p in self.by_process.iter().filter(|p| keep(p.pid, &p.comm)) {
+            *s.by_api
+                .entry(p.api.clone())
+                .or_default()
+                .entry(p.error.clone())
+                .or_default() += p.count;
+            s.failures_total += p.count;
+            s.by_process.push(p.clone());
+        }
+        s.failures_total += s.failures_unattributed;
+        s.threads = self
+            .threads
+            .iter()
+            .filter(|t| keep(t.pid, &t.comm))
+            .cloned()
+            .collect();
+        s
+    }
+
+    /// The scalar fields, the totals zeroed.
+    fn clone_counts(&self) -> Summary {
+        Summary {
+            time: self.time.clone(),
+            duration_s: self.duration_s,
+            failures_total: 0,
+            by_api: BTreeMap::new(),
+            by_process: Vec::new(),
+            events_lost: self.events_lost,
+            events_sampled_out: self.events_sampled_out,
+            failures_unattributed: self.failures_unattributed,
+            events_delivered: self.events_delivered,
+            decode_errors: self.decode_errors,
+            threads: Vec::new(),
+            trace_events_dropped: self.trace_events_dropped,
+            findings: Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -137,5 +180,23 @@ mod tests {
         assert_eq!(s.by_api["clone3"]["EAGAIN"], 2);
         assert_eq!(s.by_process[0].pid, 10);
         assert_eq!(s.events_lost, 3);
+    }
+
+    #[test]
+    fn narrowed_counts_only_the_kept_processes() {
+        let mut c = Counters::default();
+        c.failures.insert((10, 1, 11), 5);
+        c.failures.insert((11, 3, 11), 2);
+        c.failures.insert((12, 1, 11), 7);
+        c.failures_overflow = 1;
+        let all = Summary::from_counters(&c, |p| format!("p{p}"), |_, _| true);
+        let kept = |pid: u32, _: &str| pid != 12;
+        let narrow = all.narrowed(kept);
+        assert_eq!(
+            narrow,
+            Summary::from_counters(&c, |p| format!("p{p}"), kept),
+            "the same as filtering at the source"
+        );
+        assert_eq!(narrow.failures_total, 8);
     }
 }

@@ -1,8 +1,9 @@
 //! The output stage, on its own thread (started with the collector, so no
 //! thread is created while recording): attributes failures, then writes
-//! the console and the trace file. Records arrive in order on a bounded
-//! channel; when it is full the collector waits, the ring buffer absorbs
-//! the burst, and what overflows it is counted by the kernel.
+//! the console (or feeds the dashboard) and the trace file. Records arrive
+//! in order on a bounded channel; when it is full the collector waits, the
+//! ring buffer absorbs the burst, and what overflows it is counted by the
+//! kernel.
 use std::{
     sync::mpsc::{sync_channel, Receiver, SyncSender},
     thread::JoinHandle,
@@ -13,16 +14,20 @@ use std::time::{Duration, Instant};
 use super::Console;
 use crate::{
     attribution::Attributor,
-    diagnosis::{findings::Findings, storm::StormDetector},
+    diagnosis::{findings::Findings, limits::ProcessLimits, storm::StormDetector},
     events::{Record, Summary},
     record::Filter,
     tracefile::{kind, writer::TraceWriter},
+    tui::feed::Feed,
 };
 
 pub enum Msg {
     Record(Box<Record>),
     /// Once a second: the exact counters for the trace file, and a flush.
     Checkpoint(Summary),
+    /// Once a second with a dashboard, after the checkpoint: its counters
+    /// (narrowed by -p/--comm) and the processes against their limits.
+    Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
     /// The end: the summary for the console (filtered) and the file.
     Finish {
         console: Summary,
@@ -44,6 +49,9 @@ pub struct Output {
     pub storm_threshold: u32,
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
+    /// Instead of lines on the console while recording; the summary is
+    /// still printed, once the terminal is back.
+    pub dashboard: Option<Feed>,
 }
 
 pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
@@ -80,6 +88,13 @@ impl Output {
                                 crate::diagnosis::remedy::remedy(cause, library.as_deref());
                         }
                         findings.add_failure(e);
+                        // Every failure, storms included: the console
+                        // summarizes those, the dashboard counts them.
+                        if let Some(d) = &mut self.dashboard {
+                            if self.filter.keeps(e.task.pid, &e.task.comm) {
+                                d.failure(e, Instant::now());
+                            }
+                        }
                         let (start, in_storm) = storms.on_failure(e, Instant::now());
                         if let Some(s) = start {
                             // The failure that opened the storm, then the storm.
@@ -123,6 +138,13 @@ impl Output {
                     }
                     if console_ok && self.console.flush().is_err() {
                         console_ok = false;
+                    }
+                }
+                Msg::Dashboard(d) => {
+                    let (mut summary, processes) = *d;
+                    if let Some(feed) = &mut self.dashboard {
+                        summary.findings = findings.ranked(Some(&summary));
+                        feed.second(summary, processes);
                     }
                 }
                 Msg::Finish {
@@ -175,6 +197,12 @@ impl Output {
     fn write(&mut self, r: &Record, console_ok: &mut bool) {
         self.write_trace(kind::EVENT, r);
         let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
+        if let Some(d) = &mut self.dashboard {
+            if show {
+                d.record(r);
+            }
+            return;
+        }
         if show && *console_ok && self.console.write(r).is_err() {
             // stdout closed (its reader went away): keep recording.
             *console_ok = false;

@@ -1,0 +1,813 @@
+//! The dashboard's state: what the recording has shown so far, and what
+//! the SRE is looking at. It changes only through `update` (records and
+//! the per-second picture from the output stage; the tracer's own usage
+//! and log lines from the driver) and `key`; `ui` draws it. No I/O here,
+//! so every behaviour is a unit test.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::detail::{self, Detail};
+use crate::{
+    diagnosis::{findings::Finding, limits::ProcessLimits, storm::Storm},
+    events::{Record, Started, Summary, ThreadCreateFailed},
+};
+
+/// Failed thread creations of one library for one cause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureGroup {
+    pub library: String,
+    pub cause: String,
+    /// Exact: each process's count from the kernel, shared among its
+    /// groups as its failures seen in detail were.
+    pub failures: u64,
+    /// (pid, comm, uid) of the first processes seen failing.
+    pub processes: Vec<(u32, String, u32)>,
+    /// A recent failure of the group, for its stack, cause and remedy.
+    pub example: Option<Arc<ThreadCreateFailed>>,
+}
+
+/// What the output stage sends once a second.
+#[derive(Debug, Clone, Default)]
+pub struct Second {
+    /// Exact counters (narrowed by -p/--comm), with the findings so far.
+    pub summary: Summary,
+    /// Cumulative, largest first.
+    pub failures: Vec<FailureGroup>,
+    /// The busiest and the failing processes, most threads first.
+    pub processes: Vec<ProcessLimits>,
+    /// Updates the dashboard was too slow to take, so far.
+    pub dropped: u64,
+}
+
+/// The tracer's own cost, and its trace file's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub trace_bytes: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum Update {
+    /// A record the console would have printed.
+    Record(Box<Record>),
+    Second(Box<Second>),
+    Usage(Usage),
+    /// A log line (warnings, -v) that would have gone to stderr.
+    Log(String),
+}
+
+/// Seconds of rate history kept per failure group.
+pub const HISTORY: usize = 120;
+/// Recent events kept.
+pub const RECENT: usize = 500;
+/// OOM kills and pool worker deaths kept.
+pub const KILLS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct FailureRow {
+    pub group: FailureGroup,
+    /// Failures seen per second, oldest first, the last second last.
+    pub per_second: VecDeque<u64>,
+}
+
+impl FailureRow {
+    pub fn rate(&self) -> u64 {
+        self.per_second.back().copied().unwrap_or(0)
+    }
+}
+
+/// Everything shown; frozen as a whole while paused.
+#[derive(Debug, Clone, Default)]
+pub struct Data {
+    pub started: Option<Started>,
+    pub summary: Summary,
+    pub events_per_s: u64,
+    pub failures: Vec<FailureRow>,
+    pub processes: Vec<ProcessLimits>,
+    /// OOM kills and pool workers killed, newest first.
+    pub kills: VecDeque<Record>,
+    /// Newest first.
+    pub recent: VecDeque<Record>,
+    /// Active storms by scope.
+    pub storms: BTreeMap<String, Storm>,
+    pub usage: Usage,
+    pub dropped: u64,
+    pub log: Option<String>,
+    /// Updates received: while paused, how far the live state has moved.
+    pub updates: u64,
+}
+
+impl Data {
+    fn update(&mut self, u: Update) {
+        self.updates += 1;
+        match u {
+            Update::Record(r) => self.record(*r),
+            Update::Second(s) => self.second(*s),
+            Update::Usage(u) => self.usage = u,
+            Update::Log(l) => self.log = Some(l),
+        }
+    }
+
+    fn record(&mut self, r: Record) {
+        match &r {
+            Record::Started(s) => {
+                self.started = Some(s.clone());
+                return;
+            }
+            Record::Storm(s) => {
+                if s.state == "end" {
+                    self.storms.remove(&s.scope);
+                } else {
+                    self.storms.insert(s.scope.clone(), s.clone());
+                }
+                // Each second's update would push everything else out.
+                if s.state == "update" {
+                    return;
+                }
+            }
+            Record::OomKill(_) => push(&mut self.kills, r.clone(), KILLS),
+            Record::ProcessExit(e) if e.pool.is_some() => push(&mut self.kills, r.clone(), KILLS),
+            _ => {}
+        }
+        push(&mut self.recent, r, RECENT);
+    }
+
+    fn second(&mut self, s: Second) {
+        let dt = s.summary.duration_s - self.summary.duration_s;
+        if dt > 0.0 && self.summary.duration_s > 0.0 {
+            let events = s
+                .summary
+                .events_delivered
+                .saturating_sub(self.summary.events_delivered);
+            self.events_per_s = (events as f64 / dt).round() as u64;
+        }
+        let mut before: BTreeMap<(String, String), FailureRow> = std::mem::take(&mut self.failures)
+            .into_iter()
+            .map(|r| ((r.group.library.clone(), r.group.cause.clone()), r))
+            .collect();
+        self.failures = s
+            .failures
+            .into_iter()
+            .map(|g| {
+                let key = (g.library.clone(), g.cause.clone());
+                let (seen, mut per_second) = match before.remove(&key) {
+                    Some(old) => (old.group.failures, old.per_second),
+                    None => (0, VecDeque::new()),
+                };
+                push_back(&mut per_second, g.failures.saturating_sub(seen), HISTORY);
+                FailureRow {
+                    group: g,
+                    per_second,
+                }
+            })
+            .collect();
+        self.processes = s.processes;
+        self.dropped = s.dropped;
+        self.summary = s.summary;
+    }
+
+    /// The active storm a failure group belongs to.
+    pub fn storm_of(&self, g: &FailureGroup) -> Option<&Storm> {
+        self.storms.values().find(|s| {
+            (s.libraries.contains(&g.library)
+                || (s.libraries.is_empty() && g.library == "unknown code"))
+                && (s.causes.is_empty() || s.causes.contains(&g.cause))
+        })
+    }
+}
+
+fn push<T>(q: &mut VecDeque<T>, v: T, max: usize) {
+    q.push_front(v);
+    q.truncate(max);
+}
+
+fn push_back<T>(q: &mut VecDeque<T>, v: T, max: usize) {
+    q.push_back(v);
+    while q.len() > max {
+        q.pop_front();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Findings,
+    Failures,
+    Processes,
+    Kills,
+    Recent,
+}
+
+impl Panel {
+    pub const ALL: [Panel; 5] = [
+        Panel::Findings,
+        Panel::Failures,
+        Panel::Processes,
+        Panel::Kills,
+        Panel::Recent,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn next(self) -> Panel {
+        Panel::ALL[(self.index() + 1) % Panel::ALL.len()]
+    }
+
+    fn prev(self) -> Panel {
+        Panel::ALL[(self.index() + Panel::ALL.len() - 1) % Panel::ALL.len()]
+    }
+}
+
+/// What `/` typed: a process (comm, pid), a user (uid), a library.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    text: String,
+    number: Option<u32>,
+}
+
+impl Filter {
+    fn new(typed: &str) -> Filter {
+        let text = typed.trim().to_lowercase();
+        Filter {
+            number: text.parse().ok(),
+            text,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// A number is a pid or a uid; anything else a part of a name.
+    pub fn process(&self, pid: u32, comm: &str, uid: Option<u32>) -> bool {
+        match self.number {
+            Some(n) => pid == n || uid == Some(n),
+            None => self.text(comm),
+        }
+    }
+
+    pub fn text(&self, s: &str) -> bool {
+        self.text.is_empty() || s.to_lowercase().contains(&self.text)
+    }
+
+    fn finding(&self, f: &Finding) -> bool {
+        self.text(&f.title) || f.evidence.iter().any(|e| self.text(e))
+    }
+
+    fn failures(&self, g: &FailureGroup) -> bool {
+        (self.number.is_none() && (self.text(&g.library) || self.text(&g.cause)))
+            || g.processes
+                .iter()
+                .any(|(pid, comm, uid)| self.process(*pid, comm, Some(*uid)))
+    }
+
+    fn limits(&self, p: &ProcessLimits) -> bool {
+        self.process(p.pid, &p.comm, p.uid)
+            || (self.number.is_none() && p.libraries.iter().any(|(l, _)| self.text(l)))
+    }
+
+    fn record(&self, r: &Record) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let task = |t: &crate::events::Task| self.process(t.pid, &t.comm, Some(t.uid));
+        match r {
+            Record::ThreadCreateFailed(e) => {
+                task(&e.task)
+                    || (self.number.is_none() && e.library.as_deref().is_some_and(|l| self.text(l)))
+            }
+            Record::OomKill(k) => {
+                self.process(k.victim.pid, &k.victim.comm, k.victim.uid)
+                    || self.process(k.trigger.pid, &k.trigger.comm, Some(k.trigger.uid))
+                    || k.pool
+                        .as_ref()
+                        .is_some_and(|p| self.process(p.parent_pid, &p.parent_comm, None))
+            }
+            Record::RlimitChange(e) => {
+                task(&e.task)
+                    || self.process(e.target_pid, e.target_comm.as_deref().unwrap_or(""), None)
+            }
+            Record::Storm(s) => {
+                (self.number.is_none()
+                    && (self.text(&s.scope) || s.libraries.iter().any(|l| self.text(l))))
+                    || self.number == Some(s.uid)
+                    || s.processes
+                        .iter()
+                        .any(|p| self.process(p.pid, &p.comm, None))
+            }
+            Record::Oversubscribed(o) => {
+                self.process(o.pid, &o.comm, None)
+                    || (self.number.is_none() && self.text(&o.library))
+            }
+            r => r.task().is_some_and(task),
+        }
+    }
+}
+
+pub struct App {
+    live: Data,
+    frozen: Option<Box<Data>>,
+    pub focus: Panel,
+    selected: [usize; 5],
+    typed: String,
+    filter: Filter,
+    /// `/` was pressed: keys go to the filter until Enter or Esc.
+    pub typing: bool,
+    pub detail: Option<Detail>,
+    pub quit: bool,
+    /// The trace file being written (-o).
+    pub trace_path: Option<String>,
+}
+
+impl App {
+    pub fn new(trace_path: Option<String>) -> App {
+        App {
+            live: Data::default(),
+            frozen: None,
+            focus: Panel::Findings,
+            selected: [0; 5],
+            typed: String::new(),
+            filter: Filter::default(),
+            typing: false,
+            detail: None,
+            quit: false,
+            trace_path,
+        }
+    }
+
+    pub fn update(&mut self, u: Update) {
+        self.live.update(u);
+    }
+
+    /// What is shown: the live state, or the one frozen by `p`.
+    pub fn data(&self) -> &Data {
+        self.frozen.as_deref().unwrap_or(&self.live)
+    }
+
+    /// Updates that arrived since the display was paused.
+    pub fn paused(&self) -> Option<u64> {
+        self.frozen
+            .as_ref()
+            .map(|f| self.live.updates.saturating_sub(f.updates))
+    }
+
+    pub fn typed(&self) -> &str {
+        &self.typed
+    }
+
+    pub fn findings(&self) -> Vec<&Finding> {
+        let d = self.data();
+        d.summary
+            .findings
+            .iter()
+            .filter(|f| self.filter.finding(f))
+            .collect()
+    }
+
+    pub fn failures(&self) -> Vec<&FailureRow> {
+        let d = self.data();
+        d.failures
+            .iter()
+            .filter(|r| self.filter.failures(&r.group))
+            .collect()
+    }
+
+    pub fn processes(&self) -> Vec<&ProcessLimits> {
+        let d = self.data();
+        if self.filter.is_empty() {
+            return d.processes.iter().collect();
+        }
+        d.processes
+            .iter()
+            .filter(|p| self.filter.limits(p))
+            .collect()
+    }
+
+    pub fn kills(&self) -> Vec<&Record> {
+        let d = self.data();
+        d.kills.iter().filter(|r| self.filter.record(r)).collect()
+    }
+
+    pub fn recent(&self) -> Vec<&Record> {
+        let d = self.data();
+        d.recent.iter().filter(|r| self.filter.record(r)).collect()
+    }
+
+    pub fn len(&self, p: Panel) -> usize {
+        match p {
+            Panel::Findings => self.findings().len(),
+            Panel::Failures => self.failures().len(),
+            Panel::Processes => self.processes().len(),
+            Panel::Kills => self.kills().len(),
+            Panel::Recent => self.recent().len(),
+        }
+    }
+
+    /// The selected row of a panel, within what it shows.
+    pub fn selected(&self, p: Panel) -> usize {
+        self.selected_within(p, self.len(p))
+    }
+
+    /// The same, for a panel whose rows are already counted.
+    pub fn selected_within(&self, p: Panel, len: usize) -> usize {
+        self.selected[p.index()].min(len.saturating_sub(1))
+    }
+
+    fn select(&mut self, by: isize) {
+        let p = self.focus;
+        let last = self.len(p).saturating_sub(1);
+        let now = self.selected(p) as isize;
+        self.selected[p.index()] = (now + by).clamp(0, last as isize) as usize;
+    }
+
+    pub fn key(&mut self, k: KeyEvent) {
+        if k.kind == KeyEventKind::Release {
+            return;
+        }
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        // In raw mode Ctrl-C is a key, not SIGINT: it must still stop.
+        if ctrl && matches!(k.code, KeyCode::Char('c')) {
+            self.quit = true;
+            return;
+        }
+        if self.typing {
+            match k.code {
+                KeyCode::Char(c) if !ctrl => self.typed.push(c),
+                KeyCode::Backspace => {
+                    self.typed.pop();
+                }
+                KeyCode::Enter => self.typing = false,
+                KeyCode::Esc => {
+                    self.typed.clear();
+                    self.typing = false;
+                }
+                _ => {}
+            }
+            self.filter = Filter::new(&self.typed);
+            return;
+        }
+        if let Some(d) = &mut self.detail {
+            match k.code {
+                KeyCode::Char('q') => self.quit = true,
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Backspace => self.detail = None,
+                KeyCode::Up | KeyCode::Char('k') => d.scroll = d.scroll.saturating_sub(1),
+                KeyCode::Down | KeyCode::Char('j') => d.scroll = d.scroll.saturating_add(1),
+                KeyCode::PageUp => d.scroll = d.scroll.saturating_sub(10),
+                KeyCode::PageDown | KeyCode::Char(' ') => d.scroll = d.scroll.saturating_add(10),
+                KeyCode::Home => d.scroll = 0,
+                _ => {}
+            }
+            return;
+        }
+        match k.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('p') => {
+                self.frozen = match self.frozen {
+                    Some(_) => None,
+                    None => Some(Box::new(self.live.clone())),
+                }
+            }
+            KeyCode::Char('/') => self.typing = true,
+            KeyCode::Esc => {
+                self.typed.clear();
+                self.filter = Filter::default();
+            }
+            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::BackTab => self.focus = self.focus.prev(),
+            KeyCode::Up | KeyCode::Char('k') => self.select(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.select(1),
+            KeyCode::PageUp => self.select(-10),
+            KeyCode::PageDown => self.select(10),
+            KeyCode::Home | KeyCode::Char('g') => self.select(isize::MIN / 2),
+            KeyCode::End | KeyCode::Char('G') => self.select(isize::MAX / 2),
+            KeyCode::Enter => self.detail = self.detail_of_selection(),
+            _ => {}
+        }
+    }
+
+    fn detail_of_selection(&self) -> Option<Detail> {
+        let i = self.selected(self.focus);
+        match self.focus {
+            Panel::Findings => self.findings().get(i).map(|f| detail::finding(f)),
+            Panel::Failures => self
+                .failures()
+                .get(i)
+                .map(|r| detail::failures(r, self.data().storm_of(&r.group))),
+            Panel::Processes => self.processes().get(i).map(|p| detail::process(p)),
+            Panel::Kills => self.kills().get(i).map(|r| detail::record(r)),
+            Panel::Recent => self.recent().get(i).map(|r| detail::record(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::{
+        diagnosis::{oom, storm::StormProcess, Cause},
+        events::{oom_kill, Task},
+    };
+
+    pub fn task(pid: u32, comm: &str, uid: u32) -> Task {
+        Task {
+            time: "2026-11-22T03:00:00.123456Z".into(),
+            pid,
+            tid: pid,
+            comm: comm.into(),
+            uid,
+        }
+    }
+
+    pub fn failure(pid: u32, comm: &str, library: &str, cause: &str) -> ThreadCreateFailed {
+        ThreadCreateFailed {
+            task: task(pid, comm, 65534),
+            api: "pthread_create".into(),
+            errno: 11,
+            error: "EAGAIN".into(),
+            library: Some(library.into()),
+            module: Some(format!("/usr/lib/x86_64-linux-gnu/{library}.so.0")),
+            symbol: Some("GOMP_parallel".into()),
+            syscall: Some("clone3".into()),
+            syscall_errno: Some(11),
+            cgroup: Some("/sys/fs/cgroup/pids".into()),
+            ppid: Some(1),
+            exe: None,
+            cmdline: None,
+            caller: Some(0x7f00_0000_1234),
+            start_routine: None,
+            start_routine_addr: None,
+            stack: vec![crate::attribution::Frame {
+                addr: 0x7f00_0000_1234,
+                module: Some(format!("/usr/lib/x86_64-linux-gnu/{library}.so.0")),
+                symbol: Some("GOMP_parallel".into()),
+                offset: Some(0x131),
+                file_offset: Some(0x1234),
+                build_id: None,
+            }],
+            cause: Some(Box::new(Cause {
+                kind: cause.into(),
+                limit: Some(6),
+                current: Some(6),
+                detail: "user 65534 had 6 tasks (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is 6".into(),
+                cgroup: None,
+                inherited_from: None,
+                set_by: None,
+                holders: vec![],
+                remedy: "OMP_NUM_THREADS=1; or raise RLIMIT_NPROC (now 6) for this user".into(),
+            })),
+            captured: None,
+        }
+    }
+
+    pub fn group(library: &str, cause: &str, failures: u64) -> FailureGroup {
+        FailureGroup {
+            library: library.into(),
+            cause: cause.into(),
+            failures,
+            processes: vec![(4242, "omp".into(), 65534)],
+            example: Some(Arc::new(failure(4242, "omp", library, cause))),
+        }
+    }
+
+    pub fn second(duration_s: f64, groups: Vec<FailureGroup>) -> Update {
+        Update::Second(Box::new(Second {
+            summary: Summary {
+                duration_s,
+                failures_total: groups.iter().map(|g| g.failures).sum(),
+                events_delivered: (duration_s * 10.0) as u64,
+                ..Default::default()
+            },
+            failures: groups,
+            processes: vec![],
+            dropped: 0,
+        }))
+    }
+
+    pub fn storm(state: &str, library: &str) -> Storm {
+        Storm {
+            time: "2026-11-22T03:00:01.000000Z".into(),
+            state: state.into(),
+            scope: "uid 65534".into(),
+            uid: 65534,
+            started: "2026-11-22T03:00:00.000000Z".into(),
+            duration_s: 1.0,
+            failures: 5000,
+            events: 900,
+            events_in_file: 2,
+            peak_rate_per_s: 4800,
+            processes: vec![StormProcess {
+                pid: 4242,
+                comm: "omp".into(),
+            }],
+            libraries: vec![library.into()],
+            causes: vec!["rlimit_nproc".into()],
+            remedy: "OMP_NUM_THREADS=1".into(),
+        }
+    }
+
+    pub fn oom_kill(victim: u32, pool: bool) -> Record {
+        Record::OomKill(oom_kill::OomKill {
+            task: task(victim, "python3", 1000),
+            victim: oom_kill::Victim {
+                pid: victim,
+                comm: "python3".into(),
+                cmdline: Some("python3 consumer.py".into()),
+                exe: None,
+                uid: Some(1000),
+                rss_bytes: Some(198 << 20),
+                anon_rss_bytes: None,
+                total_vm_bytes: None,
+                oom_score_adj: Some(0),
+                ppid: Some(victim - 3),
+                parent_comm: Some("python3".into()),
+                cgroup: Some("/sys/fs/cgroup/memory/consumer".into()),
+            },
+            trigger: oom_kill::Trigger {
+                pid: victim,
+                tid: victim,
+                comm: "python3".into(),
+                uid: 1000,
+            },
+            memory_cgroup: Some(oom::MemoryCgroup {
+                path: "/sys/fs/cgroup/memory/consumer".into(),
+                limit_bytes: 200 << 20,
+                usage_bytes: None,
+            }),
+            top_holders: vec![],
+            pool: pool.then(|| oom::Pool {
+                parent_pid: victim - 3,
+                parent_comm: "python3".into(),
+                parent_cmdline: None,
+                siblings_alive: 2,
+                kind: "python-multiprocessing".into(),
+            }),
+            consequence: pool.then(|| {
+                format!("python3[{}] is a multiprocessing pool: map/map_async/join on it will wait forever", victim - 3)
+            }),
+            remedy: "raise the limit of /sys/fs/cgroup/memory/consumer".into(),
+        })
+    }
+
+    fn key(app: &mut App, code: KeyCode) {
+        app.key(KeyEvent::new(code, KeyModifiers::NONE));
+    }
+
+    fn type_str(app: &mut App, s: &str) {
+        for c in s.chars() {
+            key(app, KeyCode::Char(c));
+        }
+    }
+
+    #[test]
+    fn rates_are_per_second_differences_of_the_cumulative_counts() {
+        let mut app = App::new(None);
+        app.update(second(1.0, vec![group("libgomp", "rlimit_nproc", 3)]));
+        app.update(second(2.0, vec![group("libgomp", "rlimit_nproc", 10)]));
+        app.update(second(
+            3.0,
+            vec![
+                group("libgomp", "rlimit_nproc", 10),
+                group("libopenblas", "rlimit_nproc", 4),
+            ],
+        ));
+        let rows = app.failures();
+        assert_eq!(
+            rows[0].per_second.iter().copied().collect::<Vec<_>>(),
+            vec![3, 7, 0]
+        );
+        assert_eq!(rows[1].rate(), 4);
+        assert_eq!(app.data().events_per_s, 10);
+    }
+
+    #[test]
+    fn storms_last_from_start_to_end_and_updates_stay_out_of_the_list() {
+        let mut app = App::new(None);
+        app.update(second(1.0, vec![group("libgomp", "rlimit_nproc", 30)]));
+        let in_storm = |app: &App| app.data().storm_of(&app.failures()[0].group).is_some();
+        assert!(!in_storm(&app));
+        app.update(Update::Record(Box::new(Record::Storm(storm(
+            "start", "libgomp",
+        )))));
+        app.update(Update::Record(Box::new(Record::Storm(storm(
+            "update", "libgomp",
+        )))));
+        assert!(in_storm(&app));
+        assert_eq!(app.recent().len(), 1, "the start, not each second's update");
+        app.update(Update::Record(Box::new(Record::Storm(storm(
+            "end", "libgomp",
+        )))));
+        assert!(!in_storm(&app));
+        assert_eq!(app.recent().len(), 2);
+    }
+
+    #[test]
+    fn kills_and_pool_deaths_are_kept_newest_first() {
+        let mut app = App::new(None);
+        app.update(Update::Record(Box::new(oom_kill(100, false))));
+        app.update(Update::Record(Box::new(oom_kill(200, true))));
+        let kills = app.kills();
+        assert!(matches!(kills[0], Record::OomKill(k) if k.victim.pid == 200));
+        assert_eq!(kills.len(), 2);
+        for i in 0..(KILLS + 5) as u32 {
+            app.update(Update::Record(Box::new(oom_kill(1000 + i, false))));
+        }
+        assert_eq!(app.kills().len(), KILLS, "bounded");
+    }
+
+    #[test]
+    fn pause_freezes_the_display_not_the_recording() {
+        let mut app = App::new(None);
+        app.update(second(1.0, vec![group("libgomp", "rlimit_nproc", 3)]));
+        key(&mut app, KeyCode::Char('p'));
+        app.update(second(2.0, vec![group("libgomp", "rlimit_nproc", 50)]));
+        app.update(Update::Record(Box::new(oom_kill(100, false))));
+        assert_eq!(app.failures()[0].group.failures, 3, "frozen");
+        assert!(app.kills().is_empty());
+        assert_eq!(app.paused(), Some(2));
+        key(&mut app, KeyCode::Char('p'));
+        assert_eq!(app.paused(), None);
+        assert_eq!(app.failures()[0].group.failures, 50, "live again");
+        assert_eq!(app.kills().len(), 1);
+    }
+
+    #[test]
+    fn the_filter_takes_a_process_a_uid_or_a_library() {
+        let mut app = App::new(None);
+        let mut other = group("libopenblas", "cgroup_pids", 2);
+        other.processes = vec![(777, "python3".into(), 1000)];
+        app.update(second(
+            1.0,
+            vec![group("libgomp", "rlimit_nproc", 3), other],
+        ));
+        app.update(Update::Record(Box::new(Record::ThreadCreateFailed(
+            failure(4242, "omp", "libgomp", "rlimit_nproc"),
+        ))));
+        app.update(Update::Record(Box::new(oom_kill(900, true))));
+        key(&mut app, KeyCode::Char('/'));
+        type_str(&mut app, "BLAS");
+        assert!(app.typing);
+        assert_eq!(app.failures().len(), 1);
+        assert_eq!(app.failures()[0].group.library, "libopenblas");
+        assert!(app.recent().is_empty());
+        key(&mut app, KeyCode::Enter);
+        assert!(!app.typing, "Enter keeps the filter");
+        assert_eq!(app.failures().len(), 1);
+        key(&mut app, KeyCode::Char('/'));
+        for _ in 0..4 {
+            key(&mut app, KeyCode::Backspace);
+        }
+        type_str(&mut app, "65534");
+        assert_eq!(app.failures().len(), 1, "uid 65534");
+        assert_eq!(app.failures()[0].group.library, "libgomp");
+        assert_eq!(app.recent().len(), 1);
+        key(&mut app, KeyCode::Esc);
+        assert_eq!(app.typed(), "");
+        assert_eq!(app.failures().len(), 2, "Esc clears");
+        assert_eq!(app.recent().len(), 2);
+        key(&mut app, KeyCode::Char('/'));
+        type_str(&mut app, "900");
+        assert_eq!(app.kills().len(), 1, "the victim's pid");
+        assert_eq!(app.failures().len(), 0);
+    }
+
+    #[test]
+    fn keys_move_focus_select_and_open_details() {
+        let mut app = App::new(None);
+        app.update(second(
+            1.0,
+            vec![
+                group("libgomp", "rlimit_nproc", 3),
+                group("libopenblas", "rlimit_nproc", 2),
+            ],
+        ));
+        assert_eq!(app.focus, Panel::Findings);
+        key(&mut app, KeyCode::Tab);
+        assert_eq!(app.focus, Panel::Failures);
+        key(&mut app, KeyCode::Down);
+        key(&mut app, KeyCode::Down);
+        assert_eq!(app.selected(Panel::Failures), 1, "stops at the last row");
+        key(&mut app, KeyCode::Enter);
+        let d = app.detail.as_ref().expect("detail of the selected group");
+        assert!(d.title.contains("libopenblas"), "{}", d.title);
+        let text = d.lines.join("\n");
+        assert!(
+            text.contains("GOMP_parallel") && text.contains("do: OMP_NUM_THREADS=1"),
+            "the stack and the remedy: {text}"
+        );
+        key(&mut app, KeyCode::Char('q'));
+        assert!(app.quit, "q quits even from a detail");
+        let mut app = App::new(None);
+        key(&mut app, KeyCode::BackTab);
+        assert_eq!(app.focus, Panel::Recent);
+        key(&mut app, KeyCode::Enter);
+        assert!(app.detail.is_none(), "nothing selected, nothing opened");
+        app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert!(app.quit, "Ctrl-C is a key in raw mode");
+    }
+}
