@@ -24,6 +24,8 @@ pub struct Options {
     pub reps: usize,
     pub storm_seconds: u64,
     pub threads: u64,
+    /// Only the storm, written to bench/storm-{N}s.md.
+    pub storm_only: bool,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             reps: 5,
             storm_seconds: 60,
             threads: 100_000,
+            storm_only: false,
         }
     }
 }
@@ -436,90 +439,10 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-pub fn run(opts: &Options) -> Result<()> {
-    if !crate::is_root() {
-        bail!("the benchmark loads eBPF programs: run it as root (sudo cargo xtask bench)");
-    }
-    crate::bootstrap::test_packages()?;
-    let bin = crate::build(true)?;
-    std::fs::create_dir_all(work_dir())?;
-    sh(Command::new("chmod").arg("755").arg(work_dir()))?;
-    let thread_loop = compile("thread_loop")?;
-    let generator = compile("storm")?;
-    let script = root_dir().join("bench/threads.bt");
-    let numpy = root_dir().join("bench/numpy_matmul.py");
-    // bpftrace needs tracefs for tracepoints; threadtrace mounts it itself.
-    if !Path::new("/sys/kernel/tracing/events").exists() {
-        sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
-    }
-
-    let threads = opts.threads.to_string();
-    let loop_run = || -> Result<f64> {
-        field_f64(
-            &run_output(Command::new(&thread_loop).arg(&threads))?,
-            "seconds",
-        )
-    };
-    let numpy_run = || -> Result<f64> {
-        field_f64(
-            &run_output(
-                Command::new("/usr/bin/python3")
-                    .arg(&numpy)
-                    .args(["2048", "12"]),
-            )?,
-            "seconds",
-        )
-    };
-    let tl = overhead("thread loop", &bin, &script, opts.reps, &loop_run)?;
-    let np = overhead("numpy", &bin, &script, opts.reps, &numpy_run)?;
-    let st = startup(&bin, &script, opts.reps)?;
-    let sm = storm(&bin, &generator, opts.storm_seconds)?;
-
-    let mut md = String::new();
-    writeln!(md, "# threadtrace benchmark results\n")?;
-    writeln!(
-        md,
-        "Written by `cargo xtask bench` ({}). Every ratio is against a baseline \
-         measured in the same run.\n",
-        run_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
-    )?;
-    writeln!(md, "## Machine\n\n{}", machine())?;
-
-    writeln!(md, "## Overhead on the traced workload\n")?;
-    writeln!(
-        md,
-        "Median of {} runs per configuration, configurations taking turns. threadtrace runs \
-         `record -o FILE` (all its probes: thread failures, rlimits, OOM, lifecycle); \
-         bpftrace runs bench/threads.bt (uprobe + uretprobe on pthread_create, the clone \
-         exits).\n",
-        opts.reps
-    )?;
-    writeln!(
-        md,
-        "| workload | untraced | threadtrace | bpftrace | threadtrace slowdown | bpftrace slowdown |"
-    )?;
-    writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
-    for o in [&tl, &np] {
-        writeln!(
-            md,
-            "| {} | {:.3} s | {:.3} s | {:.3} s | {:+.1}% | {:+.1}% |",
-            o.name,
-            o.untraced,
-            o.threadtrace,
-            o.bpftrace,
-            (o.tt_ratio() - 1.0) * 100.0,
-            (o.bt_ratio() - 1.0) * 100.0
-        )?;
-    }
-    writeln!(
-        md,
-        "\nThread loop: {} threads created and joined one after another. numpy: \
-         `import numpy` and 12 products of 2048×2048 matrices on OpenBLAS's threads.\n",
-        opts.threads
-    )?;
-
-    writeln!(md, "## Storm\n")?;
+/// The storm's table, and its symbolization line.
+fn storm_section(md: &mut String, sm: &Storm) -> std::fmt::Result {
     let exact = sm.counted == sm.generator_failed;
+    writeln!(md, "## Storm\n")?;
     writeln!(
         md,
         "bench/programs/storm.c as `nobody`, one worker per core, its RLIMIT_NPROC lowered \
@@ -590,6 +513,131 @@ pub fn run(opts: &Options) -> Result<()> {
     )?;
     writeln!(md)?;
 
+    writeln!(md, "## Symbolization\n")?;
+    writeln!(
+        md,
+        "From the storm's `-v` log (attribution includes unwinding and symbolization; the \
+         slowest event is the first, uncached): {}\n",
+        sm.attribution
+            .as_deref()
+            .unwrap_or("no attribution line logged")
+    )
+}
+
+/// Only the storm, for its length (e.g. the 10 minutes of the README's
+/// trace-size figure): bench/storm-{N}s.md.
+fn storm_only(bin: &Path, generator: &Path, seconds: u64) -> Result<()> {
+    let sm = storm(bin, generator, seconds)?;
+    let mut md = String::new();
+    writeln!(md, "# threadtrace storm, {seconds} s\n")?;
+    writeln!(
+        md,
+        "Written by `cargo xtask bench --storm-only --storm-seconds {seconds}` ({}).\n",
+        run_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
+    )?;
+    writeln!(md, "## Machine\n\n{}", machine())?;
+    storm_section(&mut md, &sm)?;
+    let out = root_dir().join(format!("bench/storm-{seconds}s.md"));
+    std::fs::write(&out, &md)?;
+    print!("{md}");
+    eprintln!("xtask: bench: written to {}", out.display());
+    if sm.counted != sm.generator_failed {
+        bail!(
+            "threadtrace counted {} failures, the generator {}",
+            sm.counted,
+            sm.generator_failed
+        );
+    }
+    Ok(())
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    if !crate::is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root (sudo cargo xtask bench)");
+    }
+    crate::bootstrap::test_packages()?;
+    let bin = crate::build(true)?;
+    std::fs::create_dir_all(work_dir())?;
+    sh(Command::new("chmod").arg("755").arg(work_dir()))?;
+    let thread_loop = compile("thread_loop")?;
+    let generator = compile("storm")?;
+    let script = root_dir().join("bench/threads.bt");
+    let numpy = root_dir().join("bench/numpy_matmul.py");
+    // bpftrace needs tracefs for tracepoints; threadtrace mounts it itself.
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
+
+    if opts.storm_only {
+        return storm_only(&bin, &generator, opts.storm_seconds);
+    }
+    let threads = opts.threads.to_string();
+    let loop_run = || -> Result<f64> {
+        field_f64(
+            &run_output(Command::new(&thread_loop).arg(&threads))?,
+            "seconds",
+        )
+    };
+    let numpy_run = || -> Result<f64> {
+        field_f64(
+            &run_output(
+                Command::new("/usr/bin/python3")
+                    .arg(&numpy)
+                    .args(["2048", "12"]),
+            )?,
+            "seconds",
+        )
+    };
+    let tl = overhead("thread loop", &bin, &script, opts.reps, &loop_run)?;
+    let np = overhead("numpy", &bin, &script, opts.reps, &numpy_run)?;
+    let st = startup(&bin, &script, opts.reps)?;
+    let sm = storm(&bin, &generator, opts.storm_seconds)?;
+
+    let mut md = String::new();
+    writeln!(md, "# threadtrace benchmark results\n")?;
+    writeln!(
+        md,
+        "Written by `cargo xtask bench` ({}). Every ratio is against a baseline \
+         measured in the same run.\n",
+        run_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
+    )?;
+    writeln!(md, "## Machine\n\n{}", machine())?;
+
+    writeln!(md, "## Overhead on the traced workload\n")?;
+    writeln!(
+        md,
+        "Median of {} runs per configuration, configurations taking turns. threadtrace runs \
+         `record -o FILE` (all its probes: thread failures, rlimits, OOM, lifecycle); \
+         bpftrace runs bench/threads.bt (uprobe + uretprobe on pthread_create, the clone \
+         exits).\n",
+        opts.reps
+    )?;
+    writeln!(
+        md,
+        "| workload | untraced | threadtrace | bpftrace | threadtrace slowdown | bpftrace slowdown |"
+    )?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
+    for o in [&tl, &np] {
+        writeln!(
+            md,
+            "| {} | {:.3} s | {:.3} s | {:.3} s | {:+.1}% | {:+.1}% |",
+            o.name,
+            o.untraced,
+            o.threadtrace,
+            o.bpftrace,
+            (o.tt_ratio() - 1.0) * 100.0,
+            (o.bt_ratio() - 1.0) * 100.0
+        )?;
+    }
+    writeln!(
+        md,
+        "\nThread loop: {} threads created and joined one after another. numpy: \
+         `import numpy` and 12 products of 2048×2048 matrices on OpenBLAS's threads.\n",
+        opts.threads
+    )?;
+
+    storm_section(&mut md, &sm)?;
+    let exact = sm.counted == sm.generator_failed;
     writeln!(md, "## Start-up\n")?;
     writeln!(
         md,
@@ -599,16 +647,6 @@ pub fn run(opts: &Options) -> Result<()> {
         st.threadtrace * 1e3,
         st.bpftrace * 1e3,
         st.threadtrace / st.bpftrace
-    )?;
-
-    writeln!(md, "## Symbolization\n")?;
-    writeln!(
-        md,
-        "From the storm's `-v` log (attribution includes unwinding and symbolization; the \
-         slowest event is the first, uncached): {}\n",
-        sm.attribution
-            .as_deref()
-            .unwrap_or("no attribution line logged")
     )?;
 
     writeln!(md, "## Targets\n")?;

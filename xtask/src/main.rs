@@ -28,6 +28,7 @@ usage: cargo xtask <command>
                    size (as root); writes bench/results.md. --quick: 1 run
                    each, 10k threads, a 10 s storm, to try it out
   bench --storm-seconds N   the storm's length (default 60)
+  bench --storm-only        only the storm: bench/storm-{N}s.md
 ";
 
 fn main() -> ExitCode {
@@ -127,6 +128,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
                         o.threads = 10_000;
                         o.storm_seconds = 10;
                     }
+                    "--storm-only" => o.storm_only = true,
                     "--storm-seconds" => {
                         let v = rest.next().context("--storm-seconds needs a number")?;
                         o.storm_seconds = v
