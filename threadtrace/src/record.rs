@@ -500,36 +500,27 @@ impl Collector {
     fn dashboard_second(&mut self, s: &Summary) -> (Summary, Vec<ProcessLimits>) {
         let t0 = Instant::now();
         let keep = |pid: u32, comm: &str| self.filter.keeps(pid, comm);
-        let (summary, rows) = if self.filter.is_empty() {
-            let rows = limits::gather(
-                &self.scan,
-                &s.threads,
-                &s.by_process,
-                &self.ctx.procs,
-                DASHBOARD_PROCESSES,
-                &s.time,
-                &mut self.known_limits,
-            );
-            (s.clone(), rows)
+        let filtered: Vec<(u32, String, i64)>;
+        let (scan, summary) = if self.filter.is_empty() {
+            (&self.scan[..], s.clone())
         } else {
-            let scan: Vec<(u32, String, i64)> = self
+            filtered = self
                 .scan
                 .iter()
                 .filter(|p| keep(p.0, &p.1))
                 .cloned()
                 .collect();
-            let s = s.narrowed(keep);
-            let rows = limits::gather(
-                &scan,
-                &s.threads,
-                &s.by_process,
-                &self.ctx.procs,
-                DASHBOARD_PROCESSES,
-                &s.time,
-                &mut self.known_limits,
-            );
-            (s, rows)
+            (&filtered[..], s.narrowed(keep))
         };
+        let rows = limits::gather(
+            scan,
+            &summary.threads,
+            &summary.by_process,
+            &self.ctx.procs,
+            DASHBOARD_PROCESSES,
+            &summary.time,
+            &mut self.known_limits,
+        );
         log::debug!(
             "dashboard: limits of {} processes read in {:?}",
             rows.len(),

@@ -220,14 +220,7 @@ mod tests {
     use crate::proctable::Proc;
 
     fn failures(pid: u32, count: u64) -> ProcessFailures {
-        ProcessFailures {
-            pid,
-            comm: "x".into(),
-            api: "pthread_create".into(),
-            errno: 11,
-            error: "EAGAIN".into(),
-            count,
-        }
+        ProcessFailures::eagain(pid, count)
     }
 
     #[test]

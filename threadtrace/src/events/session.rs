@@ -31,6 +31,21 @@ pub struct ProcessFailures {
     pub count: u64,
 }
 
+#[cfg(test)]
+impl ProcessFailures {
+    /// A row of `count` pthread_create EAGAIN failures, for tests.
+    pub fn eagain(pid: u32, count: u64) -> Self {
+        ProcessFailures {
+            pid,
+            comm: "x".into(),
+            api: "pthread_create".into(),
+            errno: 11,
+            error: "EAGAIN".into(),
+            count,
+        }
+    }
+}
+
 /// Threads of a process, by the library that created them.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ThreadCount {

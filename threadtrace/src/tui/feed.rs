@@ -212,14 +212,7 @@ mod tests {
         }
         feed.failure(&failure(10, "omp", "omp", "rlimit_nproc"), t0);
         feed.failure(&failure(11, "py", "libopenblas", "cgroup_pids"), t0);
-        let row = |pid, count| crate::events::session::ProcessFailures {
-            pid,
-            comm: "x".into(),
-            api: "pthread_create".into(),
-            errno: 11,
-            error: "EAGAIN".into(),
-            count,
-        };
+        let row = crate::events::session::ProcessFailures::eagain;
         let summary = Summary {
             by_process: vec![row(10, 4000), row(11, 1)],
             ..Default::default()
