@@ -78,6 +78,17 @@ pub fn bash(script: &str) -> Output {
         .expect("bash")
 }
 
+/// A process's thread count, from /proc/PID/status.
+pub fn threads_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// The value of `KEY=value` in a program's output.
 pub fn field(out: &Output, key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(&out.stdout);

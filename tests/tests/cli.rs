@@ -59,16 +59,6 @@ fn bad_arguments_get_clap_errors() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("--duration"));
 }
 
-fn threads_of(pid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn duration_ends_it_with_a_summary() {
     if !require_root() {

@@ -11,16 +11,6 @@ use threadtrace_e2e::*;
 
 const STARTED: Duration = Duration::from_secs(60);
 
-fn threads_of(pid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// The dashboard is up: its header and its keys are on the screen.
 fn dashboard(s: &str) -> bool {
     s.lines()

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{root_dir, sh};
+use crate::{output, root_dir, sh};
 
 pub struct Options {
     /// Runs of each overhead workload per configuration.
@@ -70,20 +70,6 @@ fn field_f64(text: &str, key: &str) -> Result<f64> {
     field(text, key)
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {key}= in:\n{text}"))
-}
-
-fn run_output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -293,7 +279,7 @@ struct Storm {
 /// RLIMIT_NPROC that fails every creation itself.
 fn storm_generator(storm: &Path, seconds: u64) -> Result<String> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    run_output(
+    output(
         Command::new("runuser")
             .args(["-u", "nobody", "--"])
             .arg(storm)
@@ -346,7 +332,7 @@ fn storm(bin: &Path, generator: &Path, seconds: u64) -> Result<Storm> {
         .filter(|v| v["kind"] == "storm" && v["state"] == "end")
         .filter_map(|v| v["events_in_file"].as_u64())
         .sum();
-    let report: Value = serde_json::from_str(&run_output(
+    let report: Value = serde_json::from_str(&output(
         Command::new(bin).args(["report", "--json"]).arg(&trace),
     )?)?;
     let attribution = std::fs::read_to_string(&log)?
@@ -414,14 +400,14 @@ fn machine() -> String {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or("?".into(), |k| format!("{:.0} GiB", k as f64 / 1048576.0));
-    let kernel = run_output(Command::new("uname").arg("-r")).unwrap_or_default();
-    let rev = run_output(
+    let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let rev = output(
         Command::new("git")
             .current_dir(root_dir())
             .args(["describe", "--always", "--dirty"]),
     )
     .unwrap_or_default();
-    let bt = run_output(Command::new("bpftrace").arg("--version")).unwrap_or_default();
+    let bt = output(Command::new("bpftrace").arg("--version")).unwrap_or_default();
     format!(
         "- CPU: {cpu}, {} online\n- memory: {mem}\n- kernel: {}\n- threadtrace: {}\n- {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -533,7 +519,7 @@ fn storm_only(bin: &Path, generator: &Path, seconds: u64) -> Result<()> {
     writeln!(
         md,
         "Written by `cargo xtask bench --storm-only --storm-seconds {seconds}` ({}).\n",
-        run_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
+        output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
     )?;
     writeln!(md, "## Machine\n\n{}", machine())?;
     storm_section(&mut md, &sm)?;
@@ -574,13 +560,13 @@ pub fn run(opts: &Options) -> Result<()> {
     let threads = opts.threads.to_string();
     let loop_run = || -> Result<f64> {
         field_f64(
-            &run_output(Command::new(&thread_loop).arg(&threads))?,
+            &output(Command::new(&thread_loop).arg(&threads))?,
             "seconds",
         )
     };
     let numpy_run = || -> Result<f64> {
         field_f64(
-            &run_output(
+            &output(
                 Command::new("/usr/bin/python3")
                     .arg(&numpy)
                     .args(["2048", "12"]),
@@ -599,7 +585,7 @@ pub fn run(opts: &Options) -> Result<()> {
         md,
         "Written by `cargo xtask bench` ({}). Every ratio is against a baseline \
          measured in the same run.\n",
-        run_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
+        output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
     )?;
     writeln!(md, "## Machine\n\n{}", machine())?;
 
