@@ -23,9 +23,13 @@ fn without_privileges_it_says_use_sudo() {
     if !require_root() {
         return;
     }
+    // A copy nobody can reach: the checkout may be in a 0700 directory
+    // (a clone into `mktemp -d`).
+    let copy = scratch().join("threadtrace");
+    std::fs::copy(bin(), &copy).unwrap();
     let out = Command::new("runuser")
         .args(["-u", "nobody", "--"])
-        .arg(bin())
+        .arg(&copy)
         .args(["record", "--json"])
         .output()
         .unwrap();
