@@ -17,7 +17,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   bootstrap        install what building needs (nightly rust-src, bpf-linker)
-  build [--debug]  build threadtrace (release unless --debug)
+  build [--debug] [-v]
+                   build threadtrace (release unless --debug; -v shows
+                   the eBPF sub-build's progress)
   run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
   test             bootstrap, install test packages, check formatting and
                    clippy, run unit tests, fuzz the trace reader for 120 s,
@@ -114,6 +116,11 @@ fn run(args: &[String]) -> Result<ExitCode> {
             bootstrap::test_packages()?;
         }
         "build" => {
+            if args.iter().any(|a| a == "-v" || a == "--verbose") {
+                // threadtrace's build script then shows the eBPF
+                // sub-build's progress, hidden otherwise.
+                std::env::set_var("THREADTRACE_BUILD_VERBOSE", "1");
+            }
             let bin = build(!args.iter().any(|a| a == "--debug"))?;
             println!("{}", bin.display());
         }
