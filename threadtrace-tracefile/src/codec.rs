@@ -18,6 +18,20 @@ const OBJECT: u8 = 8;
 /// exhausting the stack.
 const MAX_DEPTH: usize = 32;
 
+/// Bytes one record may decode into at most (values, strings, key copies),
+/// counted as it is decoded. A null is one byte in the file and a 32-byte
+/// value in memory; an object key is a varint in the file and a copy of
+/// its name in memory: without this, a 1 MiB record of keys named with
+/// 1 MiB each would decode into terabytes. Real records decode to a few
+/// times their size; the largest (process tables) stay below MAX_RECORD.
+pub const MAX_DECODED: usize = 16 << 20;
+/// Interned key names are field names: short. Longer is damage.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Keys a table holds at most. A writer that reaches it starts its ids
+/// again (a redefinition replaces the name), so that the table stays
+/// bounded in a file of any length.
+pub const MAX_KEYS: usize = 1 << 16;
+
 pub fn put_varint(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
@@ -49,6 +63,14 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Called between records: once the table is full, ids start again
+    /// from 0, each key redefined before the record that uses it.
+    pub fn reset_if_full(&mut self) {
+        if self.ids.len() >= MAX_KEYS {
+            self.ids.clear();
+        }
+    }
+
     pub fn encode(&mut self, v: &Value, out: &mut BytesMut, new_keys: &mut Vec<(u64, String)>) {
         match v {
             Value::Null => out.put_u8(NULL),
@@ -104,19 +126,26 @@ pub struct KeyTable {
 impl KeyTable {
     pub fn define(&mut self, mut payload: &[u8]) -> Option<()> {
         let id = get_varint(&mut payload)?;
+        if payload.len() > MAX_KEY_LEN || id >= MAX_KEYS as u64 {
+            return None;
+        }
         let name = std::str::from_utf8(payload).ok()?;
         self.names.insert(id, name.to_string());
         Some(())
     }
 
+    /// One value, or None when the bytes are damaged or would decode into
+    /// more than MAX_DECODED bytes.
     pub fn decode(&self, buf: &mut &[u8]) -> Option<Value> {
-        self.decode_at(buf, 0)
+        let mut budget = MAX_DECODED;
+        self.decode_at(buf, 0, &mut budget)
     }
 
-    fn decode_at(&self, buf: &mut &[u8], depth: usize) -> Option<Value> {
+    fn decode_at(&self, buf: &mut &[u8], depth: usize, budget: &mut usize) -> Option<Value> {
         if depth > MAX_DEPTH || !buf.has_remaining() {
             return None;
         }
+        *budget = budget.checked_sub(std::mem::size_of::<Value>())?;
         Some(match buf.get_u8() {
             NULL => Value::Null,
             FALSE => Value::Bool(false),
@@ -134,6 +163,7 @@ impl KeyTable {
                 if buf.remaining() < n {
                     return None;
                 }
+                *budget = budget.checked_sub(n)?;
                 let s = std::str::from_utf8(&buf[..n]).ok()?.to_string();
                 buf.advance(n);
                 Value::String(s)
@@ -146,7 +176,7 @@ impl KeyTable {
                 }
                 let mut a = Vec::with_capacity(n);
                 for _ in 0..n {
-                    a.push(self.decode_at(buf, depth + 1)?);
+                    a.push(self.decode_at(buf, depth + 1, budget)?);
                 }
                 Value::Array(a)
             }
@@ -157,8 +187,10 @@ impl KeyTable {
                 }
                 let mut o = Map::new();
                 for _ in 0..n {
-                    let k = self.names.get(&get_varint(buf)?)?.clone();
-                    o.insert(k, self.decode_at(buf, depth + 1)?);
+                    let name = self.names.get(&get_varint(buf)?)?;
+                    // The key's copy and the map's node.
+                    *budget = budget.checked_sub(name.len() + 64)?;
+                    o.insert(name.clone(), self.decode_at(buf, depth + 1, budget)?);
                 }
                 Value::Object(o)
             }
@@ -215,5 +247,45 @@ mod tests {
         let mut deep = [ARRAY, 1].repeat(100);
         deep.push(NULL);
         assert!(table.decode(&mut &deep[..]).is_none());
+    }
+
+    fn key(table: &mut KeyTable, id: u64, name: &str) -> Option<()> {
+        let mut p = BytesMut::new();
+        put_varint(&mut p, id);
+        p.put_slice(name.as_bytes());
+        table.define(&p)
+    }
+
+    #[test]
+    fn decoded_size_is_bounded() {
+        // 1 MiB of nulls in an array: 32 MiB of values. Refused.
+        let n = 1 << 20;
+        let mut b = BytesMut::new();
+        b.put_u8(ARRAY);
+        put_varint(&mut b, n as u64);
+        b.put_bytes(NULL, n);
+        assert!(KeyTable::default().decode(&mut &b[..]).is_none());
+        // A thousand nulls are fine.
+        let mut b = BytesMut::new();
+        b.put_u8(ARRAY);
+        put_varint(&mut b, 1000);
+        b.put_bytes(NULL, 1000);
+        assert_eq!(
+            KeyTable::default().decode(&mut &b[..]).unwrap(),
+            Value::Array(vec![Value::Null; 1000])
+        );
+        // A long key name is damage; so is a key used 20,000 times with a
+        // 1 KiB name (20 MiB of copies).
+        let mut table = KeyTable::default();
+        assert!(key(&mut table, 0, &"k".repeat(MAX_KEY_LEN + 1)).is_none());
+        key(&mut table, 0, &"k".repeat(MAX_KEY_LEN)).unwrap();
+        let mut b = BytesMut::new();
+        b.put_u8(ARRAY);
+        put_varint(&mut b, 20_000);
+        for _ in 0..20_000 {
+            b.put_slice(&[OBJECT, 1, 0, NULL]);
+        }
+        assert!(table.decode(&mut &b[..]).is_none());
+        assert!(key(&mut table, MAX_KEYS as u64, "x").is_none());
     }
 }

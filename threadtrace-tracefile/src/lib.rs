@@ -8,8 +8,14 @@
 //! Payloads are values of the JSON model (`codec`), with object keys interned
 //! by KEY records, so new fields never need a format change. Readers skip
 //! record types they do not know.
+//!
+//! A recording may be one file or a rotating set of them (`set`), each
+//! readable alone: every file starts with the header and a process-table
+//! snapshot.
 pub mod codec;
+pub mod open;
 pub mod reader;
+pub mod set;
 pub mod writer;
 
 pub const MAGIC: &[u8; 8] = b"THRTRACE";
@@ -34,6 +40,9 @@ pub mod kind {
     /// The process table: who was running, so that pids in the file can be
     /// described on another machine.
     pub const PROCESSES: u8 = 5;
+    /// Last record of a file that a rotating set or a reopen (SIGHUP)
+    /// closed: the recording goes on in the next file. Older readers skip it.
+    pub const CONTINUED: u8 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,4 +53,23 @@ pub enum TraceError {
     NotATrace(String),
     #[error("{path} is trace format v{version}, newer than this threadtrace reads (v{VERSION}): use a newer threadtrace")]
     TooNew { path: String, version: u16 },
+    #[error("{0} is empty: nothing could be read")]
+    Empty(String),
+    #[error("{0} ends inside its preamble (the recorder was stopped as it started): nothing could be read")]
+    CutPreamble(String),
+    #[error("{path} is {kind}: only regular files are read")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("{0} exists: give --force to overwrite it")]
+    Exists(String),
+    #[error("{path}: refusing to write there: {why}")]
+    Refused { path: String, why: String },
+}
+
+impl TraceError {
+    /// A trace file from which nothing could be read (documented exit
+    /// code 2), rather than something that is not a trace or cannot be
+    /// opened (1).
+    pub fn nothing_read(&self) -> bool {
+        matches!(self, TraceError::Empty(_) | TraceError::CutPreamble(_))
+    }
 }

@@ -62,13 +62,26 @@ pub struct RecordArgs {
     /// One JSON object per line: first `started`, last `summary`.
     #[arg(long)]
     pub json: bool,
-    /// Also write a trace file (mode 0600) for `threadtrace report`.
-    #[arg(short, long, value_name = "FILE")]
+    /// Also write a trace (mode 0600) for `threadtrace report`: a FILE, or
+    /// a rotating set, for long runs: a DIRECTORY (one that exists, or a
+    /// path ending in /) or a PATTERN with one '*' (host-*.trace). SIGHUP
+    /// starts a new file (logrotate: rename, then SIGHUP).
+    #[arg(short, long, value_name = "FILE|DIR|PATTERN")]
     pub output: Option<PathBuf>,
-    /// Cap the trace file, e.g. 100M, 2G: past it event detail stops and
-    /// the exact counters go on (the summary says so).
+    /// Overwrite an existing -o FILE (only a regular file of ours, with one
+    /// link; never through a symbolic link).
+    #[arg(long, requires = "output")]
+    pub force: bool,
+    /// Cap what the trace takes on disk, e.g. 100M, 2G (default 1G). A
+    /// file: past 15/16 of it event detail stops, counters go on once a
+    /// minute, the summary is always written (and says so). A set: its
+    /// oldest files are removed.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "output")]
     pub max_size: Option<u64>,
+    /// Each file of a rotating set (default 64M, at most an eighth of
+    /// --max-size).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "output")]
+    pub file_size: Option<u64>,
     /// Stop after this long, e.g. 30s, 5m, 1h.
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,

@@ -65,6 +65,8 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 storm_threshold: a.storm_threshold,
                 detail_rate: a.detail_rate,
                 max_size: a.max_size,
+                file_size: a.file_size,
+                force: a.force,
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,
                 verbose: cli.verbose,

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use threadtrace_common::NprocSnapshot;
 use tokio::{
@@ -38,9 +37,9 @@ use crate::{
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
         output::{self, Msg, Output},
+        trace::{self, TraceSink},
         Console,
     },
-    tracefile::writer::TraceWriter,
     tui,
 };
 
@@ -55,6 +54,10 @@ pub struct Options {
     pub storm_threshold: u32,
     pub detail_rate: u32,
     pub max_size: Option<u64>,
+    /// Each file of a rotating set (-o DIR or a pattern).
+    pub file_size: Option<u64>,
+    /// Overwrite an existing -o file (a regular file of ours).
+    pub force: bool,
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
     pub verbose: u8,
@@ -161,6 +164,9 @@ struct Collector {
     scan: Vec<(u32, String, i64)>,
     /// The dashboard's per-process limits, read every few seconds.
     known_limits: limits::PerProcess,
+    /// Raised by the trace sink when its file is full: it wants the
+    /// process table to start the next one.
+    trace_rotation: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Collector {
@@ -481,7 +487,23 @@ impl Collector {
         rows
     }
 
+    /// A new trace file (rotation, SIGHUP) starts with the process table.
+    fn reopen(&mut self, why: &'static str) {
+        let _ = self.output.send(Msg::Reopen {
+            processes: trace::process_table(&self.ctx.procs),
+            time: clock::now_rfc3339(),
+            why,
+        });
+    }
+
     fn checkpoint(&mut self) {
+        if self
+            .trace_rotation
+            .as_ref()
+            .is_some_and(|r| r.swap(false, std::sync::atomic::Ordering::Relaxed))
+        {
+            self.reopen(trace::ROTATION);
+        }
         self.counters
             .prune_live(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         let s = self.summary(false);
@@ -617,28 +639,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 "threadtrace": env!("CARGO_PKG_VERSION"),
                 "args": std::env::args().collect::<Vec<_>>(),
             });
-            let mut w = TraceWriter::create(path, &header)
-                .with_context(|| "cannot write the trace file".to_string())?;
-            w.set_max_bytes(opts.max_size);
-            // Who was running: pids in the file can be described elsewhere.
-            let table: Vec<serde_json::Value> = procs
-                .alive_procs()
-                .map(|p| {
-                    serde_json::json!({
-                        "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline, "uid": p.uid,
-                        "started": p.start_ticks.and_then(proctable::started_at).map(clock::rfc3339),
-                        "cgroups": p.cgroups.iter().map(|(c, path)| format!("{c}:{path}")).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            w.write_value(
-                crate::tracefile::kind::PROCESSES,
-                &serde_json::json!({"time": started.time, "processes": table}),
-            )?;
-            Some(w)
+            let cfg = trace::Config {
+                output: path.clone(),
+                force: opts.force,
+                max_size: opts.max_size,
+                file_size: opts.file_size,
+            };
+            Some(TraceSink::open(
+                &cfg,
+                header,
+                &trace::process_table(&procs),
+                &started.time,
+            )?)
         }
         None => None,
     };
+    let trace_rotation = trace.as_ref().map(|t| t.wants_rotation.clone());
     let filter = Filter {
         pids: opts.pids.clone(),
         comms: opts.comms.clone(),
@@ -647,6 +663,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // must stop the recording and give the terminal back, not kill it.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // SIGHUP reopens the outputs (logrotate), unless it is the terminal
+    // going away.
+    let hangup_stops = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut sighup = signal(SignalKind::hangup())?;
     let (dashboard, feed, mut quit) = if opts.dashboard {
         match tui::start(opts.output.clone()) {
             Ok((d, feed, quit)) => (Some(d), Some(feed), Some(quit)),
@@ -690,6 +710,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dashboard: dashboard.is_some(),
         scan: Vec::new(),
         known_limits: limits::PerProcess::default(),
+        trace_rotation,
     };
     c.emit(Record::Started(started));
     c.checkpoint();
@@ -717,6 +738,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = second.tick() => c.checkpoint(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                if hangup_stops {
+                    break;
+                }
+                c.reopen(trace::SIGHUP);
+            }
             // q or Ctrl-C on the dashboard (raw mode: not a SIGINT), or
             // the dashboard failed: stop the same way.
             _ = async { if let Some(q) = quit.as_mut() { let _ = q.await; } }, if quit.is_some() => break,

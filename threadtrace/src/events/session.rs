@@ -85,6 +85,10 @@ pub struct Summary {
     /// complete).
     #[serde(default)]
     pub trace_events_dropped: u64,
+    /// How the trace file fared (with -o): files, bytes, and what a full
+    /// disk or an error kept out of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_file: Option<crate::sink::trace::TraceFileStatus>,
     /// What it all means, most important first, each with evidence and a
     /// remedy (filled at the end of a recording).
     #[serde(default)]
@@ -172,6 +176,7 @@ impl Summary {
             decode_errors: self.decode_errors,
             threads: Vec::new(),
             trace_events_dropped: self.trace_events_dropped,
+            trace_file: self.trace_file.clone(),
             findings: Vec::new(),
         }
     }

@@ -17,9 +17,11 @@ use crate::{
     diagnosis::{findings::Findings, limits::ProcessLimits, storm::StormDetector},
     events::{Record, Summary},
     record::Filter,
-    tracefile::{kind, writer::TraceWriter},
+    tracefile::kind,
     tui::feed::Feed,
 };
+
+use super::trace::TraceSink;
 
 pub enum Msg {
     Record(Box<Record>),
@@ -28,6 +30,13 @@ pub enum Msg {
     /// Once a second with a dashboard, after the checkpoint: its counters
     /// (narrowed by -p/--comm) and the processes against their limits.
     Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
+    /// A new trace file (rotation, SIGHUP), which starts with this process
+    /// table; stdout reopened if it is a file.
+    Reopen {
+        processes: Vec<serde_json::Value>,
+        time: String,
+        why: &'static str,
+    },
     /// The end: the summary for the console (filtered) and the file.
     Finish {
         console: Summary,
@@ -43,7 +52,7 @@ const QUEUE: usize = 2048;
 
 pub struct Output {
     pub console: Console,
-    pub trace: Option<TraceWriter>,
+    pub trace: Option<TraceSink>,
     pub filter: Filter,
     pub lifecycle: bool,
     pub storm_threshold: u32,
@@ -126,15 +135,7 @@ impl Output {
                     if let Some(t) = &mut self.trace {
                         // Flushed every second; on disk every 5 s, so a host
                         // crash loses at most that.
-                        let r = if checkpoints.is_multiple_of(5) {
-                            t.sync()
-                        } else {
-                            t.flush()
-                        };
-                        if let Err(e) = r {
-                            log::error!("trace file: {e}; recording goes on without it");
-                            self.trace = None;
-                        }
+                        t.checkpoint(checkpoints.is_multiple_of(5));
                     }
                     if console_ok && self.console.flush().is_err() {
                         console_ok = false;
@@ -147,6 +148,18 @@ impl Output {
                         feed.second(summary, processes);
                     }
                 }
+                Msg::Reopen {
+                    processes,
+                    time,
+                    why,
+                } => {
+                    if let Some(t) = &mut self.trace {
+                        t.reopen(&processes, &time, why);
+                    }
+                    if why == super::trace::SIGHUP {
+                        self.console.reopen();
+                    }
+                }
                 Msg::Finish {
                     mut console,
                     mut file,
@@ -154,20 +167,35 @@ impl Output {
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
                     if let Some(t) = &self.trace {
-                        file.trace_events_dropped = t.events_dropped;
-                        console.trace_events_dropped = t.events_dropped;
+                        file.trace_events_dropped = t.events_dropped();
+                        console.trace_events_dropped = t.events_dropped();
                     }
                     for storm in storms.finish(&file, &file.time) {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
                     self.write_counters(&file);
+                    // The summary is printed whatever became of the file: a
+                    // full disk loses no more than what it could not take.
                     if let Some(t) = &mut self.trace {
+                        file.trace_file = Some(t.status());
                         let v =
                             serde_json::to_value(Record::Summary(file)).expect("records serialize");
-                        t.write_always(kind::EVENT, &v)?;
-                    }
-                    if let Some(t) = &mut self.trace {
-                        t.sync()?;
+                        t.write_always(kind::EVENT, &v);
+                        let status = t.finish();
+                        if status.is_incomplete() {
+                            log::error!(
+                                "trace file {}: incomplete: {} records lost, {} bytes unwritten{}",
+                                status.path,
+                                status.records_lost,
+                                status.bytes_unwritten,
+                                status
+                                    .error
+                                    .as_deref()
+                                    .map(|e| format!(" ({e})"))
+                                    .unwrap_or_default()
+                            );
+                        }
+                        console.trace_file = Some(status);
                     }
                     if console_ok {
                         self.console.write(&Record::Summary(console))?;
@@ -212,10 +240,7 @@ impl Output {
     fn write_trace(&mut self, kind: u8, r: &Record) {
         if let Some(t) = &mut self.trace {
             let v = serde_json::to_value(r).expect("records serialize");
-            if let Err(e) = t.write_value(kind, &v) {
-                log::error!("trace file: {e}; recording goes on without it");
-                self.trace = None;
-            }
+            t.write(kind, &v);
         }
     }
 
@@ -225,11 +250,7 @@ impl Output {
             // ones, so that a snapshot a second stays small.
             let mut s = s.clone();
             s.by_process.truncate(SNAPSHOT_ROWS);
-            let v = serde_json::to_value(&s).expect("summary serializes");
-            if let Err(e) = t.write_value(kind::COUNTERS, &v) {
-                log::error!("trace file: {e}; recording goes on without it");
-                self.trace = None;
-            }
+            t.counters(serde_json::to_value(&s).expect("summary serializes"));
         }
     }
 }

@@ -293,6 +293,20 @@ pub fn summary(s: &Summary) -> String {
             s.trace_events_dropped
         );
     }
+    if let Some(t) = s.trace_file.as_ref().filter(|t| t.is_incomplete()) {
+        let _ = writeln!(
+            out,
+            "the trace file {} is incomplete: {} records lost and {} bytes unwritten{}{}; the counts above are complete.",
+            t.path,
+            t.records_lost,
+            t.bytes_unwritten,
+            match t.records_too_large {
+                0 => String::new(),
+                n => format!(", {n} records too large for the format"),
+            },
+            t.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
     if s.failures_unattributed > 0 {
         let _ = writeln!(
             out,
