@@ -84,9 +84,7 @@ fn main() -> anyhow::Result<()> {
     capture.seek(SeekFrom::Start(0))?;
     capture.read_to_string(&mut said)?;
     for line in said.lines() {
-        if !is_progress(line) {
-            println!("{line}");
-        } else if verbose {
+        if verbose || !is_progress(line) {
             println!("{line}");
         } else if result.is_err() {
             // cargo shows a failed build script's stderr.

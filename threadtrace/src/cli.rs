@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
       sudo threadtrace record --json -o inc.trace  JSON lines on stdout, keep a trace file\n  \
       sudo threadtrace record -d 60s --comm python3\n  \
       threadtrace report inc.trace                 postmortem summary of a trace file\n  \
+      sudo threadtrace record --no-tui -o /var/lib/threadtrace/   a rotating set, as a service\n  \
+      threadtrace report --since 10m /var/lib/threadtrace/   the last 10 minutes of it\n  \
       sudo threadtrace doctor                      can this host run threadtrace?"
 )]
 pub struct Cli {
@@ -36,25 +38,64 @@ pub enum Command {
     Record(RecordArgs),
     /// Check that this host has what threadtrace needs, and say how to fix what is missing.
     Doctor,
-    /// Convert a trace file: jsonl (the objects of `record --json`) or chrome
-    /// (Trace Event Format: open it in ui.perfetto.dev or chrome://tracing).
-    Export {
-        /// Trace file.
-        file: PathBuf,
-        #[arg(long, value_enum)]
-        format: crate::export::Format,
-        /// Write here instead of stdout.
-        #[arg(short, long, value_name = "OUT")]
-        output: Option<PathBuf>,
-    },
-    /// Summarize a trace file written by `record -o`.
-    Report {
-        /// Trace file.
-        file: PathBuf,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Convert a trace: jsonl (the objects of `record --json`), perfetto
+    /// (Perfetto's protobuf, for ui.perfetto.dev) or chrome (Trace Event
+    /// Format: ui.perfetto.dev or chrome://tracing).
+    ///
+    /// Exit status: 0 when something was read (damage is reported on
+    /// stderr), 2 when nothing could be read, 1 on any other error.
+    Export(ExportArgs),
+    /// Summarize a trace written by `record -o`: one file, a rotating set,
+    /// or several files, read in time order.
+    ///
+    /// Exit status: 0 when something was read (damage is reported on
+    /// stderr), 2 when nothing could be read, 1 on any other error.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Trace files, or directories of them (a rotating set).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    /// Write here instead of stdout (created with mode 0600: it holds
+    /// command lines).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Overwrite OUT if it exists (only a regular file of ours, with one
+    /// link; never through a symbolic link).
+    #[arg(long, requires = "output")]
+    pub force: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Trace files, or directories of them (a rotating set).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub files: Vec<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// The minutes around an incident in a long trace.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WindowArgs {
+    /// Only from TIME on: a duration back from the end of the trace (10m,
+    /// 1h30m) or an RFC 3339 time (2026-11-22T04:40:00Z, or with an offset).
+    /// Counts are then those within the window.
+    #[arg(long, value_name = "TIME", value_parser = crate::input::parse_bound)]
+    pub since: Option<crate::input::Bound>,
+    /// Only up to TIME: a duration back from the end of the trace, or an
+    /// RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = crate::input::parse_bound)]
+    pub until: Option<crate::input::Bound>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -210,5 +251,45 @@ mod tests {
         assert_eq!(r.pids, vec![1, 2]);
         assert_eq!(r.comms, vec!["a"]);
         assert!(Cli::try_parse_from(["threadtrace", "record", "-p", "abc"]).is_err());
+    }
+
+    #[test]
+    fn report_and_export_take_files_and_a_window() {
+        let c = Cli::try_parse_from([
+            "threadtrace",
+            "report",
+            "--since",
+            "10m",
+            "--until",
+            "2026-11-22T04:40:00Z",
+            "a.trace",
+            "dir/",
+        ])
+        .unwrap();
+        let Command::Report(r) = c.command else {
+            panic!()
+        };
+        assert_eq!(r.files.len(), 2);
+        assert_eq!(
+            r.window.since,
+            Some(crate::input::Bound::BeforeEnd(Duration::from_secs(600)))
+        );
+        assert!(Cli::try_parse_from(["threadtrace", "report"]).is_err());
+        assert!(Cli::try_parse_from(["threadtrace", "report", "--since", "soon", "a"]).is_err());
+        assert!(
+            Cli::try_parse_from(["threadtrace", "export", "--format", "jsonl", "--force", "a"])
+                .is_err(),
+            "--force needs -o"
+        );
+    }
+
+    #[test]
+    fn help_names_every_export_format() {
+        let mut c = Cli::command();
+        let export = c.find_subcommand_mut("export").unwrap();
+        let about = export.get_about().unwrap().to_string();
+        for f in ["jsonl", "perfetto", "chrome"] {
+            assert!(about.contains(f), "{about}");
+        }
     }
 }

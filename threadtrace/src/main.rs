@@ -1,25 +1,11 @@
 //! threadtrace: why did that thread (or process) fail to start?
-mod attribution;
-mod cli;
-mod clock;
-mod diagnosis;
-mod doctor;
-mod events;
-mod export;
-mod host;
-mod kernel;
-mod privileges;
-mod proctable;
-mod record;
-mod report;
-mod sink;
-use threadtrace_tracefile as tracefile;
-mod tui;
-
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use cli::{Cli, Command};
+use threadtrace::{
+    cli::{Cli, Command},
+    doctor, export, record, report, tui,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,55 +75,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Export {
-            file,
-            format,
-            output,
-        } => {
-            let mut reader = tracefile::reader::TraceReader::open(&file)?;
-            let mut out: Box<dyn std::io::Write> = match &output {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-            };
-            let (read, damage) = export::export(&mut reader, format, &mut out)?;
-            if read == 0 {
-                eprintln!(
-                    "threadtrace: {}: no intact record could be read",
-                    file.display()
-                );
-                return Ok(ExitCode::from(2));
-            }
-            if damage.bytes_skipped > 0 || damage.records_undecodable > 0 {
-                eprintln!(
-                    "threadtrace: {}: skipped {} damaged bytes, {} unreadable records",
-                    file.display(),
-                    damage.bytes_skipped,
-                    damage.records_undecodable
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Report { file, json } => {
-            let r = match report::build(&file) {
-                Ok(r) => r,
-                Err(e @ report::ReportError::Empty(_)) => {
-                    eprintln!("threadtrace: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(d) = report::damage_line(&r) {
-                eprintln!("threadtrace: {}: {d}", file.display());
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!("{}", report::render(&r));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Export(a) => export::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

@@ -1,22 +1,27 @@
-//! `threadtrace report FILE`: what a trace file says, for a postmortem.
-use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+//! `threadtrace report FILE...`: what a trace says, for a postmortem: one
+//! file, a rotating set, or the window of it around an incident.
+use std::{collections::BTreeMap, fmt::Write as _, process::ExitCode};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    cli::ReportArgs,
     events::{Record, Summary},
+    input::{self, Input},
     sink::text,
-    tracefile::reader::{Damage, Item, TraceReader},
+    tracefile::reader::{Damage, Item},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error(transparent)]
-    Trace(#[from] crate::tracefile::TraceError),
     #[error("{0}: no intact record could be read")]
     Empty(String),
 }
+
+/// OOM kills and limit changes kept whole in a report, each: the rest are
+/// counted. A crafted file holds millions of them.
+pub const KEPT: usize = 1000;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -33,9 +38,13 @@ pub struct Report {
     pub events_by_kind: BTreeMap<String, u64>,
     /// Failure events by the library that asked for the thread.
     pub failures_by_library: BTreeMap<String, u64>,
+    /// The first KEPT of them; `oom_kills_total` counts them all.
     pub oom_kills: Vec<Value>,
-    /// Limits that changed value (or whose old value is unknown).
+    pub oom_kills_total: u64,
+    /// Limits that changed value (or whose old value is unknown): the
+    /// first KEPT; `rlimit_changes_total` counts them all.
     pub rlimit_changes: Vec<Value>,
+    pub rlimit_changes_total: u64,
     /// setrlimit calls that set the value already in force.
     pub rlimit_unchanged: u64,
     pub records_unreadable: u64,
@@ -44,6 +53,23 @@ pub struct Report {
     pub processes_at_start: Option<usize>,
     /// Most important first, with evidence and remedy.
     pub findings: Vec<crate::diagnosis::findings::Finding>,
+    /// The files read, in time order.
+    pub files: Vec<String>,
+    /// --since/--until: only what happened within; `counters` are then the
+    /// counts within it (the difference of the snapshots at its ends).
+    pub window: Option<WindowReport>,
+    /// The last file ends by naming the file its recording goes on in.
+    pub continued_in: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct WindowReport {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Events and snapshots left out.
+    pub outside: u64,
+    /// Counts are since this snapshot (None: since the recording started).
+    pub counted_from: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -51,6 +77,8 @@ pub struct DamageReport {
     pub bytes_skipped: u64,
     pub records_undecodable: u64,
     pub truncated_tail: bool,
+    pub candidates_unchecked: u64,
+    pub read_error: Option<String>,
 }
 
 impl From<&Damage> for DamageReport {
@@ -59,24 +87,61 @@ impl From<&Damage> for DamageReport {
             bytes_skipped: d.bytes_skipped,
             records_undecodable: d.records_undecodable,
             truncated_tail: d.truncated_tail,
+            candidates_unchecked: d.candidates_unchecked,
+            read_error: d.read_error.clone(),
         }
     }
 }
 
-pub fn build(path: &Path) -> Result<Report, ReportError> {
-    let mut reader = TraceReader::open(path)?;
+/// `threadtrace report`: exit 0 when something was read, 2 when nothing
+/// could be, 1 on other errors.
+pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let mut input = match Input::open(&a.files, a.window.since, a.window.until) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("threadtrace: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+    };
+    input::say_skipped(&input);
+    let r = match build(&mut input) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("threadtrace: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(d) = damage_line(&r) {
+        eprintln!("threadtrace: {}: {d}", input.name());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{}", render(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn build(input: &mut Input) -> Result<Report, ReportError> {
     let mut r = Report::default();
     let mut findings = crate::diagnosis::findings::Findings::default();
     let mut items = 0u64;
-    for item in reader.by_ref() {
+    // The first file's process table, which may come in parts.
+    let mut first_table: Option<String> = None;
+    for item in input.by_ref() {
         items += 1;
         match item {
-            Item::Header(h) => r.header = Some(h),
+            Item::Header(h) => {
+                if r.header.is_none() {
+                    r.header = Some(h);
+                }
+            }
             Item::Processes(p) => {
-                r.processes_at_start = p
-                    .get("processes")
-                    .and_then(|v| v.as_array())
-                    .map(|a| a.len())
+                let time = p["time"].as_str().unwrap_or("").to_string();
+                if first_table.get_or_insert_with(|| time.clone()) == &time {
+                    let n = p["processes"].as_array().map_or(0, |a| a.len());
+                    *r.processes_at_start.get_or_insert(0) += n;
+                }
             }
             Item::Counters(v) => {
                 if let Ok(s) = serde_json::from_value::<Summary>(v) {
@@ -104,8 +169,18 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
                         };
                         *r.failures_by_library.entry(lib).or_default() += 1;
                     }
-                    Ok(Record::OomKill(_)) => r.oom_kills.push(v),
-                    Ok(Record::RlimitChange(e)) if e.changed => r.rlimit_changes.push(v),
+                    Ok(Record::OomKill(_)) => {
+                        r.oom_kills_total += 1;
+                        if r.oom_kills.len() < KEPT {
+                            r.oom_kills.push(v);
+                        }
+                    }
+                    Ok(Record::RlimitChange(e)) if e.changed => {
+                        r.rlimit_changes_total += 1;
+                        if r.rlimit_changes.len() < KEPT {
+                            r.rlimit_changes.push(v);
+                        }
+                    }
                     Ok(Record::RlimitChange(_)) => r.rlimit_unchanged += 1,
                     Ok(Record::Summary(s)) => {
                         r.counters = Some(s);
@@ -117,19 +192,45 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
             }
         }
     }
-    r.damage = (&reader.damage).into();
+    r.damage = (&input.damage()).into();
+    r.files = input
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    r.continued_in = input
+        .continued()
+        .and_then(|c| c["next"].as_str())
+        .map(String::from);
+    if !input.window.is_all() {
+        let baseline = input
+            .baseline
+            .take()
+            .and_then(|v| serde_json::from_value::<Summary>(v).ok());
+        r.window = Some(WindowReport {
+            since: input.window.since.map(crate::clock::rfc3339),
+            until: input.window.until.map(crate::clock::rfc3339),
+            outside: input.outside,
+            counted_from: baseline.as_ref().map(|b| b.time.clone()),
+        });
+        if let (Some(c), Some(b)) = (r.counters.as_mut(), baseline.as_ref()) {
+            *c = crate::input::since(c, b);
+        }
+    }
     // A recording that ended cleanly ranked its findings with every event;
-    // otherwise rank them from what the file holds.
+    // otherwise (or for a window) rank them from what was read.
     r.findings = match &r.counters {
-        Some(s) if r.ended_cleanly && !s.findings.is_empty() => s.findings.clone(),
+        Some(s) if r.ended_cleanly && r.window.is_none() && !s.findings.is_empty() => {
+            s.findings.clone()
+        }
         _ => findings.ranked(r.counters.as_ref()),
     };
     if let Some(s) = r.counters.as_mut() {
         s.findings = r.findings.clone();
     }
-    r.format_version = reader.version;
+    r.format_version = input.version();
     if items == 0 {
-        return Err(ReportError::Empty(path.display().to_string()));
+        return Err(ReportError::Empty(input.name()));
     }
     Ok(r)
 }
@@ -137,21 +238,16 @@ pub fn build(path: &Path) -> Result<Report, ReportError> {
 /// Damage in one line for stderr, or None when the file is intact.
 pub fn damage_line(r: &Report) -> Option<String> {
     let d = &r.damage;
-    if d.bytes_skipped == 0 && d.records_undecodable == 0 && r.records_unreadable == 0 {
-        return None;
-    }
-    let mut s = format!("skipped {} damaged bytes", d.bytes_skipped);
-    if d.truncated_tail {
-        s.push_str(" (the file ends mid-record: the recorder was killed)");
-    }
-    if d.records_undecodable + r.records_unreadable > 0 {
-        let _ = write!(
-            s,
-            ", {} unreadable records",
-            d.records_undecodable + r.records_unreadable
-        );
-    }
-    Some(s)
+    input::damage_line(
+        &Damage {
+            bytes_skipped: d.bytes_skipped,
+            records_undecodable: d.records_undecodable,
+            truncated_tail: d.truncated_tail,
+            candidates_unchecked: d.candidates_unchecked,
+            read_error: d.read_error.clone(),
+        },
+        r.records_unreadable,
+    )
 }
 
 pub fn render(r: &Report) -> String {
@@ -169,7 +265,27 @@ pub fn render(r: &Report) -> String {
             h["started"].as_str().unwrap_or("?")
         );
     }
-    if !r.ended_cleanly {
+    if r.files.len() > 1 {
+        let _ = writeln!(out, "{} files read, in time order.", r.files.len());
+    }
+    if let Some(w) = &r.window {
+        let _ = writeln!(
+            out,
+            "window {} to {}: {} records outside it left out; counts are those within it{}.",
+            w.since.as_deref().unwrap_or("the start"),
+            w.until.as_deref().unwrap_or("the end"),
+            w.outside,
+            match &w.counted_from {
+                Some(t) => format!(" (since the snapshot at {t})"),
+                None => " (since the recording started)".into(),
+            }
+        );
+    } else if let Some(next) = &r.continued_in {
+        let _ = writeln!(
+            out,
+            "the recording goes on in {next}: counts are from the last snapshot read."
+        );
+    } else if !r.ended_cleanly {
         out.push_str(
             "the recording did not end cleanly (killed?): counts are from its last snapshot.\n",
         );
@@ -190,7 +306,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "  {lib:<40} {n:>10}");
     }
     if !r.oom_kills.is_empty() {
-        let _ = writeln!(out, "OOM kills: {}", r.oom_kills.len());
+        let _ = writeln!(out, "OOM kills: {}", r.oom_kills_total);
         for v in r.oom_kills.iter().take(10) {
             if let Ok(Record::OomKill(e)) = serde_json::from_value::<Record>(v.clone()) {
                 let _ = writeln!(out, "  {}", text::render(&Record::OomKill(e)));
@@ -201,8 +317,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             out,
             "rlimit changes: {} (and {} calls that left a limit as it was)",
-            r.rlimit_changes.len(),
-            r.rlimit_unchanged
+            r.rlimit_changes_total, r.rlimit_unchanged
         );
         for v in r.rlimit_changes.iter().take(10) {
             if let Ok(Record::RlimitChange(e)) = serde_json::from_value::<Record>(v.clone()) {

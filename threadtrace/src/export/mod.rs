@@ -7,9 +7,13 @@ pub mod chrome;
 pub mod perfetto;
 pub mod timeline;
 
-use std::io::Write;
+use std::{io::Write, process::ExitCode};
 
-use crate::tracefile::reader::{Damage, Item, TraceReader};
+use crate::{
+    cli::ExportArgs,
+    input::{self, Input},
+    tracefile::reader::Item,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -21,16 +25,50 @@ pub enum Format {
     Chrome,
 }
 
-/// Writes the export; returns the records read and what was skipped as
-/// damaged.
+/// `threadtrace export`: exit 0 when something was read, 2 when nothing
+/// could be, 1 on other errors.
+pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut input = match Input::open(&a.files, a.window.since, a.window.until) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("threadtrace: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+    };
+    input::say_skipped(&input);
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => {
+            input::refuse_overwriting_an_input(p, input.paths())?;
+            Box::new(std::io::BufWriter::new(crate::tracefile::open::create(
+                p, a.force,
+            )?))
+        }
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let read = export(&mut input, a.format, &mut out)?;
+    let damage = input.damage();
+    if read == 0 {
+        eprintln!(
+            "threadtrace: {}: no intact record could be read",
+            input.name()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if let Some(d) = input::damage_line(&damage, 0) {
+        eprintln!("threadtrace: {}: {d}", input.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the export; returns the records read.
 pub fn export(
-    reader: &mut TraceReader,
+    input: &mut dyn Iterator<Item = Item>,
     format: Format,
     out: &mut dyn Write,
-) -> anyhow::Result<(u64, Damage)> {
+) -> anyhow::Result<u64> {
     let mut read = 0u64;
     if format == Format::Jsonl {
-        for item in reader.by_ref() {
+        for item in &mut *input {
             read += 1;
             if let Item::Event(v) = item {
                 serde_json::to_writer(&mut *out, &v)?;
@@ -39,7 +77,7 @@ pub fn export(
         }
     } else {
         let mut t = timeline::Timeline::default();
-        for item in reader.by_ref() {
+        for item in &mut *input {
             read += 1;
             t.add(item);
         }
@@ -51,5 +89,5 @@ pub fn export(
         }
     }
     out.flush()?;
-    Ok((read, reader.damage.clone()))
+    Ok(read)
 }
