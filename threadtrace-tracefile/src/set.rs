@@ -148,8 +148,22 @@ impl Pattern {
     }
 }
 
+/// Whether the file at `p` starts like a trace (read through
+/// `open::read_regular`: no FIFO, no device).
+fn looks_like_a_trace(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    crate::open::read_regular(p)
+        .and_then(|mut f| {
+            f.read_exact(&mut head)
+                .map_err(|e| TraceError::Io(String::new(), e))
+        })
+        .is_ok_and(|()| &head == crate::MAGIC)
+}
+
 /// The files `paths` name, each a trace file or a directory of them (every
-/// `*.trace` regular file in it), without duplicates.
+/// regular file in it that starts like a trace, whatever its name:
+/// logrotate's `x.trace.1` too), without duplicates.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TraceError> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
@@ -159,10 +173,8 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TraceError> {
                 .map_err(|e| TraceError::Io(p.display().to_string(), e))?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|f| {
-                    f.extension().is_some_and(|x| x == "trace")
-                        && f.symlink_metadata().is_ok_and(|m| m.is_file())
-                })
+                .filter(|f| f.symlink_metadata().is_ok_and(|m| m.is_file()))
+                .filter(|f| looks_like_a_trace(f))
                 .collect();
             found.sort();
             out.extend(found);
@@ -393,10 +405,12 @@ mod tests {
             })
             .collect();
         assert_eq!(ns, vec![1, 2, 3, 4, 5]);
-        assert_eq!(r.paths, vec![a, b, c]);
+        assert_eq!(r.paths, vec![a.clone(), b, c]);
+        std::fs::write(d.path().join("notes.txt"), b"not a trace").unwrap();
+        std::fs::copy(&a, d.path().join("a.trace.1")).unwrap();
         let all = expand(&[d.path().to_path_buf()]).unwrap();
-        assert_eq!(all.len(), 4);
-        let r = SetReader::open(&all).unwrap();
+        assert_eq!(all.len(), 4, "a, a.1, b, c: {all:?}");
+        let r = SetReader::open(&[all, vec![d.path().join("cut.trace")]].concat()).unwrap();
         assert_eq!(r.skipped.len(), 1);
         assert!(r.skipped[0].error.nothing_read());
         let e = SetReader::open(&[d.path().join("cut.trace")])
