@@ -1,6 +1,6 @@
 //! `threadtrace report FILE...`: what a trace says, for a postmortem: one
 //! file, a rotating set, or the window of it around an incident.
-use std::{collections::BTreeMap, fmt::Write as _, process::ExitCode};
+use std::{collections::BTreeMap, fmt::Write as _, io::Write as _, process::ExitCode};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -114,12 +114,20 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = damage_line(&r) {
         eprintln!("threadtrace: {}: {d}", input.name());
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    let text = if a.json {
+        serde_json::to_string_pretty(&r)?
     } else {
-        println!("{}", render(&r));
+        render(&r)
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| std::io::Write::flush(&mut out)) {
+        // `report | head`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn build(input: &mut Input) -> Result<Report, ReportError> {

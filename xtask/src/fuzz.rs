@@ -1,45 +1,103 @@
-//! `cargo xtask fuzz [SECONDS]`: the trace reader under libFuzzer for a
-//! bounded time, starting from real recordings (fuzz/seeds/). New inputs
-//! that reach new code go to fuzz/corpus/ (not committed) and are kept
-//! between local runs; a crash leaves its input in fuzz/artifacts/.
+//! `cargo xtask fuzz [SECONDS]`: the fuzz targets under libFuzzer for a
+//! bounded time, shared among them, starting from real recordings and the
+//! crafted files of issue 14 (fuzz/seeds/<target>/):
+//! - reader: the trace reader on any bytes;
+//! - report: `threadtrace report` (text and JSON) on any trace;
+//! - export: `threadtrace export` in each format on any trace.
+//!
+//! Inputs go up to 2 MiB; one input taking more than 10 s, or the process
+//! more than 1 GiB, is a failure: what the reader and report promise is
+//! bounded work and memory on hostile files, not only no panic. Built
+//! without ASan: the code under test is safe Rust, and each run is several
+//! times faster; libFuzzer's own limits check time and memory.
+//!
+//! New inputs that reach new code go to fuzz/corpus/<target>/ (not
+//! committed) and are kept between local runs; a crash leaves its input in
+//! fuzz/artifacts/<target>/.
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
 pub const DEFAULT_SECONDS: u64 = 120;
+pub const TARGETS: [&str; 3] = ["reader", "report", "export"];
+const MAX_LEN: u64 = 2 << 20;
+const TIMEOUT_S: u64 = 10;
+const RSS_LIMIT_MB: u64 = 1024;
 
 /// What libFuzzer reached.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub executions: u64,
     pub seconds: u64,
+    /// Coverage counters (edges) and features reached: libFuzzer's
+    /// `cov:` and `ft:`.
+    pub coverage: u64,
+    pub features: u64,
 }
 
-/// "Done 224689 runs in 31 second(s)" → (224689, 31).
-fn parse_done(stderr: &str) -> Option<Outcome> {
+/// "Done 224689 runs in 31 second(s)" and the last "cov: N ft: M" line.
+fn parse(stderr: &str) -> Option<Outcome> {
     let line = stderr.lines().rev().find(|l| l.starts_with("Done "))?;
     let mut words = line.split_whitespace();
     let executions = words.nth(1)?.parse().ok()?;
     let seconds = words.nth(2)?.parse().ok()?;
+    let after = |l: &str, key: &str| -> Option<u64> {
+        let mut w = l.split_whitespace();
+        w.find(|x| *x == key)?;
+        w.next()?.parse().ok()
+    };
+    let stats = stderr.lines().rev().find(|l| l.contains(" cov: "));
     Some(Outcome {
         executions,
         seconds,
+        coverage: stats.and_then(|l| after(l, "cov:")).unwrap_or(0),
+        features: stats.and_then(|l| after(l, "ft:")).unwrap_or(0),
     })
 }
 
-pub fn run(seconds: u64) -> Result<Outcome> {
+/// Every target, `seconds` shared among them.
+pub fn run(seconds: u64) -> Result<Vec<(&'static str, Outcome)>> {
     crate::bootstrap::cargo_fuzz()?;
     let dir = crate::root_dir().join("fuzz");
-    let corpus = dir.join("corpus/reader");
+    // One build for all: each run then starts at once.
+    crate::sh(Command::new("cargo").current_dir(&dir).args([
+        "+nightly",
+        "fuzz",
+        "build",
+        "--sanitizer",
+        "none",
+    ]))
+    .context("cannot build the fuzz targets")?;
+    let each = (seconds / TARGETS.len() as u64).max(1);
+    let mut out = Vec::new();
+    for target in TARGETS {
+        out.push((target, run_one(target, each)?));
+    }
+    for (target, o) in &out {
+        eprintln!(
+            "xtask: fuzz: {target}: {} executions in {} s, coverage {} edges, {} features, no crash",
+            o.executions, o.seconds, o.coverage, o.features
+        );
+    }
+    Ok(out)
+}
+
+fn run_one(target: &str, seconds: u64) -> Result<Outcome> {
+    let dir = crate::root_dir().join("fuzz");
+    let corpus = dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
-    eprintln!("xtask: fuzzing the trace reader for {seconds} s");
+    eprintln!("xtask: fuzzing {target} for {seconds} s");
     let out = Command::new("cargo")
         .current_dir(&dir)
-        .args(["+nightly", "fuzz", "run", "reader"])
+        .args(["+nightly", "fuzz", "run", "--sanitizer", "none", target])
         .arg(&corpus)
-        .arg(dir.join("seeds/reader"))
+        .arg(dir.join("seeds").join(target))
         .args([
             "--",
             &format!("-max_total_time={seconds}"),
+            &format!("-max_len={MAX_LEN}"),
+            &format!("-timeout={TIMEOUT_S}"),
+            &format!("-rss_limit_mb={RSS_LIMIT_MB}"),
             "-print_final_stats=1",
         ])
         .stdout(Stdio::inherit())
@@ -50,24 +108,31 @@ pub fn run(seconds: u64) -> Result<Outcome> {
     if !out.status.success() {
         eprintln!("{stderr}");
         bail!(
-            "the trace reader failed under the fuzzer ({}): the input is in fuzz/artifacts/reader/",
+            "{target} failed under the fuzzer ({}): the input is in fuzz/artifacts/{target}/",
             out.status
         );
     }
-    let outcome = parse_done(&stderr).context("libFuzzer printed no 'Done N runs' line")?;
-    eprintln!(
-        "xtask: fuzz: reader: {} executions in {} s, no crash",
-        outcome.executions, outcome.seconds
-    );
-    Ok(outcome)
+    parse(&stderr).context("libFuzzer printed no 'Done N runs' line")
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn reads_libfuzzers_last_line() {
-        let o = super::parse_done("#1 INITED\nDone 224689 runs in 31 second(s)\n").unwrap();
-        assert_eq!((o.executions, o.seconds), (224689, 31));
-        assert!(super::parse_done("crash").is_none());
+    fn reads_libfuzzers_last_lines() {
+        let o = super::parse(
+            "#1 INITED\n#4082\tDONE   cov: 3837 ft: 16266 corp: 763/67Mb lim: 2097152 exec/s: 131\n\
+             Done 4082 runs in 31 second(s)\n",
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            super::Outcome {
+                executions: 4082,
+                seconds: 31,
+                coverage: 3837,
+                features: 16266
+            }
+        );
+        assert!(super::parse("crash").is_none());
     }
 }

@@ -22,9 +22,11 @@ usage: cargo xtask <command>
                    the eBPF sub-build's progress)
   run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
   test             bootstrap, install test packages, check formatting and
-                   clippy, run unit tests, fuzz the trace reader for 120 s,
-                   and run the end-to-end scenarios (as root)
-  fuzz [SECONDS]   fuzz the trace reader (default 120 s; cargo-fuzz, nightly)
+                   clippy, run unit tests, fuzz the trace reader, report
+                   and export for 120 s in all, and run the end-to-end
+                   scenarios (as root)
+  fuzz [SECONDS]   fuzz the trace reader, report and export, the time
+                   shared among them (default 120 s; cargo-fuzz, nightly)
   bench [--quick]  measure overhead against untraced and bpftrace, storm
                    exactness, CPU, RSS, start-up, symbolization and trace
                    size (as root); writes bench/results.md. --quick: 1 run

@@ -45,7 +45,12 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    let read = export(&mut input, a.format, &mut out)?;
+    let read = match export(&mut input, a.format, &mut out) {
+        Ok(n) => n,
+        // `export | head`: the reader has what it wanted.
+        Err(e) if broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e),
+    };
     let damage = input.damage();
     if read == 0 {
         eprintln!(
@@ -58,6 +63,16 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("threadtrace: {}: {d}", input.name());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    let pipe = Some(std::io::ErrorKind::BrokenPipe);
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(|e| e.kind()) == pipe
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|e| e.io_error_kind())
+                == pipe
+    })
 }
 
 /// Writes the export; returns the records read.
