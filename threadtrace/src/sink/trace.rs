@@ -269,11 +269,14 @@ impl TraceSink {
                 return;
             }
         }
+        // Its name now: logrotate renamed it.
+        let previous =
+            current_name(self.writer.file()).unwrap_or_else(|| self.writer.path().into());
         let next = match new_file(
             &mut self.target,
             self.force,
             &self.header,
-            Some(self.writer.path()),
+            Some(&previous),
             self.last_counters.as_ref(),
             processes,
             time,
@@ -419,6 +422,13 @@ fn create_dir(dir: &Path) -> Result<(), TraceSinkError> {
         Ok(()) => Ok(()),
         Err(e) => Err(TraceSinkError::Dir(dir.display().to_string(), e)),
     }
+}
+
+/// The path an open file has now, if it still has one.
+fn current_name(f: &std::fs::File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+    (p.is_absolute() && p.exists()).then_some(p)
 }
 
 /// Whether `path` still names the open file `f`.
