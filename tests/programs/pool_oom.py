@@ -1,4 +1,4 @@
-# seeds/002: a multiprocessing.Pool worker is OOM-killed; map_async never
+# Incident 3 (docs/incidents.md): a multiprocessing.Pool worker is OOM-killed; map_async never
 # completes. Waits a bounded time, then says whether it hung.
 import multiprocessing as mp
 import os

@@ -9,7 +9,7 @@ fn only_failure(rec: &Records, pid: u32) -> serde_json::Value {
     fails[0].clone()
 }
 
-/// seeds/000: `import numpy` under RLIMIT_NPROC, OpenBLAS's pool fails.
+/// Incident 1 (docs/incidents.md): `import numpy` under RLIMIT_NPROC, OpenBLAS's pool fails.
 #[test]
 fn numpy_openblas_is_attributed_to_libopenblas() {
     if !require_root() {

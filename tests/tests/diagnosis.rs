@@ -1,6 +1,6 @@
 //! Why thread creation failed: the limit, from evidence, where it came
 //! from, who holds the threads, and what to do. Incidents reproduced for
-//! real (../shared/incidents.md).
+//! real (docs/incidents.md).
 use threadtrace_e2e::*;
 
 fn cause_of(rec: &Records, pid: u32) -> serde_json::Value {
@@ -9,7 +9,7 @@ fn cause_of(rec: &Records, pid: u32) -> serde_json::Value {
     fails[0]["cause"].clone()
 }
 
-/// seeds/000: a long-lived parent (the supervisor) holds a low
+/// Incident 1: a long-lived parent (the supervisor) holds a low
 /// RLIMIT_NPROC that its workers inherit; an OpenMP worker fails.
 #[test]
 fn rlimit_nproc_inherited_from_a_long_lived_parent() {
@@ -141,7 +141,7 @@ fn a_storm_is_summarized_with_an_exact_count() {
     assert_eq!(end["causes"][0], "rlimit_nproc");
 }
 
-/// seeds/001: an OpenMP team sized for more CPUs than the process's
+/// Incident 2: an OpenMP team sized for more CPUs than the process's
 /// cgroup quota allows.
 #[test]
 fn oversubscription_against_a_cpu_quota() {

@@ -71,7 +71,7 @@ fn run_in_cgroup(cg: &Cgroup, cmd: &str) -> std::process::Output {
     ))
 }
 
-/// seeds/002: a multiprocessing.Pool worker is OOM-killed in its memory
+/// Incident 3 (docs/incidents.md): a multiprocessing.Pool worker is OOM-killed in its memory
 /// cgroup while the parent waits in map_async, forever.
 #[test]
 fn oom_killed_pool_worker_leaves_its_parent_waiting() {

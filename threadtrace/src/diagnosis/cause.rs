@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::evidence::Evidence;
 
 /// The oldest living ancestor that has the same limit: where a limit that
-/// survived a limits.conf change is inherited from (seeds/000's
+/// survived a limits.conf change is inherited from (incident 1's
 /// supervisord).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Ancestor {

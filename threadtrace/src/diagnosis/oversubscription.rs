@@ -1,5 +1,6 @@
-//! Oversubscription (seeds/001): a pool library runs more threads than the
-//! CPUs its process may use, because it sized itself by the host's CPUs.
+//! Oversubscription (incident 2, docs/incidents.md): a pool library runs
+//! more threads than the CPUs its process may use, because it sized itself
+//! by the host's CPUs.
 use serde::{Deserialize, Serialize};
 
 use super::remedy::pool_variable;
