@@ -18,6 +18,13 @@ fn tt(args: &[&str]) -> Output {
         .expect("threadtrace")
 }
 
+/// `record --json -d 1s -o OUT EXTRA...`.
+fn record_1s(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["record", "--json", "-d", "1s", "-o", out.to_str().unwrap()];
+    args.extend(extra);
+    tt(&args)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -119,25 +126,14 @@ fn a_symlinked_output_is_refused_and_its_target_untouched() {
     assert!(ln.status.success(), "{}", stderr(&ln));
     assert_eq!(std::fs::symlink_metadata(&link).unwrap().uid(), 65534);
     for extra in [&[][..], &["--force"]] {
-        let mut args = vec!["record", "--json", "-d", "1s", "-o", link.to_str().unwrap()];
-        args.extend(extra);
-        let o = tt(&args);
+        let o = record_1s(&link, extra);
         assert_eq!(o.status.code(), Some(1), "{extra:?}");
         assert!(one_line(&o).contains("symbolic link"), "{}", stderr(&o));
         assert_untouched(&target);
     }
     // export -o, the same way.
     let trace = scratch().join("for-export.trace");
-    assert!(tt(&[
-        "record",
-        "--json",
-        "-d",
-        "1s",
-        "-o",
-        trace.to_str().unwrap()
-    ])
-    .status
-    .success());
+    assert!(record_1s(&trace, &[]).status.success());
     for extra in [&[][..], &["--force"]] {
         let mut args = vec![
             "export",
@@ -167,13 +163,11 @@ fn force_overwrites_only_our_own_regular_files() {
     std::fs::write(&file, b"old").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let f = file.to_str().unwrap();
-    let o = tt(&["record", "--json", "-d", "1s", "-o", f]);
+    let o = record_1s(&file, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(one_line(&o).contains("--force"));
     assert_eq!(std::fs::read(&file).unwrap(), b"old");
-    assert!(tt(&["record", "--json", "-d", "1s", "-o", f, "--force"])
-        .status
-        .success());
+    assert!(record_1s(&file, &["--force"]).status.success());
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
@@ -184,58 +178,37 @@ fn force_overwrites_only_our_own_regular_files() {
     let theirs = in_tmp("theirs.trace");
     let _ = std::fs::remove_file(&theirs);
     as_nobody(&format!("echo mine > {}", theirs.display()));
-    let o = tt(&[
-        "record",
-        "--json",
-        "-d",
-        "1s",
-        "--force",
-        "-o",
-        theirs.to_str().unwrap(),
-    ]);
+    let o = record_1s(&theirs, &["--force"]);
     assert!(one_line(&o).contains("uid 65534"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&theirs).unwrap(), b"mine\n");
     std::fs::remove_file(&theirs).unwrap();
     let target = precious("hard-linked");
     let hard = scratch().join("hard.trace");
     std::fs::hard_link(&target, &hard).unwrap();
-    let o = tt(&[
-        "record",
-        "--json",
-        "-d",
-        "1s",
-        "--force",
-        "-o",
-        hard.to_str().unwrap(),
-    ]);
+    let o = record_1s(&hard, &["--force"]);
     assert!(one_line(&o).contains("hard links"));
     assert_untouched(&target);
 
     // export -o: private, not over an existing file without --force, and
     // never over the trace it reads.
     let out = scratch().join("export.jsonl");
-    let o = tt(&[
-        "export",
-        "--format",
-        "jsonl",
-        f,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let export = || {
+        tt(&[
+            "export",
+            "--format",
+            "jsonl",
+            f,
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = export();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let o = tt(&[
-        "export",
-        "--format",
-        "jsonl",
-        f,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(one_line(&o).contains("--force"));
+    assert!(one_line(&export()).contains("--force"));
     let o = tt(&["export", "--format", "jsonl", f, "-o", f, "--force"]);
     assert!(one_line(&o).contains("one of the traces being read"));
     assert_eq!(report_json(&file)["ended_cleanly"], true);

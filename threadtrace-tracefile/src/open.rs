@@ -91,27 +91,10 @@ pub fn create(path: &Path, force: bool) -> Result<File, TraceError> {
             why: format!("it is {}, not a regular file", kind_of(&meta)),
         });
     }
-    // O_NONBLOCK: a FIFO swapped in meanwhile must not block the open; the
-    // fstat below refuses it.
-    let f = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => TraceError::Refused {
-                path: name(),
-                why: "it is a symbolic link".into(),
-            },
-            _ => TraceError::Io(name(), e),
-        })?;
-    let meta = f.metadata().map_err(|e| TraceError::Io(name(), e))?;
-    if let Some(why) = unsafe_to_replace(&meta) {
-        return Err(TraceError::Refused { path: name(), why });
-    }
+    let f = open_ours(path, OpenOptions::new().write(true))?;
     f.set_len(0).map_err(|e| TraceError::Io(name(), e))?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| TraceError::Io(name(), e))?;
-    clear_nonblock(&f);
     Ok(f)
 }
 
@@ -119,11 +102,21 @@ pub fn create(path: &Path, force: bool) -> Result<File, TraceError> {
 /// with `mode` if it is missing; an existing file must be a regular file of
 /// ours with one link.
 pub fn append(path: &Path, mode: u32) -> Result<File, TraceError> {
+    open_ours(
+        path,
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(mode & 0o666),
+    )
+}
+
+/// Opens `path` with `opts`, never through a link, never blocking (a FIFO
+/// swapped in must not hang the open), and keeps it only if it is a regular
+/// file of ours with one link.
+fn open_ours(path: &Path, opts: &mut OpenOptions) -> Result<File, TraceError> {
     let name = || path.display().to_string();
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(mode & 0o666)
+    let f = opts
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| match e.raw_os_error() {

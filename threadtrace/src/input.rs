@@ -298,10 +298,24 @@ pub fn since(later: &Summary, earlier: &Summary) -> Summary {
     s
 }
 
-/// Files that could not be read, on stderr: the others were.
-pub fn say_skipped(input: &Input) {
-    for s in input.skipped() {
-        eprintln!("threadtrace: skipped: {}", s.error);
+/// What `report` and `export` start with: the input, with the files that
+/// could not be read named on stderr; or, when nothing can be read, the
+/// error said and the exit code (2 nothing read, 1 otherwise).
+pub fn open_or_say(
+    paths: &[PathBuf],
+    window: &crate::cli::WindowArgs,
+) -> Result<Input, std::process::ExitCode> {
+    match Input::open(paths, window.since, window.until) {
+        Ok(input) => {
+            for s in input.skipped() {
+                eprintln!("threadtrace: skipped: {}", s.error);
+            }
+            Ok(input)
+        }
+        Err(e) => {
+            eprintln!("threadtrace: {e}");
+            Err(std::process::ExitCode::from(e.exit_code()))
+        }
     }
 }
 

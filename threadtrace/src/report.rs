@@ -96,14 +96,10 @@ impl From<&Damage> for DamageReport {
 /// `threadtrace report`: exit 0 when something was read, 2 when nothing
 /// could be, 1 on other errors.
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
-    let mut input = match Input::open(&a.files, a.window.since, a.window.until) {
+    let mut input = match input::open_or_say(&a.files, &a.window) {
         Ok(i) => i,
-        Err(e) => {
-            eprintln!("threadtrace: {e}");
-            return Ok(ExitCode::from(e.exit_code()));
-        }
+        Err(code) => return Ok(code),
     };
-    input::say_skipped(&input);
     let r = match build(&mut input) {
         Ok(r) => r,
         Err(e) => {

@@ -9,11 +9,7 @@ pub mod timeline;
 
 use std::{io::Write, process::ExitCode};
 
-use crate::{
-    cli::ExportArgs,
-    input::{self, Input},
-    tracefile::reader::Item,
-};
+use crate::{cli::ExportArgs, input, tracefile::reader::Item};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -28,14 +24,10 @@ pub enum Format {
 /// `threadtrace export`: exit 0 when something was read, 2 when nothing
 /// could be, 1 on other errors.
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let mut input = match Input::open(&a.files, a.window.since, a.window.until) {
+    let mut input = match input::open_or_say(&a.files, &a.window) {
         Ok(i) => i,
-        Err(e) => {
-            eprintln!("threadtrace: {e}");
-            return Ok(ExitCode::from(e.exit_code()));
-        }
+        Err(code) => return Ok(code),
     };
-    input::say_skipped(&input);
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => {
             input::refuse_overwriting_an_input(p, input.paths())?;

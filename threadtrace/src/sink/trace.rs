@@ -93,6 +93,16 @@ pub struct TraceFileStatus {
 }
 
 impl TraceFileStatus {
+    /// Counts one more file's writer in.
+    fn add(&mut self, w: &TraceWriter) {
+        self.files += 1;
+        self.bytes += w.bytes_written;
+        self.records_lost += w.records_lost;
+        self.bytes_unwritten += w.pending() as u64;
+        self.records_shortened += w.records_shortened;
+        self.records_too_large += w.records_too_large;
+    }
+
     /// Something the operator must know about.
     pub fn is_incomplete(&self) -> bool {
         self.records_lost > 0
@@ -299,19 +309,9 @@ impl TraceSink {
         if let Err(e) = old.sync() {
             log::error!("{why}: closing the previous trace file: {e}");
         }
-        self.add_closed(&old);
+        self.closed.add(&old);
         log::info!("{why}: trace now goes to {}", self.writer.path().display());
         self.prune();
-    }
-
-    fn add_closed(&mut self, w: &TraceWriter) {
-        let c = &mut self.closed;
-        c.files += 1;
-        c.bytes += w.bytes_written;
-        c.records_lost += w.records_lost;
-        c.bytes_unwritten += w.pending() as u64;
-        c.records_shortened += w.records_shortened;
-        c.records_too_large += w.records_too_large;
     }
 
     /// The set within its total: oldest files first.
@@ -352,13 +352,8 @@ impl TraceSink {
     pub fn status(&self) -> TraceFileStatus {
         let mut s = self.closed.clone();
         let w = &self.writer;
+        s.add(w);
         s.path = w.path().display().to_string();
-        s.files += 1;
-        s.bytes += w.bytes_written;
-        s.records_lost += w.records_lost;
-        s.bytes_unwritten += w.pending() as u64;
-        s.records_shortened += w.records_shortened;
-        s.records_too_large += w.records_too_large;
         s.error = w.failing().map(|e| e.to_string());
         s
     }
