@@ -153,6 +153,8 @@ pub struct TraceSink {
     pub wants_rotation: Arc<AtomicBool>,
     /// Totals of the files already closed.
     closed: TraceFileStatus,
+    /// Events the closed files' caps left out.
+    closed_events_dropped: u64,
     /// The current failure was logged.
     logged_failure: bool,
 }
@@ -201,6 +203,7 @@ impl TraceSink {
             last_counters: None,
             wants_rotation: Arc::new(AtomicBool::new(false)),
             closed: TraceFileStatus::default(),
+            closed_events_dropped: 0,
             logged_failure: false,
         };
         sink.prune();
@@ -231,9 +234,10 @@ impl TraceSink {
         }
     }
 
-    /// Events left out by the single file's --max-size.
+    /// Events left out by the files' size caps (--max-size for a single
+    /// file; twice --file-size for a set's, should rotation lag).
     pub fn events_dropped(&self) -> u64 {
-        self.writer.events_dropped
+        self.closed_events_dropped + self.writer.events_dropped
     }
 
     /// Once a second: records to the kernel (and to the disk when `sync`).
@@ -310,6 +314,7 @@ impl TraceSink {
             log::error!("{why}: closing the previous trace file: {e}");
         }
         self.closed.add(&old);
+        self.closed_events_dropped += old.events_dropped;
         log::info!("{why}: trace now goes to {}", self.writer.path().display());
         self.prune();
     }
@@ -432,5 +437,85 @@ fn same_file(path: &Path, f: &std::fs::File) -> bool {
     match (std::fs::symlink_metadata(path), f.metadata()) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracefile::{reader::TraceReader, set::Pattern};
+
+    fn config(output: PathBuf, max: u64, file: Option<u64>) -> Config {
+        Config {
+            output,
+            force: false,
+            max_size: Some(max),
+            file_size: file,
+        }
+    }
+
+    #[test]
+    fn a_set_rotates_when_asked_and_stays_within_its_total() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("set/");
+        let procs = vec![json!({"pid": 1, "comm": "init"})];
+        let cfg = config(dir.clone(), 64 << 10, Some(8 << 10));
+        let mut sink = TraceSink::open(&cfg, json!({"started": "t0"}), &procs, "t0").unwrap();
+        for i in 0..2000 {
+            sink.write(
+                kind::EVENT,
+                &json!({"kind": "e", "i": i, "pad": "x".repeat(40)}),
+            );
+            if i % 100 == 0 {
+                sink.counters(json!({"failures_total": i}));
+            }
+            // What the collector does at its next second.
+            if sink.wants_rotation.swap(false, Ordering::Relaxed) {
+                sink.reopen(&procs, "t1", ROTATION);
+            }
+        }
+        let status = sink.finish();
+        let pattern = Pattern::parse(&dir).unwrap();
+        let members = pattern.members().unwrap();
+        let total: u64 = members.iter().map(|m| m.size).sum();
+        assert!(status.files > 8 && status.files_removed > 0, "{status:?}");
+        assert!(total <= (64 + 16) << 10, "{total}");
+        // Each file alone: header with its segment, the process table,
+        // and (after the first) the counters it starts with.
+        for m in &members {
+            let items: Vec<_> = TraceReader::open(&m.path).unwrap().collect();
+            let crate::tracefile::reader::Item::Header(h) = &items[0] else {
+                panic!("{items:?}")
+            };
+            assert_eq!(h["segment"], m.seq);
+            assert!(matches!(
+                items[1],
+                crate::tracefile::reader::Item::Processes(_)
+            ));
+            assert!(matches!(
+                items[2],
+                crate::tracefile::reader::Item::Counters(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_single_file_reopens_only_once_renamed() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("one.trace");
+        let cfg = config(path.clone(), 1 << 20, None);
+        let mut sink = TraceSink::open(&cfg, json!({}), &[], "t0").unwrap();
+        sink.reopen(&[], "t1", SIGHUP);
+        assert_eq!(sink.status().files, 1, "still in place: goes on");
+        std::fs::rename(&path, d.path().join("one.trace.1")).unwrap();
+        sink.reopen(&[], "t2", SIGHUP);
+        sink.write(kind::EVENT, &json!({"kind": "after"}));
+        let status = sink.finish();
+        assert_eq!(status.files, 2);
+        let old = TraceReader::open(&d.path().join("one.trace.1")).unwrap();
+        let mut old = old;
+        let _ = old.by_ref().count();
+        assert_eq!(old.continued.unwrap()["next"], path.to_str().unwrap());
+        assert!(TraceSink::open(&config(path, 1 << 20, Some(4096)), json!({}), &[], "t").is_err());
     }
 }
