@@ -87,19 +87,17 @@ pub fn run() -> Vec<Check> {
             ));
         }
     }
-    let uprobe = Path::new("/sys/bus/event_source/devices/uprobe").exists();
+    // The kernel's mmap records: how a process's libraries are known
+    // after it exits.
+    let mmap = crate::kernel::mmap_events::MmapEvents::open();
     out.push(check(
-        "uprobes",
-        uprobe,
-        if uprobe { "supported" } else { "no uprobe PMU" },
-        "the kernel needs CONFIG_UPROBE_EVENTS=y to see pthread_create failures",
-    ));
-    let libcs = kernel::libc_targets::in_root(Path::new("/"), None);
-    out.push(check(
-        "libc",
-        !libcs.is_empty(),
-        libcs.iter().map(|f| f.display.clone()).collect::<Vec<_>>().join(", "),
-        "no glibc or musl found in the usual places: pthread_create failures will only show as clone failures",
+        "perf mmap records",
+        mmap.is_ok(),
+        match &mmap {
+            Ok(_) => "available".to_string(),
+            Err(e) => e.to_string(),
+        },
+        "needs CAP_PERFMON (or root) and perf events (CONFIG_PERF_EVENTS); without them failures are not attributed to libraries",
     ));
     out
 }

@@ -26,7 +26,8 @@ fn main() -> ExitCode {
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
-        _ => log::LevelFilter::Debug,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
     };
     let dashboard = match &cli.command {
         Command::Record(a) => !a.json && !a.no_tui && std::io::stdout().is_terminal(),

@@ -137,6 +137,14 @@ pub fn started_at(start_ticks: u64) -> Option<std::time::SystemTime> {
     )
 }
 
+/// A start time in clock ticks since boot as CLOCK_MONOTONIC ns (the same
+/// on a host that never suspended; close enough to order mappings).
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks.saturating_mul(1_000_000_000 / hz)
+}
+
 /// Threads of a process now (/proc/PID/stat field 20).
 pub fn num_threads(pid: u32) -> Option<i64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

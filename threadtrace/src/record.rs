@@ -6,7 +6,8 @@
 //! thread (a current-thread tokio runtime, no blocking pool), protects itself
 //! from the OOM killer, and keeps every buffer bounded.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet},
+    os::fd::OwnedFd,
     path::PathBuf,
     sync::mpsc::SyncSender,
     sync::Arc,
@@ -22,7 +23,7 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{classify, live_threads, unwind},
+    attribution::{self, files, threads, Shared},
     clock,
     diagnosis::{
         decide,
@@ -33,7 +34,11 @@ use crate::{
     },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
-    kernel::{counters::CounterMaps, libc_targets, Kernel},
+    kernel::{
+        counters::CounterMaps,
+        mmap_events::{self, MmapEvents},
+        Kernel,
+    },
     privileges,
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
@@ -69,15 +74,14 @@ pub struct Options {
 )]
 pub struct NeedPrivileges;
 
-/// A libc scan of a new process waits this long after exec, so that the
-/// dynamic loader has mapped its libraries.
-const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
-const EXEC_SCAN_QUEUE: usize = 4096;
 /// Ring-buffer records handled before the loop looks at its timers and
 /// signals again.
 const DRAIN_BATCH: usize = 1024;
-/// Processes whose maps snapshot is kept at most.
+/// Entries kept at most in each of the collector's per-process tables.
 const MAPS_KEPT: usize = 4096;
+/// Whether tracked processes still exist is checked this often (their
+/// exit record may have been lost).
+const LIVENESS_EVERY: u32 = 30;
 /// Processes whose thread count is read for a summary at most.
 const THREAD_SCAN_MAX: usize = 8192;
 /// Rows of live threads in a summary at most.
@@ -139,11 +143,20 @@ struct Collector {
     ctx: Context,
     output: SyncSender<Msg>,
     filter: Filter,
-    exec_scans: VecDeque<(Instant, u32)>,
-    maps: HashMap<u32, (Instant, Arc<str>)>,
-    library_names: HashMap<(u32, u64), String>,
-    /// Root directory of processes whose maps were read, when not "/".
-    roots: HashMap<u32, Option<Arc<str>>>,
+    /// Address spaces and the files behind them, shared with attribution.
+    shared: Shared,
+    /// The kernel's mmap and exec records.
+    mmap: MmapEvents,
+    /// libc files whose start_routine offset the kernel already reads.
+    libcs_seen: HashSet<(u64, u64)>,
+    /// Root directories of other mount namespaces and chroots, held open
+    /// while a process of theirs is tracked (their files are found by path
+    /// after the process exits).
+    roots: HashMap<(u64, PathBuf), Arc<OwnedFd>>,
+    own_mount_ns: Option<u64>,
+    /// Who holds the threads, per process, recomputed every few seconds.
+    census: threads::Census,
+    checkpoints: u32,
     pids_watch: PidsWatch,
     /// Pids the OOM killer chose: their exit is not a second finding.
     oom_victims: std::collections::HashSet<u32>,
@@ -180,37 +193,31 @@ impl Collector {
             }
         };
         self.delivered += 1;
-        // A new filesystem view is searched for libcs before anything else:
-        // the exec'ed program may create threads within milliseconds.
-        if let decode::Raw::ProcessExec(e) = &raw {
-            let pid = e.header.tgid;
-            let found = self.kernel.libcs.after_exec(pid);
-            if !found.is_empty() {
-                for path in self.kernel.probe_new_libcs(found) {
-                    let lag = clock::monotonic_ns().saturating_sub(e.header.ktime_ns);
-                    log::info!(
-                        "probing pthread_create in {path}, {:.1} ms after exec of pid {pid}",
-                        lag as f64 / 1e6
-                    );
-                }
+        // Address spaces first: a failure is attributed through the
+        // mappings of its moment, and the kernel wrote their records before
+        // the failure happened.
+        match &raw {
+            decode::Raw::CreateFailed(_) => self.drain_mappings(),
+            decode::Raw::ProcessFork(e) => {
+                self.drain_mappings();
+                self.spaces()
+                    .fork(e.header.tgid, e.payload.child_pid, e.header.ktime_ns);
             }
-            if self.exec_scans.len() < EXEC_SCAN_QUEUE {
-                self.exec_scans
-                    .push_back((Instant::now() + EXEC_SCAN_DELAY, pid));
+            decode::Raw::ProcessExec(e) => {
+                let pid = e.header.tgid;
+                let root = self.root_of(pid);
+                self.spaces().set_root(pid, e.header.ktime_ns, root);
             }
+            decode::Raw::ProcessExit(e) => self.spaces().exit(e.header.tgid, e.header.ktime_ns),
+            _ => {}
         }
-        let (pid, nproc) = match &raw {
-            decode::Raw::CloneFailed(e) => (Some(e.header.tgid), e.payload.nproc),
-            decode::Raw::PthreadCreateFailed(e) => (Some(e.header.tgid), e.payload.nproc),
-            _ => (None, NprocSnapshot::default()),
+        let nproc = match &raw {
+            decode::Raw::CreateFailed(e) => Some(e.payload.nproc),
+            _ => None,
         };
-        let mut r = events::enrich(raw, &mut self.ctx);
-        match (pid, &mut r) {
-            (Some(pid), Record::ThreadCreateFailed(e)) => {
-                if let Some(c) = e.captured.as_mut() {
-                    c.maps = self.maps_of(pid);
-                    c.root = self.roots.get(&pid).cloned().flatten();
-                }
+        let mut r = events::enrich(raw, &mut self.ctx, &self.kernel.offsets_in_use);
+        match (nproc, &mut r) {
+            (Some(nproc), Record::ThreadCreateFailed(e)) => {
                 e.cause = Some(Box::new(self.diagnose(e, nproc)));
             }
             (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
@@ -287,8 +294,16 @@ impl Collector {
     /// Which limit a failure hit, from evidence read now; the same failure
     /// from the same process is diagnosed once a second at most.
     fn diagnose(&mut self, e: &events::ThreadCreateFailed, nproc: NprocSnapshot) -> Cause {
-        let clone_tried = !(e.api == "pthread_create" && e.syscall.is_none());
-        let key = (e.task.pid, e.api.clone(), e.errno, clone_tried);
+        // A failed mmap/mprotect is diagnosed as the pthread_create it may
+        // be part of; attribution drops it if it is not.
+        let stack_setup = e.is_stack_setup();
+        let clone_tried = !stack_setup;
+        let api = if stack_setup {
+            threadtrace_common::Api::PthreadCreate.name()
+        } else {
+            e.api.as_str()
+        };
+        let key = (e.task.pid, api.to_string(), e.errno, clone_tried);
         if let Some((at, c)) = self.causes.get(&key) {
             if at.elapsed() < Duration::from_secs(1) {
                 return c.clone();
@@ -312,7 +327,7 @@ impl Collector {
         if !clone_tried {
             evidence::stack(pid, &mut ev);
         }
-        let mut c = decide(&e.api, e.errno, clone_tried, &ev);
+        let mut c = decide(api, e.errno, clone_tried, &ev);
         match c.kind.as_str() {
             "rlimit_nproc" => {
                 let limit = c.limit.unwrap_or(u64::MAX);
@@ -326,7 +341,7 @@ impl Collector {
                     .filter(|p| p.uid == Some(uid))
                     .map(|p| (p.pid, p.comm.clone()))
                     .collect();
-                c.holders = holders::top(pids.into_iter(), &self.last_threads, HOLDERS);
+                c.holders = self.holders(pids);
             }
             "cgroup_pids" => {
                 let cg = c.cgroup.clone().unwrap_or_default();
@@ -343,7 +358,7 @@ impl Collector {
                     })
                     .map(|p| (p.pid, p.comm.clone()))
                     .collect();
-                c.holders = holders::top(pids.into_iter(), &self.last_threads, HOLDERS);
+                c.holders = self.holders(pids);
             }
             _ => {}
         }
@@ -354,29 +369,117 @@ impl Collector {
         c
     }
 
-    /// The failing process's maps, read now: it may exit before its failure
-    /// is attributed. Read at most once a second per process, so that a
-    /// storm does not turn into a storm of /proc reads.
-    fn maps_of(&mut self, pid: u32) -> Option<Arc<str>> {
-        if let Some((at, m)) = self.maps.get(&pid) {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Some(m.clone());
+    /// The processes holding the most threads among `pids`, each with the
+    /// libraries that created them (read from glibc's own thread list).
+    fn holders(&mut self, pids: Vec<(u32, String)>) -> Vec<crate::diagnosis::Holder> {
+        let (census, shared, clock) = (&mut self.census, &self.shared, &self.ctx.clock);
+        holders::top(pids.into_iter(), HOLDERS, |pid, total| {
+            census.of(pid, total, shared, clock)
+        })
+    }
+
+    fn spaces(&self) -> std::sync::MutexGuard<'_, attribution::address_spaces::AddressSpaces> {
+        self.shared.spaces.lock().expect("not poisoned")
+    }
+
+    /// Applies the kernel's mmap and exec records written so far. A libc
+    /// seen for the first time gets its start_routine offset read by the
+    /// kernel from then on.
+    fn drain_mappings(&mut self) {
+        let mut new_libcs = Vec::new();
+        {
+            let mut spaces = self.shared.spaces.lock().expect("not poisoned");
+            let seen = &self.libcs_seen;
+            self.mmap.drain(|r| {
+                if let mmap_events::Record::Mmap {
+                    pid,
+                    time,
+                    start,
+                    dev,
+                    ino,
+                    path,
+                    ..
+                } = &r
+                {
+                    if threads::is_glibc(path) && !seen.contains(&(*dev, *ino)) {
+                        new_libcs.push((*pid, *time, *start, *dev, *ino));
+                    }
+                }
+                spaces.apply(&r);
+            });
+        }
+        for (pid, time, start, dev, ino) in new_libcs {
+            self.learn_libc(pid, time, start, (dev, ino));
+        }
+    }
+
+    /// Reads a libc's start_routine offset (glibc publishes it) and has the
+    /// kernel read that word of each new thread's `struct pthread`.
+    fn learn_libc(&mut self, pid: u32, at: u64, addr: u64, id: (u64, u64)) {
+        if !self.libcs_seen.insert(id) {
+            return;
+        }
+        let Some(module) = self.shared.module_at(pid, at, addr, &self.ctx.clock) else {
+            return;
+        };
+        if let Some(off) = module.info.thread_db.pthread_start_routine {
+            if !self.kernel.add_start_routine_offset(off) {
+                log::info!("a fifth libc build: its threads' start routines are not captured");
             }
         }
-        let m: Arc<str> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .ok()?
-            .into();
-        if self.maps.len() >= MAPS_KEPT {
-            self.maps.clear();
-            self.roots.clear();
+    }
+
+    /// The root directory `pid` sees, held open, when it is not ours.
+    fn root_of(&mut self, pid: u32) -> Option<Arc<OwnedFd>> {
+        let ns = files::mount_ns(pid)?;
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).ok()?;
+        if Some(ns) == self.own_mount_ns && root == std::path::Path::new("/") {
+            return None;
         }
-        let root = std::fs::read_link(format!("/proc/{pid}/root"))
-            .ok()
-            .map(|p| p.display().to_string());
-        self.roots
-            .insert(pid, root.filter(|r| r != "/").map(Arc::from));
-        self.maps.insert(pid, (Instant::now(), m.clone()));
-        Some(m)
+        if let Some(fd) = self.roots.get(&(ns, root.clone())) {
+            return Some(fd.clone());
+        }
+        let fd = Arc::new(files::open_root(pid).ok()?);
+        if self.roots.len() >= MAPS_KEPT {
+            self.roots.retain(|_, fd| Arc::strong_count(fd) > 1);
+        }
+        self.roots.insert((ns, root), fd.clone());
+        Some(fd)
+    }
+
+    /// Every process alive now, with its executable mappings: their
+    /// failures are attributed even if they exit right after.
+    fn seed_address_spaces(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let now = clock::monotonic_ns();
+        let procs: Vec<(u32, Option<u64>)> = self
+            .ctx
+            .procs
+            .alive_procs()
+            .map(|p| (p.pid, p.start_ticks))
+            .collect();
+        let mut libcs = Vec::new();
+        for (pid, start_ticks) in procs {
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                continue;
+            };
+            let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
+            // The mappings are at least as old as the process (files changed
+            // since are not the ones mapped).
+            let since = start_ticks.map_or(now, |t| proctable::ticks_to_ns(t).min(now));
+            let root = self.root_of(pid);
+            for l in attribution::address_spaces::parse_maps(&maps) {
+                if l.exec && threads::is_glibc(l.path) {
+                    libcs.push((pid, l.start, (l.dev, l.ino)));
+                }
+            }
+            self.spaces().seed(pid, &maps, since, exe, root);
+        }
+        for (pid, start, id) in libcs {
+            self.learn_libc(pid, now, start, id);
+        }
     }
 
     /// Handles up to DRAIN_BATCH records; true when the ring is empty. In a
@@ -392,23 +495,6 @@ impl Collector {
             self.handle(&copy);
         }
         false
-    }
-
-    /// Libraries a process mapped after exec: a libc at a path we have not
-    /// probed (a bundled or newly installed one) gets probed now.
-    fn scan_new_processes(&mut self) {
-        let now = Instant::now();
-        let own = libc_targets::mount_ns(std::process::id());
-        while let Some(&(due, pid)) = self.exec_scans.front() {
-            if due > now {
-                break;
-            }
-            self.exec_scans.pop_front();
-            let found = libc_targets::mapped_by(pid, own);
-            if !found.is_empty() {
-                self.kernel.probe_new_libcs(found);
-            }
-        }
     }
 
     /// Exact counts from the kernel; `filtered` applies -p/--comm (the
@@ -431,16 +517,14 @@ impl Collector {
         s.duration_s = self.started.elapsed().as_secs_f64();
         s.events_delivered = self.delivered;
         s.decode_errors = self.decode_errors;
-        s.threads = self.thread_rows(&c.live, filtered);
+        s.mmap_records_lost = self.mmap.lost;
+        s.threads = self.thread_rows(filtered);
         s
     }
 
-    /// Live threads per (process, library).
-    fn thread_rows(
-        &mut self,
-        live: &std::collections::BTreeMap<(u32, u64), i64>,
-        filtered: bool,
-    ) -> Vec<ThreadCount> {
+    /// Live threads per (process, creating library), for the processes
+    /// with the most threads.
+    fn thread_rows(&mut self, filtered: bool) -> Vec<ThreadCount> {
         let mut processes: Vec<(u32, String, i64)> = self
             .ctx
             .procs
@@ -450,40 +534,43 @@ impl Collector {
             .take(THREAD_SCAN_MAX)
             .filter_map(|(pid, comm)| Some((pid, comm, proctable::num_threads(pid)?)))
             .collect();
-        processes.sort_unstable_by_key(|p| p.0);
-        if self.library_names.len() >= MAPS_KEPT {
-            self.library_names.clear();
+        processes.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let mut rows = Vec::new();
+        for (pid, comm, total) in processes.iter().take(THREAD_ROWS) {
+            let libs = self.census.of(*pid, *total, &self.shared, &self.ctx.clock);
+            rows.extend(
+                libs.iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(library, live)| ThreadCount {
+                        pid: *pid,
+                        comm: comm.clone(),
+                        library: library.clone(),
+                        live: *live,
+                    }),
+            );
         }
-        let mut names = std::mem::take(&mut self.library_names);
-        let rows = live_threads::rows(
-            live,
-            |pid, caller| {
-                names
-                    .entry((pid, caller))
-                    .or_insert_with(|| {
-                        let exe = self.ctx.procs.get(pid).and_then(|p| p.exe.clone());
-                        self.maps_of(pid)
-                            .and_then(|m| {
-                                unwind::locate(&m, caller)
-                                    .map(|(path, _)| classify::library(path, exe.as_deref()))
-                            })
-                            .unwrap_or_else(|| live_threads::UNATTRIBUTED.to_string())
-                    })
-                    .clone()
-            },
-            &processes,
-            THREAD_ROWS,
-        );
-        self.library_names = names;
+        rows.sort_by(|a, b| {
+            b.live
+                .cmp(&a.live)
+                .then(a.pid.cmp(&b.pid))
+                .then(a.library.cmp(&b.library))
+        });
+        rows.truncate(THREAD_ROWS);
         if self.dashboard {
+            processes.sort_unstable_by_key(|p| p.0);
             self.scan = processes;
         }
         rows
     }
 
     fn checkpoint(&mut self) {
-        self.counters
-            .prune_live(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.drain_mappings();
+        self.checkpoints += 1;
+        let check = self.checkpoints.is_multiple_of(LIVENESS_EVERY);
+        self.spaces()
+            .prune(|pid| !check || std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.roots.retain(|_, fd| Arc::strong_count(fd) > 1);
+        self.census.prune();
         let s = self.summary(false);
         self.last_threads = s.threads.clone();
         self.check_oversubscription(&s.time);
@@ -534,9 +621,7 @@ impl Collector {
     fn check_oversubscription(&mut self, time: &str) {
         let rows: Vec<ThreadCount> = self.last_threads.clone();
         for r in rows {
-            if r.library == live_threads::UNATTRIBUTED
-                || remedy::pool_variable(&r.library).is_none()
-            {
+            if r.library == threads::UNATTRIBUTED || remedy::pool_variable(&r.library).is_none() {
                 continue;
             }
             let key = (r.pid, r.library.clone());
@@ -585,13 +670,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Err(e) => log::debug!("no kernel-side logs: {e}"),
         }
     }
-    kernel.libcs.note_own_namespace();
-    let libcs = kernel.probe_new_libcs(libc_targets::scan_host());
-    if libcs.is_empty() {
-        log::warn!("no libc with pthread_create found: only clone/fork failures will be seen");
-    }
     let counters = CounterMaps::take(&mut kernel.ebpf)?;
     let mut ring = register(kernel.take_ring_buffer()?)?;
+    // Before /proc is read: a mapping made meanwhile is in one or the other.
+    let mmap = MmapEvents::open()?;
+    kernel
+        .attached
+        .push("perf:mmap2+comm_exec (every CPU)".to_string());
 
     let mut procs = ProcTable::new(CgroupMounts::read());
     procs.seed();
@@ -606,7 +691,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         kernel: host.kernel.clone(),
         tracer_pid: std::process::id(),
         probes: kernel.attached.clone(),
-        pthread_create_libcs: libcs,
         processes: procs.len(),
     };
     let trace = match &opts.output {
@@ -658,7 +742,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
+    let shared = Shared::default();
+    let ctx = Context::new(procs);
     let (output, output_thread) = output::spawn(Output {
+        shared: shared.clone(),
+        clock: ctx.clock,
         console: Console::new(opts.json),
         trace,
         filter: filter.clone(),
@@ -671,13 +759,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut c = Collector {
         kernel,
         counters,
-        ctx: Context::new(procs),
+        ctx,
         output,
         filter,
-        exec_scans: VecDeque::new(),
-        maps: HashMap::new(),
-        library_names: HashMap::new(),
+        shared: shared.clone(),
+        mmap,
+        libcs_seen: HashSet::new(),
         roots: HashMap::new(),
+        own_mount_ns: files::mount_ns(std::process::id()),
+        census: threads::Census::default(),
+        checkpoints: 0,
         pids_watch,
         oom_victims: Default::default(),
         nproc_sets: HashMap::new(),
@@ -691,13 +782,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         scan: Vec::new(),
         known_limits: limits::PerProcess::default(),
     };
+    let t0 = Instant::now();
+    c.seed_address_spaces();
+    log::info!(
+        "address spaces of {} processes read in {:?}",
+        c.spaces().stats().processes,
+        t0.elapsed()
+    );
     c.emit(Record::Started(started));
     c.checkpoint();
     log::info!("started in {:?}", started_at.elapsed());
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut second = tokio::time::interval(Duration::from_secs(1));
-    let mut scan_tick = tokio::time::interval(Duration::from_millis(20));
+    // The kernel's mmap records are drained at least this often, so that
+    // an exec-heavy host does not fill their buffers between failures.
+    let mut map_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -713,7 +813,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = scan_tick.tick(), if !c.exec_scans.is_empty() => c.scan_new_processes(),
+            _ = map_tick.tick() => c.drain_mappings(),
             _ = second.tick() => c.checkpoint(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

@@ -105,7 +105,7 @@ impl Context {
         }
     }
 
-    fn task(&self, h: &threadtrace_common::Header) -> Task {
+    pub fn task(&self, h: &threadtrace_common::Header) -> Task {
         Task {
             time: self.clock.rfc3339(h.ktime_ns),
             pid: h.tgid,
@@ -118,14 +118,12 @@ impl Context {
 
 /// A kernel record as a reported event; lifecycle records also update the
 /// process table, before (fork, exec) or after (exit) they are described.
-pub fn enrich(raw: decode::Raw, ctx: &mut Context) -> Record {
+/// `offsets`: the start_routine offsets the kernel reads at, slot by slot.
+pub fn enrich(raw: decode::Raw, ctx: &mut Context, offsets: &[u32]) -> Record {
     use decode::Raw;
     match raw {
-        Raw::CloneFailed(e) => {
-            Record::ThreadCreateFailed(thread_create_failed::from_clone(&e, ctx))
-        }
-        Raw::PthreadCreateFailed(e) => {
-            Record::ThreadCreateFailed(thread_create_failed::from_pthread(&e, ctx))
+        Raw::CreateFailed(e) => {
+            Record::ThreadCreateFailed(thread_create_failed::from_kernel(&e, ctx, offsets))
         }
         Raw::RlimitChange(e) => Record::RlimitChange(rlimit_change::enrich(&e, ctx)),
         Raw::OomVictim(e) => Record::OomKill(oom_kill::enrich(&e, ctx)),

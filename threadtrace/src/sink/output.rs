@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::Console;
 use crate::{
-    attribution::Attributor,
+    attribution::{Attributor, Shared, Verdict},
+    clock::Clock,
     diagnosis::{findings::Findings, limits::ProcessLimits, storm::StormDetector},
     events::{Record, Summary},
     record::Filter,
@@ -42,6 +43,9 @@ const SNAPSHOT_ROWS: usize = 100;
 const QUEUE: usize = 2048;
 
 pub struct Output {
+    /// Address spaces and files, fed by the collector.
+    pub shared: Shared,
+    pub clock: Clock,
     pub console: Console,
     pub trace: Option<TraceWriter>,
     pub filter: Filter,
@@ -64,11 +68,10 @@ pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow
 
 impl Output {
     fn run(mut self, rx: Receiver<Msg>) -> anyhow::Result<()> {
-        // blazesym's Symbolizer is neither Send nor Sync: it is made, and
-        // stays, here. Libraries mapped now are indexed before the first
-        // failure, in case the process that fails exits before its turn.
-        let mut attributor = Attributor::new();
-        attributor.modules.index_all();
+        // Attribution is the slow part of an event: it runs here, off the
+        // collector's thread.
+        let mut attributor = Attributor::new(self.shared.clone(), self.clock);
+        let mut attribution = crate::events::session::Attribution::default();
         let mut console_ok = true;
         let mut checkpoints = 0u32;
         let mut storms = StormDetector::new(self.storm_threshold, self.storm_window, self.storm_by);
@@ -79,7 +82,18 @@ impl Output {
                     let mut r = *r;
                     if let Record::ThreadCreateFailed(e) = &mut r {
                         if let Some(c) = e.captured.take() {
-                            attributor.attribute(e, &c);
+                            if attributor.attribute(e, &c) == Verdict::NotCreation {
+                                // An mmap that failed outside pthread_create.
+                                continue;
+                            }
+                            if e.is_stack_setup() {
+                                e.as_pthread_create();
+                            }
+                            if e.library.is_some() {
+                                attribution.attributed += 1;
+                            } else {
+                                attribution.unattributed += 1;
+                            }
                         }
                         // The remedy names the pool library: known only now.
                         let library = e.library.clone();
@@ -117,7 +131,9 @@ impl Output {
                     }
                     self.write(&r, &mut console_ok);
                 }
-                Msg::Checkpoint(s) => {
+                Msg::Checkpoint(mut s) => {
+                    s.resolve_stack_setup(|pid, site| attributor.site_in_pthread_create(pid, site));
+                    s.attribution = attribution;
                     for storm in storms.tick(&s, Instant::now(), &s.time) {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
@@ -142,6 +158,10 @@ impl Output {
                 }
                 Msg::Dashboard(d) => {
                     let (mut summary, processes) = *d;
+                    summary.resolve_stack_setup(|pid, site| {
+                        attributor.site_in_pthread_create(pid, site)
+                    });
+                    summary.attribution = attribution;
                     if let Some(feed) = &mut self.dashboard {
                         summary.findings = findings.ranked(Some(&summary));
                         feed.second(summary, processes);
@@ -151,6 +171,12 @@ impl Output {
                     mut console,
                     mut file,
                 } => {
+                    for s in [&mut console, &mut file] {
+                        s.resolve_stack_setup(|pid, site| {
+                            attributor.site_in_pthread_create(pid, site)
+                        });
+                        s.attribution = attribution;
+                    }
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
                     if let Some(t) = &self.trace {
@@ -173,18 +199,36 @@ impl Output {
                         self.console.write(&Record::Summary(console))?;
                         self.console.flush()?;
                     }
+                    let files = self
+                        .shared
+                        .modules
+                        .lock()
+                        .map(|m| m.stats)
+                        .unwrap_or_default();
+                    let spaces = self
+                        .shared
+                        .spaces
+                        .lock()
+                        .map(|s| s.stats())
+                        .unwrap_or_default();
                     log::info!(
                         "attribution: {} events, {:.1} µs each on average, slowest {:.1} ms; \
                          {} stacks unwound with .eh_frame, {} from frame pointers only; \
-                         {} symbol lookups, {} from cache; {} modules indexed",
+                         {} files read ({} KiB kept, {} evicted, {} unreadable); \
+                         {} processes, {} mappings, {} files mapped ({} mappings evicted)",
                         attributor.events,
                         attributor.busy.as_secs_f64() * 1e6 / attributor.events.max(1) as f64,
                         attributor.slowest.as_secs_f64() * 1e3,
                         attributor.unwound,
                         attributor.fp_only,
-                        attributor.lookups,
-                        attributor.cache_hits,
-                        attributor.modules.len()
+                        files.files_read,
+                        files.bytes >> 10,
+                        files.evicted,
+                        files.unreadable,
+                        spaces.processes,
+                        spaces.mappings,
+                        spaces.files,
+                        spaces.evicted,
                     );
                     break;
                 }

@@ -44,13 +44,13 @@ fn failed(e: &ThreadCreateFailed) -> String {
                 crate::events::names::errno_name(n)
             );
         }
-        _ if e.api == "pthread_create" => {
-            s.push_str("  (no clone was attempted: stack/TLS setup failed)")
-        }
         _ => {}
     }
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
+    }
+    if let (None, Some(why)) = (&e.library, &e.unattributed) {
+        let _ = write!(s, "\n    who: unknown: {why}");
     }
     if let Some(c) = &e.cause {
         let _ = write!(s, "\n    why: {}: {}", c.kind, c.detail);
@@ -168,12 +168,12 @@ fn exit(e: &ProcessExit) -> String {
 
 fn started(e: &Started) -> String {
     format!(
-        "threadtrace {} recording on {} (kernel {}): {} probes attached, pthread_create probed in {}. Ctrl-C to stop.",
+        "threadtrace {} recording on {} (kernel {}): {} probes attached, {} processes known. Ctrl-C to stop.",
         e.version,
         e.host,
         e.kernel,
         e.probes.len(),
-        if e.pthread_create_libcs.is_empty() { "no libc (!)".to_string() } else { e.pthread_create_libcs.join(", ") }
+        e.processes
     )
 }
 
@@ -293,11 +293,27 @@ pub fn summary(s: &Summary) -> String {
             s.trace_events_dropped
         );
     }
-    if s.failures_unattributed > 0 {
+    if s.failures_without_process > 0 {
         let _ = writeln!(
             out,
             "{} failures counted without a process (counter table full).",
-            s.failures_unattributed
+            s.failures_without_process
+        );
+    }
+    let a = s.attribution;
+    if a.unattributed > 0 {
+        let _ = writeln!(
+            out,
+            "{} of {} failures captured in detail could not be attributed to a library (each says why).",
+            a.unattributed,
+            a.attributed + a.unattributed
+        );
+    }
+    if s.mmap_records_lost > 0 {
+        let _ = writeln!(
+            out,
+            "{} of the kernel's mapping records were lost (buffer full): some failures may lack their library.",
+            s.mmap_records_lost
         );
     }
     out.trim_end().to_string()
@@ -380,6 +396,7 @@ mod tests {
             start_routine: None,
             start_routine_addr: None,
             stack: vec![],
+            unattributed: None,
             cause: None,
             captured: None,
         };

@@ -549,7 +549,9 @@ pub mod tests {
                 offset: Some(0x131),
                 file_offset: Some(0x1234),
                 build_id: None,
+                identified_by: Some("inode".into()),
             }],
+            unattributed: None,
             cause: Some(Box::new(Cause {
                 kind: cause.into(),
                 limit: Some(6),

@@ -882,7 +882,6 @@ mod tests {
             kernel: "6.18".into(),
             tracer_pid: 1,
             probes: (0..13).map(|i| format!("probe{i}")).collect(),
-            pthread_create_libcs: vec!["/lib/x86_64-linux-gnu/libc.so.6".into()],
             processes: 100,
         })))
     }
