@@ -63,6 +63,101 @@ pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Compiles tests/programs/NAME.c into a shared library `OUT` (a path),
+/// position-independent, with extra `flags` (e.g. `-Wl,--build-id=none`).
+pub fn compile_c_lib(name: &str, out: &Path, flags: &[&str]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("programs")
+        .join(format!("{name}.c"));
+    let status = Command::new("gcc")
+        .args(["-O1", "-shared", "-fPIC", "-pthread", "-o"])
+        .arg(out)
+        .arg(&src)
+        .args(flags)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "gcc -shared {name}.c failed");
+}
+
+/// A directory in the scratch one that user nobody owns (to replace files
+/// in it as the failing program).
+pub fn nobody_dir(name: &str) -> PathBuf {
+    let dir = scratch().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    dir
+}
+
+/// Keeps every CPU busy while it lives: attribution must not depend on
+/// winning a race with the failing process.
+pub struct CpuLoad(Vec<Child>);
+
+impl CpuLoad {
+    pub fn start() -> CpuLoad {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuLoad(
+            (0..cpus)
+                .map(|_| {
+                    Command::new("bash")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("bash")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// numpy from PyPI (its wheel vendors OpenBLAS as
+/// numpy.libs/libscipy_openblas64_-HASH.so, built without a build id),
+/// installed once into a directory every user can read; its path.
+pub fn pypi_numpy() -> PathBuf {
+    let dir = std::env::temp_dir().join("threadtrace-e2e-pypi-numpy");
+    if !dir.join("numpy").exists() {
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = Command::new("/usr/bin/python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&tmp)
+            .arg("numpy")
+            .output()
+            .expect("pip");
+        assert!(
+            out.status.success(),
+            "pip install numpy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// The frame of a failure's stack that asked for the thread (at `caller`).
+pub fn asker_frame(f: &Value) -> Value {
+    f["stack"]
+        .as_array()
+        .expect("stack")
+        .iter()
+        .find(|fr| fr["addr"] == f["caller"])
+        .cloned()
+        .unwrap_or_else(|| panic!("no frame at the caller: {f:#}"))
+}
+
 /// `bash -c SCRIPT` as user nobody, where RLIMIT_NPROC binds.
 pub fn as_nobody(script: &str) -> Output {
     Command::new("runuser")

@@ -575,7 +575,7 @@ impl Collector {
         self.last_threads = s.threads.clone();
         self.check_oversubscription(&s.time);
         let dashboard = self.dashboard.then(|| self.dashboard_second(&s));
-        let _ = self.output.send(Msg::Checkpoint(s));
+        let _ = self.output.send(Msg::Checkpoint(Box::new(s)));
         if let Some(d) = dashboard {
             let _ = self.output.send(Msg::Dashboard(Box::new(d)));
         }
@@ -829,7 +829,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     while !c.drain(ring.get_mut()) {}
     let console = c.summary(true);
     let file = c.summary(false);
-    let _ = c.output.send(Msg::Finish { console, file });
+    let _ = c.output.send(Msg::Finish {
+        console: Box::new(console),
+        file: Box::new(file),
+    });
     drop(c);
     output_thread
         .join()

@@ -122,6 +122,8 @@ const TEST_PACKAGES: &[&str] = &[
     "libgomp1",
     "python3",
     "python3-numpy",
+    // pip, for numpy's PyPI wheel (OpenBLAS vendored without a build id).
+    "python3-pip",
     "libopenblas0-pthread",
     "util-linux",
     "procps",

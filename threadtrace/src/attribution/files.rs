@@ -3,13 +3,21 @@
 //! The tracer is root and the paths come from other users' processes: a
 //! path may name a FIFO (opening it blocks), a device (opening it has
 //! effects), a symlink out of a container, or a file replaced since it was
-//! mapped. So: first `/proc/PID/map_files/START-END`, the mapped file
-//! itself, while the process lives; else the path, resolved inside the
-//! process's own root (`openat2` with `RESOLVE_IN_ROOT`, no magic links).
-//! Both are opened `O_PATH` (no open side effects), checked with `fstat`
+//! mapped. So, in order:
+//! 1. `/proc/PID/map_files/START-END`: the mapped file itself, while the
+//!    process lives;
+//! 2. the inode itself, by file handle (`open_by_handle_at` with the
+//!    device, inode and generation the kernel recorded at the mapping): no
+//!    path at all, so it works for a container or chroot whose last
+//!    process is gone, and finds nothing once the file is deleted;
+//! 3. the path, resolved inside the process's own root (`openat2` with
+//!    `RESOLVE_IN_ROOT`, no magic links).
+//!
+//! Each is opened `O_PATH` (no open side effects), checked with `fstat`
 //! (a regular file, the device and inode of the mapping, unchanged since it
 //! was mapped), and only then reopened for reading.
 use std::{
+    collections::HashMap,
     ffi::CString,
     fs::File,
     io,
@@ -17,11 +25,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-/// How a file was found; said in each stack frame.
+/// How a file was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum How {
     /// Through the process's own mapping (it was alive).
     MapFiles,
+    /// By device, inode and generation (a file handle).
+    Handle,
     /// By its path inside the process's root, checked by device and inode.
     Path,
 }
@@ -36,6 +46,8 @@ pub struct Wanted<'a> {
     pub path: &'a str,
     pub dev: u64,
     pub ino: u64,
+    /// The inode's generation when the kernel recorded it (0: unknown).
+    pub generation: u64,
     /// When it was mapped: a file changed after that is not the one mapped.
     pub mapped_at: SystemTime,
     /// The process's root directory, when it is not the tracer's.
@@ -69,15 +81,22 @@ pub enum OpenError {
 /// and still count as unchanged: clock conversion error, not a replacement.
 const SLACK: Duration = Duration::from_millis(1);
 
-pub fn open_mapped(w: &Wanted) -> Result<Opened, OpenError> {
+pub fn open_mapped(w: &Wanted, mounts: &mut MountFds) -> Result<Opened, OpenError> {
     let via_map = format!("/proc/{}/map_files/{:x}-{:x}", w.pid, w.start, w.end);
-    let first = match open_path(&via_map, libc::AT_FDCWD, 0) {
+    let mut first = match open_path(&via_map, libc::AT_FDCWD, 0) {
         Ok(fd) => match checked(fd, w) {
             Ok(checked) => return reopen(checked, How::MapFiles),
             Err(e) => Some(e),
         },
         Err(_) => None,
     };
+    match mounts.open_inode(w.dev, w.ino, w.generation) {
+        Ok(fd) => match checked(fd, w) {
+            Ok(checked) => return reopen(checked, How::Handle),
+            Err(e) => first = first.or(Some(e)),
+        },
+        Err(e) => log::trace!("{}: no file handle ({e})", w.path),
+    }
     let path = w.path.strip_suffix(" (deleted)").unwrap_or(w.path);
     if !path.starts_with('/') {
         return Err(first.unwrap_or(OpenError::NotRegular));
@@ -175,6 +194,106 @@ fn reopen((fd, before): (OwnedFd, libc::stat), how: How) -> Result<Opened, OpenE
 
 use std::os::unix::fs::OpenOptionsExt as _;
 
+/// A directory on each filesystem, to open its inodes by file handle.
+#[derive(Default)]
+pub struct MountFds {
+    by_dev: HashMap<u64, Option<OwnedFd>>,
+}
+
+/// ext4's and xfs's file handle for an inode: FILEID_INO32_GEN.
+const FILEID_INO32_GEN: i32 = 1;
+
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; 8],
+}
+
+impl MountFds {
+    /// The inode `ino` of generation `generation` (0: any) on device `dev`,
+    /// opened `O_PATH`: the file the kernel recorded, wherever it is named.
+    pub fn open_inode(&mut self, dev: u64, ino: u64, generation: u64) -> io::Result<OwnedFd> {
+        let ino = u32::try_from(ino).map_err(|_| io::Error::from(io::ErrorKind::Unsupported))?;
+        let mount = self.mount_of(dev)?;
+        let mut f_handle = [0u8; 8];
+        f_handle[..4].copy_from_slice(&ino.to_le_bytes());
+        f_handle[4..].copy_from_slice(&(generation as u32).to_le_bytes());
+        let mut h = FileHandle {
+            handle_bytes: 8,
+            handle_type: FILEID_INO32_GEN,
+            f_handle,
+        };
+        // SAFETY: a file_handle of the size it declares; CAP_DAC_READ_SEARCH
+        // is checked by the kernel.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                mount.as_raw_fd(),
+                &mut h as *mut FileHandle,
+                libc::O_PATH | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    fn mount_of(&mut self, dev: u64) -> io::Result<&OwnedFd> {
+        if !self.by_dev.contains_key(&dev) {
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let fd = mount_point(&info, dev).and_then(|p| {
+                let c = CString::new(p).ok()?;
+                // SAFETY: a valid path. open_by_handle_at refuses an O_PATH
+                // descriptor here; a directory opens without side effects.
+                let fd = unsafe {
+                    libc::open(
+                        c.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    )
+                };
+                // SAFETY: a new descriptor we own.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            });
+            if self.by_dev.len() >= 256 {
+                self.by_dev.clear();
+            }
+            self.by_dev.insert(dev, fd);
+        }
+        self.by_dev[&dev]
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+}
+
+/// A mount point of device `dev`, from /proc/self/mountinfo (its paths
+/// escape spaces and the like as octal).
+fn mount_point(mountinfo: &str, dev: u64) -> Option<String> {
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    mountinfo.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(2) == Some(&want.as_str())).then(|| unescape(f.get(4)?))?
+    })
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).ok()?, 8).ok()?);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A process's root directory, held open so that its files can still be
 /// found by path after the process exits (a container's last process).
 pub fn open_root(pid: u32) -> io::Result<OwnedFd> {
@@ -225,20 +344,35 @@ pub(crate) mod tests {
             path,
             dev: meta.dev(),
             ino: meta.ino(),
+            generation: 0,
             mapped_at: SystemTime::now(),
             root: None,
         }
     }
 
+    fn open(w: &Wanted) -> Result<Opened, OpenError> {
+        open_mapped(w, &mut MountFds::default())
+    }
+
+    /// A generation no file here has: the file handle finds nothing and the
+    /// path is what is tried.
+    const NOT_BY_HANDLE: u64 = 0x5eed_1234;
+
     #[test]
-    fn opens_the_file_by_path_when_it_is_the_one_mapped() {
+    fn opens_the_mapped_inode_by_handle_and_by_path() {
         let libc = host_libc();
         let canonical = std::fs::canonicalize(libc).unwrap();
         let meta = std::fs::metadata(&canonical).unwrap();
         let path = canonical.display().to_string();
-        let o = open_mapped(&wanted(&path, &meta)).unwrap();
-        assert_eq!(o.how, How::Path);
+        let mut w = wanted(&path, &meta);
+        let o = open(&w).unwrap();
+        assert_eq!(o.how, How::Handle);
         assert_eq!(o.len, meta.len());
+        w.generation = NOT_BY_HANDLE;
+        w.path = "/nonexistent";
+        assert!(open(&w).is_err());
+        w.path = &path;
+        assert_eq!(open(&w).unwrap().how, How::Path);
     }
 
     #[test]
@@ -260,7 +394,7 @@ pub(crate) mod tests {
             path: "/nonexistent/elsewhere",
             ..wanted("", &meta)
         };
-        assert_eq!(open_mapped(&w).unwrap().how, How::MapFiles);
+        assert_eq!(open(&w).unwrap().how, How::MapFiles);
     }
 
     #[test]
@@ -271,17 +405,22 @@ pub(crate) mod tests {
         let meta = std::fs::metadata(&p).unwrap();
         let path = p.display().to_string();
         let mut w = wanted(&path, &meta);
-        assert!(open_mapped(&w).is_ok());
-        // Replaced the way package managers do: a new inode renamed over.
+        assert!(open(&w).is_ok());
+        std::thread::sleep(SLACK * 20);
+        // Replaced the way package managers do: a new file renamed over.
+        // Whether the new file reuses the inode number or not, it is
+        // refused: another inode, or a change after the mapping.
         let tmp = dir.path().join("libx.so.new");
         std::fs::write(&tmp, b"new").unwrap();
         std::fs::rename(&tmp, &p).unwrap();
-        assert!(matches!(open_mapped(&w), Err(OpenError::Replaced)));
+        assert!(matches!(
+            open(&w),
+            Err(OpenError::Replaced | OpenError::Changed)
+        ));
         // Rewritten in place after it was mapped: same inode, newer ctime.
         let meta = std::fs::metadata(&p).unwrap();
         w.ino = meta.ino();
-        w.mapped_at = SystemTime::now() - Duration::from_secs(60);
-        assert!(matches!(open_mapped(&w), Err(OpenError::Changed)));
+        assert!(matches!(open(&w), Err(OpenError::Changed)));
     }
 
     #[test]
@@ -294,10 +433,13 @@ pub(crate) mod tests {
         for p in [fifo.display().to_string(), "/dev/null".to_string()] {
             let meta = std::fs::metadata(&p).unwrap();
             let t0 = std::time::Instant::now();
-            assert!(matches!(
-                open_mapped(&wanted(&p, &meta)),
-                Err(OpenError::NotRegular)
-            ));
+            for generation in [0, NOT_BY_HANDLE] {
+                let w = Wanted {
+                    generation,
+                    ..wanted(&p, &meta)
+                };
+                assert!(matches!(open(&w), Err(OpenError::NotRegular)), "{p}");
+            }
             assert!(t0.elapsed() < Duration::from_secs(1));
         }
     }
@@ -309,23 +451,46 @@ pub(crate) mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("lib")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.path().join("lib/libc.so.6")).unwrap();
-        let fd = {
-            let c = CString::new(root.path().display().to_string()).unwrap();
-            // SAFETY: a valid path.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
-            assert!(fd >= 0);
-            // SAFETY: a new descriptor we own.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        };
+        let fd = open_root_dir(root.path());
         let meta = std::fs::metadata("/etc/hostname").unwrap();
-        let mut w = wanted("/lib/libc.so.6", &meta);
-        w.root = Some(&fd);
-        assert!(matches!(open_mapped(&w), Err(OpenError::Io(_))));
+        let w = Wanted {
+            root: Some(&fd),
+            generation: NOT_BY_HANDLE,
+            ..wanted("/lib/libc.so.6", &meta)
+        };
+        assert!(matches!(open(&w), Err(OpenError::Io(_))));
         // A real file inside the root is found.
         std::fs::write(root.path().join("lib/libgomp.so.1"), b"x").unwrap();
         let meta = std::fs::metadata(root.path().join("lib/libgomp.so.1")).unwrap();
-        let mut w = wanted("/lib/libgomp.so.1", &meta);
-        w.root = Some(&fd);
-        assert_eq!(open_mapped(&w).unwrap().how, How::Path);
+        let w = Wanted {
+            root: Some(&fd),
+            generation: NOT_BY_HANDLE,
+            ..wanted("/lib/libgomp.so.1", &meta)
+        };
+        assert_eq!(open(&w).unwrap().how, How::Path);
+    }
+
+    fn open_root_dir(p: &std::path::Path) -> OwnedFd {
+        let c = CString::new(p.display().to_string()).unwrap();
+        // SAFETY: a valid path.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+        assert!(fd >= 0);
+        // SAFETY: a new descriptor we own.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn mount_points_are_found_and_unescaped() {
+        let info = "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    30 22 0:5 / /my\\040dir rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            mount_point(info, libc::makedev(254, 0)).as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            mount_point(info, libc::makedev(0, 5)).as_deref(),
+            Some("/my dir")
+        );
+        assert_eq!(mount_point(info, libc::makedev(9, 9)), None);
     }
 }

@@ -61,6 +61,7 @@ pub struct Modules {
     by_content: HashMap<(u64, u64, i64, u64), Weak<ElfInfo>>,
     bytes: usize,
     tick: u64,
+    mounts: files::MountFds,
     pub stats: ModuleStats,
 }
 
@@ -90,16 +91,17 @@ impl Modules {
             path: &m.file.path,
             dev: m.file.dev,
             ino: m.file.ino,
+            generation: m.file.generation,
             mapped_at: clock.wall(m.since),
             root,
         };
-        let mut opened = files::open_mapped(&w);
+        let mut opened = files::open_mapped(&w, &mut self.mounts);
         if matches!(opened, Err(OpenError::Io(_)) | Err(OpenError::Replaced)) {
             for (other, start, end) in others().into_iter().take(OTHER_USERS) {
                 w.pid = other;
                 w.start = start;
                 w.end = end;
-                if let Ok(o) = files::open_mapped(&w) {
+                if let Ok(o) = files::open_mapped(&w, &mut self.mounts) {
                     opened = Ok(o);
                     break;
                 }

@@ -113,7 +113,9 @@ pub fn start_routines(
             let pd = node.wrapping_sub(list as u64);
             let t = read_i32(pid, pd.wrapping_add(tid as u64)).unwrap_or(0);
             let s = read_u64(pid, pd.wrapping_add(start as u64)).unwrap_or(0);
-            if t > 0 {
+            // glibc lists the main thread too (in `_dl_stack_user`): it
+            // was not created by anyone's pthread_create.
+            if t > 0 && t as u32 != pid {
                 out.push((t, s));
             }
             node = read_u64(pid, node.wrapping_add(next as u64))?;
@@ -151,10 +153,14 @@ pub fn by_library(snap: &Snapshot, routines: &[(i32, u64)], total: i64) -> BTree
 const FRESH: Duration = Duration::from_secs(5);
 const PROCESSES_KEPT: usize = 8192;
 
+/// Threads per creating library.
+pub type Libraries = Arc<BTreeMap<String, i64>>;
+
 /// Threads by library per process, read on demand and kept a few seconds.
 #[derive(Default)]
 pub struct Census {
-    cache: HashMap<u32, (Instant, i64, Arc<BTreeMap<String, i64>>)>,
+    /// pid → (when read, its thread count then, what was found).
+    cache: HashMap<u32, (Instant, i64, Libraries)>,
 }
 
 impl Census {
@@ -165,7 +171,7 @@ impl Census {
         total: i64,
         shared: &Shared,
         clock: &Clock,
-    ) -> Arc<BTreeMap<String, i64>> {
+    ) -> Libraries {
         if let Some((at, t, libs)) = self.cache.get(&pid) {
             if *t == total && at.elapsed() < FRESH {
                 return libs.clone();

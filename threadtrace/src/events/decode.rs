@@ -5,9 +5,10 @@ use threadtrace_common::{
     ProcessFork, RlimitChange,
 };
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Raw {
-    CreateFailed(Event<CreateFailed>),
+    /// Boxed: about 4.6 KiB with its stack copy, the others a few hundred.
+    CreateFailed(Box<Event<CreateFailed>>),
     RlimitChange(Event<RlimitChange>),
     OomVictim(Event<OomVictim>),
     ProcessFork(Event<ProcessFork>),
@@ -51,7 +52,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
     let kind_raw = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes"));
     let kind = EventKind::from_u32(kind_raw).ok_or(DecodeError::UnknownKind(kind_raw))?;
     Ok(match kind {
-        EventKind::CreateFailed => Raw::CreateFailed(read(bytes, kind)?),
+        EventKind::CreateFailed => Raw::CreateFailed(Box::new(read(bytes, kind)?)),
         EventKind::RlimitChange => Raw::RlimitChange(read(bytes, kind)?),
         EventKind::OomVictim => Raw::OomVictim(read(bytes, kind)?),
         EventKind::ProcessFork => Raw::ProcessFork(read(bytes, kind)?),

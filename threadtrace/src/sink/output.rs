@@ -25,14 +25,14 @@ use crate::{
 pub enum Msg {
     Record(Box<Record>),
     /// Once a second: the exact counters for the trace file, and a flush.
-    Checkpoint(Summary),
+    Checkpoint(Box<Summary>),
     /// Once a second with a dashboard, after the checkpoint: its counters
     /// (narrowed by -p/--comm) and the processes against their limits.
     Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
     /// The end: the summary for the console (filtered) and the file.
     Finish {
-        console: Summary,
-        file: Summary,
+        console: Box<Summary>,
+        file: Box<Summary>,
     },
 }
 
@@ -189,14 +189,14 @@ impl Output {
                     self.write_counters(&file);
                     if let Some(t) = &mut self.trace {
                         let v =
-                            serde_json::to_value(Record::Summary(file)).expect("records serialize");
+                            serde_json::to_value(Record::Summary(*file)).expect("records serialize");
                         t.write_always(kind::EVENT, &v)?;
                     }
                     if let Some(t) = &mut self.trace {
                         t.sync()?;
                     }
                     if console_ok {
-                        self.console.write(&Record::Summary(console))?;
+                        self.console.write(&Record::Summary(*console))?;
                         self.console.flush()?;
                     }
                     let files = self

@@ -36,15 +36,12 @@ fn failed(e: &ThreadCreateFailed) -> String {
         e.task.pid,
         e.task.uid
     );
-    match (&e.syscall, e.syscall_errno) {
-        (Some(sc), Some(n)) => {
-            let _ = write!(
-                s,
-                "  ({sc} failed with {})",
-                crate::events::names::errno_name(n)
-            );
-        }
-        _ => {}
+    if let (Some(sc), Some(n)) = (&e.syscall, e.syscall_errno) {
+        let _ = write!(
+            s,
+            "  ({sc} failed with {})",
+            crate::events::names::errno_name(n)
+        );
     }
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
