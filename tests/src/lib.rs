@@ -184,6 +184,23 @@ pub fn threads_of(pid: u32) -> String {
         .to_string()
 }
 
+/// A process's resident memory in KiB, from /proc/PID/status.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A process's open file descriptors.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
 /// The value of `KEY=value` in a program's output.
 pub fn field(out: &Output, key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(&out.stdout);

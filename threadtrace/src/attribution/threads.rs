@@ -165,13 +165,7 @@ pub struct Census {
 
 impl Census {
     /// Threads of `pid` (which has `total` now) per creating library.
-    pub fn of(
-        &mut self,
-        pid: u32,
-        total: i64,
-        shared: &Shared,
-        clock: &Clock,
-    ) -> Libraries {
+    pub fn of(&mut self, pid: u32, total: i64, shared: &Shared, clock: &Clock) -> Libraries {
         if let Some((at, t, libs)) = self.cache.get(&pid) {
             if *t == total && at.elapsed() < FRESH {
                 return libs.clone();

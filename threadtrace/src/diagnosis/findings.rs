@@ -32,6 +32,8 @@ struct FailureGroup {
     inherited: Option<String>,
     holders: Option<String>,
     remedy: String,
+    /// Why the code that asked is not known, for failures of no library.
+    unattributed: Option<String>,
 }
 
 /// Collects what findings need, bounded: groups, not events.
@@ -77,6 +79,9 @@ impl Findings {
         }
         if g.symbol.is_none() {
             g.symbol = e.symbol.clone();
+        }
+        if g.unattributed.is_none() && e.library.is_none() {
+            g.unattributed = e.unattributed.clone();
         }
         if let Some(c) = &e.cause {
             if g.detail.is_empty() {
@@ -247,6 +252,11 @@ impl Findings {
             let mut evidence = vec![format!("{kind}: {}", g.detail)];
             evidence.extend(g.inherited.iter().cloned());
             evidence.extend(g.holders.iter().cloned());
+            evidence.extend(
+                g.unattributed
+                    .iter()
+                    .map(|why| format!("the code that asked is not known: {why}")),
+            );
             out.push(Finding {
                 kind: "thread_create_failed".into(),
                 impact: 10_000 + exact,
@@ -331,6 +341,29 @@ mod tests {
         assert_eq!(
             render(&[], 5),
             "no findings: nothing failed, nothing was killed."
+        );
+    }
+}
+
+#[cfg(test)]
+mod unattributed_tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_of_unknown_code_says_why() {
+        let mut e = crate::tui::app::tests::failure(7, "python3", "x", "rlimit_nproc");
+        e.library = None;
+        e.symbol = None;
+        e.unattributed = Some("the code at 0x7f00 could not be read: /opt/libx.so: the file changed after it was mapped".into());
+        let mut f = Findings::default();
+        f.add_failure(&e);
+        let ranked = f.ranked(None);
+        assert!(
+            ranked[0]
+                .evidence
+                .iter()
+                .any(|l| l.contains("is not known") && l.contains("the file changed")),
+            "{ranked:#?}"
         );
     }
 }
