@@ -19,7 +19,8 @@ use clap::{Parser, Subcommand};
       sudo threadtrace doctor                      can this host run threadtrace?"
 )]
 pub struct Cli {
-    /// More output on stderr: -v info and kernel-side logs, -vv debug.
+    /// More output on stderr: -v info and kernel-side logs, -vv debug,
+    /// -vvv trace (each unwinding round, with the stack words).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     #[command(subcommand)]

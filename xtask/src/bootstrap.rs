@@ -131,6 +131,9 @@ const TEST_PACKAGES: &[&str] = &[
     "tmux",
 ];
 
+/// What `cargo xtask bench` compares against and measures with.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "zlib1g-dev"];
+
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
@@ -139,17 +142,21 @@ fn installed(pkg: &str) -> bool {
 }
 
 pub fn test_packages() -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    install(TEST_PACKAGES)
+}
+
+pub fn bench_packages() -> Result<()> {
+    install(BENCH_PACKAGES)
+}
+
+fn install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
         bail!(
-            "test packages missing ({}): run as root so that they can be installed",
+            "packages missing ({}): run as root so that they can be installed",
             missing.join(" ")
         );
     }

@@ -23,12 +23,16 @@ usage: cargo xtask <command>
                    clippy, run unit tests, fuzz the trace reader for 120 s,
                    and run the end-to-end scenarios (as root)
   fuzz [SECONDS]   fuzz the trace reader (default 120 s; cargo-fuzz, nightly)
-  bench [--quick]  measure overhead against untraced and bpftrace, storm
-                   exactness, CPU, RSS, start-up, symbolization and trace
-                   size (as root); writes bench/results.md. --quick: 1 run
-                   each, 10k threads, a 10 s storm, to try it out
+  bench [--quick]  measure overhead against untraced and bpftrace (wall and
+                   CPU time, interleaved rounds, intervals), each kernel
+                   program's cost, storm rate and exactness, CPU, RSS,
+                   start-up, address-space memory (as root); installs
+                   bpftrace and bpftool; writes bench/results.md. --quick:
+                   3 rounds, 10k threads, a 10 s storm, to try it out
   bench --storm-seconds N   the storm's length (default 60)
   bench --storm-only        only the storm: bench/storm-{N}s.md
+  bench --bin PATH          measure that threadtrace binary (another build)
+  bench --processes N       processes for the address-space figure (5000)
 ";
 
 fn main() -> ExitCode {
@@ -140,9 +144,19 @@ fn run(args: &[String]) -> Result<ExitCode> {
             while let Some(a) = rest.next() {
                 match a.as_str() {
                     "--quick" => {
-                        o.reps = 1;
+                        o.reps = 3;
                         o.threads = 10_000;
                         o.storm_seconds = 10;
+                        o.processes = 500;
+                    }
+                    "--bin" => {
+                        o.bin = Some(rest.next().context("--bin needs a path")?.into());
+                    }
+                    "--processes" => {
+                        let v = rest.next().context("--processes needs a number")?;
+                        o.processes = v
+                            .parse()
+                            .with_context(|| format!("--processes {v:?}: not a number"))?;
                     }
                     "--storm-only" => o.storm_only = true,
                     "--storm-seconds" => {

@@ -124,32 +124,25 @@ impl StackUnwinder {
             });
         }
         let prepared = self.prepared.as_mut().expect("just set");
+        if log::log_enabled!(log::Level::Trace) {
+            let words: Vec<String> = stack
+                .bytes
+                .chunks_exact(8)
+                .take(128)
+                .map(|w| format!("{:x}", u64::from_le_bytes(w.try_into().expect("8 bytes"))))
+                .collect();
+            log::trace!(
+                "stack at sp {:x} (ip {:x}, bp {:x}): {}",
+                stack.sp,
+                stack.ip,
+                stack.bp,
+                words.join(" ")
+            );
+        }
         let mut frames = Vec::new();
         for _ in 0..MAX_ROUNDS {
             frames = walk(&prepared.unwinder, stack, max_frames);
-            log::debug!("round: {:x?}", frames);
-            if log::log_enabled!(log::Level::Trace) {
-                let words: Vec<String> = stack
-                    .bytes
-                    .chunks(8)
-                    .take(100)
-                    .enumerate()
-                    .map(|(i, w)| {
-                        format!(
-                            "{:3}:{:x}",
-                            i * 8,
-                            u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))
-                        )
-                    })
-                    .collect();
-                log::trace!(
-                    "sp {:x} ip {:x} bp {:x}\n{}",
-                    stack.sp,
-                    stack.ip,
-                    stack.bp,
-                    words.join("\n")
-                );
-            }
+            log::trace!("unwound {:x?}", frames);
             // The first frame in a file not tried yet: load it and go again.
             let next = frames.iter().enumerate().find_map(|(i, &a)| {
                 let (m, _) = snap.locate(lookup_address(i, a))?;
