@@ -90,7 +90,7 @@ impl Snapshot {
         self.mappings
             .iter()
             .find(|m| (m.start..m.end).contains(&addr))
-            .map(|m| (m, addr - m.start + m.pgoff))
+            .map(|m| (m, (addr - m.start).wrapping_add(m.pgoff)))
     }
 }
 

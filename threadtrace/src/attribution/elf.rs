@@ -26,13 +26,26 @@ pub enum ElfError {
     Io(#[from] io::Error),
 }
 
-/// One PT_LOAD.
+/// One PT_LOAD. Its numbers are the file's, any user's: arithmetic on
+/// them never trusts them not to overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub offset: u64,
     pub filesz: u64,
     pub vaddr: u64,
     pub exec: bool,
+}
+
+impl Segment {
+    /// Whether the file offset lies in the segment's bytes.
+    pub fn holds_offset(&self, off: u64) -> bool {
+        off >= self.offset && off - self.offset < self.filesz
+    }
+
+    /// Whether the address lies in the segment's file-backed bytes.
+    pub fn holds_vaddr(&self, vaddr: u64) -> bool {
+        vaddr >= self.vaddr && vaddr - self.vaddr < self.filesz
+    }
 }
 
 /// A section's address range and bytes.
@@ -74,8 +87,8 @@ impl Symbols {
         self.entries[..=i]
             .iter()
             .rev()
-            .take_while(|e| e.0 == self.entries[i].0 || e.0 + e.1 > vaddr)
-            .find(|e| vaddr < e.0 + e.1)
+            .take_while(|e| e.0 == self.entries[i].0 || e.0.saturating_add(e.1) > vaddr)
+            .find(|e| vaddr < e.0.saturating_add(e.1))
             .map(|e| (demangle(self.name(e.2)), vaddr - e.0))
     }
 
@@ -136,8 +149,8 @@ impl ElfInfo {
     pub fn vaddr_of(&self, file_offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|s| (s.offset..s.offset + s.filesz).contains(&file_offset))
-            .map(|s| file_offset - s.offset + s.vaddr)
+            .find(|s| s.holds_offset(file_offset))
+            .map(|s| (file_offset - s.offset).wrapping_add(s.vaddr))
     }
 
     /// The function at a file offset.
@@ -217,15 +230,15 @@ pub fn read(file: &File, len: u64) -> Result<ElfInfo, ElfError> {
         let (offset, size) = s.file_range()?;
         let data = read_range(file, len, offset, size)?;
         Some(Section {
-            svma: s.address()..s.address() + size,
+            svma: s.address()..s.address().checked_add(size)?,
             data: data.into(),
         })
     };
     info.eh_frame = section(".eh_frame");
     info.eh_frame_hdr = section(".eh_frame_hdr");
     let range = |name: &str| {
-        obj.section_by_name(name)
-            .map(|s| s.address()..s.address() + s.size())
+        let s = obj.section_by_name(name)?;
+        Some(s.address()..s.address().checked_add(s.size())?)
     };
     info.text = range(".text");
     info.got = range(".got");
@@ -262,11 +275,8 @@ pub fn read(file: &File, len: u64) -> Result<ElfInfo, ElfError> {
     // glibc's thread_db descriptors: {size in bits, count, offset}.
     let descriptor = |name: &str| -> Option<u32> {
         let &(_, vaddr) = dynamic.iter().find(|(n, _)| n == name)?;
-        let seg = info
-            .segments
-            .iter()
-            .find(|s| (s.vaddr..s.vaddr + s.filesz).contains(&vaddr))?;
-        let bytes = read_range(file, len, vaddr - seg.vaddr + seg.offset, 12)?;
+        let seg = info.segments.iter().find(|s| s.holds_vaddr(vaddr))?;
+        let bytes = read_range(file, len, (vaddr - seg.vaddr).checked_add(seg.offset)?, 12)?;
         Some(u32::from_le_bytes(bytes[8..12].try_into().ok()?))
     };
     info.thread_db = ThreadDb {

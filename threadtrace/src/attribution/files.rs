@@ -161,12 +161,12 @@ fn is_the_mapped_file(st: &libc::stat, w: &Wanted) -> Result<(), OpenError> {
     if st.st_ino != w.ino || !same_dev {
         return Err(OpenError::Replaced);
     }
-    let ctime = SystemTime::UNIX_EPOCH
-        + Duration::new(
-            st.st_ctime.max(0) as u64,
-            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
-        );
-    if ctime > w.mapped_at + SLACK {
+    // A change time past what SystemTime holds is later than any mapping.
+    let ctime = SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+        st.st_ctime.max(0) as u64,
+        st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+    ));
+    if ctime.is_none_or(|c| c > w.mapped_at + SLACK) {
         return Err(OpenError::Changed);
     }
     Ok(())
@@ -188,7 +188,10 @@ fn reopen((fd, before): (OwnedFd, libc::stat), how: How) -> Result<Opened, OpenE
         how,
         dev: before.st_dev,
         ino: before.st_ino,
-        ctime_ns: before.st_ctime * 1_000_000_000 + before.st_ctime_nsec,
+        ctime_ns: before
+            .st_ctime
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(before.st_ctime_nsec),
     })
 }
 

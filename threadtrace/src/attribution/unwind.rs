@@ -19,7 +19,7 @@ use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
 };
 
-use super::{
+use crate::attribution::{
     address_spaces::{Mapping, Snapshot},
     elf::ElfInfo,
 };
@@ -35,6 +35,21 @@ pub struct StackSnapshot {
 
 /// Rounds of "load the file a frame landed in, unwind again".
 const MAX_ROUNDS: usize = 24;
+
+/// Runs `f`, containing a panic of the DWARF reader on crafted unwind
+/// tables (the files are any user's; gimli's pointer arithmetic overflows
+/// on some): the caller falls back to the frame-pointer walk.
+fn contained<T>(f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            log::warn!(
+                "unwind tables of a mapped file made the unwinder fail: frame pointers used"
+            );
+            None
+        }
+    }
+}
 
 /// An unwinder and the files loaded into it, for one snapshot.
 struct Prepared {
@@ -59,11 +74,7 @@ pub fn load_bias(m: &Mapping, info: &ElfInfo) -> Option<u64> {
         .segments
         .iter()
         .find(|s| s.exec && s.offset & !0xfff == m.pgoff)
-        .or_else(|| {
-            info.segments
-                .iter()
-                .find(|s| (s.offset..s.offset + s.filesz.max(1)).contains(&m.pgoff))
-        })?;
+        .or_else(|| info.segments.iter().find(|s| s.holds_offset(m.pgoff)))?;
     Some(
         m.start
             .wrapping_sub(m.pgoff)
@@ -141,7 +152,11 @@ impl StackUnwinder {
         }
         let mut frames = Vec::new();
         for _ in 0..MAX_ROUNDS {
-            frames = walk(&prepared.unwinder, stack, max_frames);
+            let Some(walked) = contained(|| walk(&prepared.unwinder, stack, max_frames)) else {
+                self.prepared = None;
+                return None;
+            };
+            frames = walked;
             log::trace!("unwound {:x?}", frames);
             // The first frame in a file not tried yet: load it and go again.
             let next = frames.iter().enumerate().find_map(|(i, &a)| {
@@ -151,7 +166,11 @@ impl StackUnwinder {
             let Some(m) = next else { break };
             prepared.tried.insert(m.start);
             if let Some(module) = module(m).and_then(|info| module_for(m, &info)) {
-                prepared.unwinder.add_module(module);
+                let unwinder = &mut prepared.unwinder;
+                if contained(|| unwinder.add_module(module)).is_none() {
+                    self.prepared = None;
+                    return None;
+                }
             }
         }
         (!frames.is_empty()).then_some(frames)

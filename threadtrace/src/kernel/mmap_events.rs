@@ -220,7 +220,7 @@ fn open_cpu(cpu: u32) -> Result<Ring, MmapEventsError> {
     })
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Record(Record),
     Lost(u64),
 }
@@ -239,7 +239,7 @@ fn c_string(b: &[u8]) -> String {
 }
 
 /// One record: header (type, misc, size), body, sample_id trailer.
-fn parse(r: &[u8]) -> Option<Parsed> {
+pub(crate) fn parse(r: &[u8]) -> Option<Parsed> {
     let kind = u32_at(r, 0)?;
     let misc = u16::from_ne_bytes(r.get(4..6)?.try_into().ok()?);
     let time = u64_at(r, r.len().checked_sub(8)?)?;
