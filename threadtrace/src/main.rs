@@ -12,6 +12,7 @@ mod privileges;
 mod proctable;
 mod record;
 mod report;
+mod sanitize;
 mod sink;
 use threadtrace_tracefile as tracefile;
 mod tui;
@@ -20,6 +21,9 @@ use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use cli::{Cli, Command};
+
+/// Characters of one log or error line at most.
+const LOG_LINE_MAX: usize = 2048;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,10 +37,18 @@ fn main() -> ExitCode {
         _ => false,
     };
     let mut logger = env_logger::Builder::new();
-    logger
-        .filter_level(level)
-        .format_target(false)
-        .format_timestamp(None);
+    logger.filter_level(level).format(|buf, record| {
+        use std::io::Write as _;
+        // Log lines carry paths and names other users chose.
+        let style = buf.default_level_style(record.level());
+        let msg = record.args().to_string();
+        writeln!(
+            buf,
+            "[{style}{:<5}{style:#}] {}",
+            record.level(),
+            sanitize::line(&msg, LOG_LINE_MAX)
+        )
+    });
     if dashboard {
         // Through the dashboard while it owns the terminal.
         logger.target(env_logger::Target::Pipe(Box::new(tui::logs::Writer)));
@@ -46,7 +58,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, no backtrace: `{:#}` joins the causes with ": ".
-            eprintln!("threadtrace: {e:#}");
+            eprintln!(
+                "threadtrace: {}",
+                sanitize::line(&format!("{e:#}"), LOG_LINE_MAX)
+            );
             ExitCode::from(1)
         }
     }
@@ -131,7 +146,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 eprintln!("threadtrace: {}: {d}", file.display());
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                println!("{}", sanitize::to_json_pretty(&r)?);
             } else {
                 println!("{}", report::render(&r));
             }

@@ -227,7 +227,16 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
     out
 }
 
+/// The summary, safe for a terminal: every string in it escaped first
+/// (`sanitize`), then the text laid out.
 pub fn summary(s: &Summary) -> String {
+    match crate::sanitize::for_display(s) {
+        Some(clean) => crate::sanitize::block(&summary_of(&clean)).into_owned(),
+        None => crate::sanitize::line(&summary_of(s), usize::MAX).into_owned(),
+    }
+}
+
+fn summary_of(s: &Summary) -> String {
     let mut out = String::new();
     if !s.findings.is_empty() {
         out.push_str(&crate::diagnosis::findings::render(&s.findings, 6));
@@ -303,7 +312,18 @@ pub fn summary(s: &Summary) -> String {
     out.trim_end().to_string()
 }
 
+/// A record's readable line(s), safe for a terminal: every string in the
+/// record escaped first (`sanitize`), so that a name cannot end a line or
+/// draw on the screen, then laid out. Should the escaped copy not
+/// deserialize, the whole text is escaped, newlines included.
 pub fn render(r: &Record) -> String {
+    match crate::sanitize::for_display(r) {
+        Some(clean) => crate::sanitize::block(&render_clean(&clean)).into_owned(),
+        None => crate::sanitize::line(&render_clean(r), usize::MAX).into_owned(),
+    }
+}
+
+fn render_clean(r: &Record) -> String {
     match r {
         Record::Started(e) => started(e),
         Record::ThreadCreateFailed(e) => failed(e),
@@ -333,7 +353,7 @@ pub fn render(r: &Record) -> String {
             e.hierarchy,
             e.path
         ),
-        Record::Summary(s) => summary(s),
+        Record::Summary(s) => summary_of(s),
         Record::Storm(s) => storm(s),
         Record::Oversubscribed(o) => format!(
             "{} OVERSUBSCRIBED  {}[{}]: {} runs {} threads on {} CPUs allowed ({})\n    do: {}",
