@@ -625,7 +625,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .alive_procs()
                 .map(|p| {
                     serde_json::json!({
-                        "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline, "uid": p.uid,
+                        "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline.as_deref(), "uid": p.uid,
                         "started": p.start_ticks.and_then(proctable::started_at).map(clock::rfc3339),
                         "cgroups": p.cgroups.iter().map(|(c, path)| format!("{c}:{path}")).collect::<Vec<_>>(),
                     })
