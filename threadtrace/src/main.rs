@@ -1,5 +1,6 @@
 //! threadtrace: why did that thread (or process) fail to start?
 mod attribution;
+mod bounded;
 mod cli;
 mod clock;
 mod diagnosis;
@@ -8,6 +9,8 @@ mod events;
 mod export;
 mod host;
 mod kernel;
+mod own_limits;
+mod panics;
 mod privileges;
 mod proctable;
 mod record;
@@ -26,6 +29,7 @@ use cli::{Cli, Command};
 const LOG_LINE_MAX: usize = 2048;
 
 fn main() -> ExitCode {
+    panics::one_line_hook();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
@@ -82,6 +86,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 max_size: a.max_size,
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,
+                max_memory: a.max_memory,
                 verbose: cli.verbose,
                 dashboard,
             };

@@ -1,11 +1,16 @@
 //! The output stage, on its own thread (started with the collector, so no
 //! thread is created while recording): attributes failures, then writes
 //! the console (or feeds the dashboard) and the trace file. Records arrive
-//! in order on a bounded channel; when it is full the collector waits, the
-//! ring buffer absorbs the burst, and what overflows it is counted by the
-//! kernel.
+//! in order on a channel bounded in messages and in bytes; the collector
+//! never waits on it ([`Sender::try_send`]): when it is full the collector
+//! stops reading the ring buffer, which absorbs the burst (what overflows
+//! it is counted by the kernel), and goes on answering signals.
 use std::{
-    sync::mpsc::{sync_channel, Receiver, SyncSender},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc,
+    },
     thread::JoinHandle,
 };
 
@@ -24,15 +29,12 @@ use crate::{
 pub enum Msg {
     Record(Box<Record>),
     /// Once a second: the exact counters for the trace file, and a flush.
-    Checkpoint(Summary),
+    Checkpoint(Box<Summary>),
     /// Once a second with a dashboard, after the checkpoint: its counters
     /// (narrowed by -p/--comm) and the processes against their limits.
     Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
     /// The end: the summary for the console (filtered) and the file.
-    Finish {
-        console: Summary,
-        file: Summary,
-    },
+    Finish(Box<(Summary, Summary)>),
 }
 
 /// Per-process rows in the trace file's counter snapshots.
@@ -40,6 +42,83 @@ const SNAPSHOT_ROWS: usize = 100;
 
 /// Records waiting for the output thread at most.
 const QUEUE: usize = 2048;
+/// And their bytes at most: a failure carries a stack copy and its
+/// process's maps, which any process can make large.
+const QUEUE_BYTES: usize = 64 << 20;
+
+/// Bytes a message holds, roughly: what it carries that can be large.
+fn message_bytes(m: &Msg) -> usize {
+    const BASE: usize = 1024;
+    let summary =
+        |s: &Summary| BASE + 128 * (s.by_process.len() + s.threads.len()) + 1024 * s.findings.len();
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    match m {
+        Msg::Record(r) => match &**r {
+            Record::ThreadCreateFailed(e) => {
+                BASE + text(&e.cmdline)
+                    + text(&e.exe)
+                    + 64 * e.stack.len()
+                    + e.captured.as_ref().map_or(0, |c| {
+                        8 * c.ips.len()
+                            + 32 * c.resolved.len()
+                            + c.snapshot.bytes.len()
+                            + c.maps.as_ref().map_or(0, |m| m.len())
+                    })
+            }
+            Record::ProcessExec(e) => BASE + text(&e.cmdline),
+            Record::ProcessExit(e) => BASE + text(&e.cmdline),
+            Record::OomKill(e) => BASE + text(&e.victim.cmdline),
+            _ => BASE,
+        },
+        Msg::Checkpoint(s) => summary(s),
+        Msg::Dashboard(d) => summary(&d.0) + 256 * d.1.len(),
+        // The last one always fits.
+        Msg::Finish(_) => 0,
+    }
+}
+
+/// Why the output stage did not take a message.
+pub enum Refused {
+    /// Full: the message is handed back, to be tried again.
+    Full(Msg),
+    /// The output thread is gone (it returned or panicked).
+    Gone,
+}
+
+/// The collector's end of the channel: it never waits.
+pub struct Sender {
+    tx: SyncSender<(usize, Msg)>,
+    in_flight: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Sender {
+    pub fn try_send(&self, m: Msg) -> Result<(), Refused> {
+        let size = message_bytes(&m);
+        // Counted before the send: the output thread may take it at once.
+        let before = self.in_flight.fetch_add(size, Ordering::SeqCst);
+        if before > 0 && before + size > QUEUE_BYTES {
+            self.in_flight.fetch_sub(size, Ordering::SeqCst);
+            return Err(Refused::Full(m));
+        }
+        match self.tx.try_send((size, m)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.in_flight.fetch_sub(size, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full((_, m)) => Err(Refused::Full(m)),
+                    TrySendError::Disconnected(_) => Err(Refused::Gone),
+                }
+            }
+        }
+    }
+
+    /// The recording is stopping: failures still queued are written
+    /// without attribution, so that the summary comes promptly.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}
 
 pub struct Output {
     pub console: Console,
@@ -54,16 +133,29 @@ pub struct Output {
     pub dashboard: Option<Feed>,
 }
 
-pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
+pub fn spawn(out: Output) -> std::io::Result<(Sender, JoinHandle<anyhow::Result<()>>)> {
     let (tx, rx) = sync_channel(QUEUE);
+    let sender = Sender {
+        tx,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
+    let (in_flight, stopping) = (sender.in_flight.clone(), sender.stopping.clone());
+    // Before the thread: the hook is global, and goes after the dashboard's.
+    crate::panics::install_catch_hook();
     let handle = std::thread::Builder::new()
         .name("output".into())
-        .spawn(move || out.run(rx))?;
-    Ok((tx, handle))
+        .spawn(move || out.run(rx, &in_flight, &stopping))?;
+    Ok((sender, handle))
 }
 
 impl Output {
-    fn run(mut self, rx: Receiver<Msg>) -> anyhow::Result<()> {
+    fn run(
+        mut self,
+        rx: Receiver<(usize, Msg)>,
+        in_flight: &AtomicUsize,
+        stopping: &AtomicBool,
+    ) -> anyhow::Result<()> {
         // blazesym's Symbolizer is neither Send nor Sync: it is made, and
         // stays, here. Libraries mapped now are indexed before the first
         // failure, in case the process that fails exits before its turn.
@@ -73,13 +165,32 @@ impl Output {
         let mut checkpoints = 0u32;
         let mut storms = StormDetector::new(self.storm_threshold, self.storm_window, self.storm_by);
         let mut findings = Findings::default();
-        for msg in rx {
+        let (mut panics, mut skipped) = (0u64, 0u64);
+        for (size, msg) in rx {
+            in_flight.fetch_sub(size, Ordering::SeqCst);
             match msg {
                 Msg::Record(r) => {
                     let mut r = *r;
                     if let Record::ThreadCreateFailed(e) = &mut r {
                         if let Some(c) = e.captured.take() {
-                            attributor.attribute(e, &c);
+                            if stopping.load(Ordering::SeqCst) {
+                                skipped += 1;
+                            } else if let Err(why) =
+                                crate::panics::catch(|| attributor.attribute(e, &c))
+                            {
+                                // A bug reached by what a process mapped:
+                                // this failure goes on without a library,
+                                // the next ones are attributed as usual.
+                                panics += 1;
+                                if panics <= 3 {
+                                    log::warn!(
+                                        "attribution of a failure of {}[{}] panicked ({why}); \
+                                         it is reported without its library (counted in the summary)",
+                                        e.task.comm,
+                                        e.task.pid
+                                    );
+                                }
+                            }
                         }
                         // The remedy names the pool library: known only now.
                         let library = e.library.clone();
@@ -117,7 +228,9 @@ impl Output {
                     }
                     self.write(&r, &mut console_ok);
                 }
-                Msg::Checkpoint(s) => {
+                Msg::Checkpoint(mut s) => {
+                    s.tracer.attribution_panics = panics;
+                    s.tracer.attribution_skipped = skipped;
                     for storm in storms.tick(&s, Instant::now(), &s.time) {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
@@ -147,10 +260,12 @@ impl Output {
                         feed.second(summary, processes);
                     }
                 }
-                Msg::Finish {
-                    mut console,
-                    mut file,
-                } => {
+                Msg::Finish(both) => {
+                    let (mut console, mut file) = *both;
+                    for s in [&mut console, &mut file] {
+                        s.tracer.attribution_panics = panics;
+                        s.tracer.attribution_skipped = skipped;
+                    }
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
                     if let Some(t) = &self.trace {

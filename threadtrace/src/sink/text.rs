@@ -227,6 +227,49 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
     out
 }
 
+/// What the tracer cut or skipped to stay bounded, in one line.
+fn tracer(t: &crate::events::session::Tracer) -> String {
+    let mut parts = Vec::new();
+    let forgotten: u64 = t.evicted.values().sum();
+    if forgotten > 0 {
+        let per: Vec<String> = t
+            .evicted
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect();
+        parts.push(format!("forgot the oldest entries ({})", per.join(", ")));
+    }
+    if t.cmdlines_cut > 0 {
+        parts.push(format!("cut {} command lines at 4 KiB", t.cmdlines_cut));
+    }
+    if t.records_dropped > 0 {
+        parts.push(format!(
+            "dropped {} records while its output was stuck",
+            t.records_dropped
+        ));
+    }
+    if t.snapshots_skipped > 0 {
+        parts.push(format!(
+            "skipped {} counter snapshots while its output was busy",
+            t.snapshots_skipped
+        ));
+    }
+    if t.attribution_panics > 0 {
+        parts.push(format!(
+            "caught {} panics in attribution (those failures show no library)",
+            t.attribution_panics
+        ));
+    }
+    if t.attribution_skipped > 0 {
+        parts.push(format!(
+            "left {} failures unattributed to stop promptly",
+            t.attribution_skipped
+        ));
+    }
+    format!("to stay bounded, the tracer {}.", parts.join("; "))
+}
+
 /// The summary, safe for a terminal: every string in it escaped first
 /// (`sanitize`), then the text laid out.
 pub fn summary(s: &Summary) -> String {
@@ -301,6 +344,9 @@ fn summary_of(s: &Summary) -> String {
             "the trace file reached --max-size: {} events were left out of it; its counters are complete.",
             s.trace_events_dropped
         );
+    }
+    if !s.tracer.is_quiet() {
+        let _ = writeln!(out, "{}", tracer(&s.tracer));
     }
     if s.failures_unattributed > 0 {
         let _ = writeln!(
