@@ -173,6 +173,22 @@ pub fn bash(script: &str) -> Output {
         .expect("bash")
 }
 
+/// What a running tracer costs: (VmRSS, VmHWM) in KiB and its open fds.
+pub fn footprint(pid: u32) -> (u64, u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (kb("VmRSS:"), kb("VmHWM:"), fds)
+}
+
 /// A process's thread count, from /proc/PID/status.
 pub fn threads_of(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -476,6 +492,13 @@ impl Tmux {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pane's title, as escape sequences in its output may set it.
+    pub fn title(&self) -> String {
+        self.tmux(&["display", "-p", "-t", "e2e", "#{pane_title}"])
+            .trim()
+            .to_string()
     }
 
     /// The screen as text, one line per row.

@@ -106,6 +106,12 @@ pub struct RecordArgs {
     /// printed either way.
     #[arg(long)]
     pub no_tui: bool,
+    /// The tracer's own memory limit (RLIMIT_DATA: heap and private
+    /// mappings), e.g. 512M, 2G. It asks the OOM killer to spare it, so
+    /// this bounds it instead: past it the tracer stops, the host does not
+    /// run out.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_memory: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

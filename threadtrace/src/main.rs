@@ -1,5 +1,6 @@
 //! threadtrace: why did that thread (or process) fail to start?
 mod attribution;
+mod bounded;
 mod cli;
 mod clock;
 mod diagnosis;
@@ -8,10 +9,13 @@ mod events;
 mod export;
 mod host;
 mod kernel;
+mod own_limits;
+mod panics;
 mod privileges;
 mod proctable;
 mod record;
 mod report;
+mod sanitize;
 mod sink;
 use threadtrace_tracefile as tracefile;
 mod tui;
@@ -21,7 +25,11 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use cli::{Cli, Command};
 
+/// Characters of one log or error line at most.
+const LOG_LINE_MAX: usize = 2048;
+
 fn main() -> ExitCode {
+    panics::one_line_hook();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
@@ -34,10 +42,18 @@ fn main() -> ExitCode {
         _ => false,
     };
     let mut logger = env_logger::Builder::new();
-    logger
-        .filter_level(level)
-        .format_target(false)
-        .format_timestamp(None);
+    logger.filter_level(level).format(|buf, record| {
+        use std::io::Write as _;
+        // Log lines carry paths and names other users chose.
+        let style = buf.default_level_style(record.level());
+        let msg = record.args().to_string();
+        writeln!(
+            buf,
+            "[{style}{:<5}{style:#}] {}",
+            record.level(),
+            sanitize::line(&msg, LOG_LINE_MAX)
+        )
+    });
     if dashboard {
         // Through the dashboard while it owns the terminal.
         logger.target(env_logger::Target::Pipe(Box::new(tui::logs::Writer)));
@@ -47,7 +63,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, no backtrace: `{:#}` joins the causes with ": ".
-            eprintln!("threadtrace: {e:#}");
+            eprintln!(
+                "threadtrace: {}",
+                sanitize::line(&format!("{e:#}"), LOG_LINE_MAX)
+            );
             ExitCode::from(1)
         }
     }
@@ -68,6 +87,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 max_size: a.max_size,
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,
+                max_memory: a.max_memory,
                 verbose: cli.verbose,
                 dashboard,
             };
@@ -132,7 +152,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 eprintln!("threadtrace: {}: {d}", file.display());
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                println!("{}", sanitize::to_json_pretty(&r)?);
             } else {
                 println!("{}", report::render(&r));
             }

@@ -6,10 +6,9 @@
 //! thread (a current-thread tokio runtime, no blocking pool), protects itself
 //! from the OOM killer, and keeps every buffer bounded.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     os::fd::OwnedFd,
     path::PathBuf,
-    sync::mpsc::SyncSender,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,6 +23,7 @@ use tokio::{
 
 use crate::{
     attribution::{self, files, threads, Shared},
+    bounded::{json_bytes, ByteLru},
     clock,
     diagnosis::{
         decide,
@@ -39,10 +39,10 @@ use crate::{
         mmap_events::{self, MmapEvents},
         Kernel,
     },
-    privileges,
+    own_limits, privileges,
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
-        output::{self, Msg, Output},
+        output::{self, Msg, Output, Refused, Sender},
         Console,
     },
     tracefile::writer::TraceWriter,
@@ -62,6 +62,8 @@ pub struct Options {
     pub max_size: Option<u64>,
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
+    /// RLIMIT_DATA for the tracer itself, set once attached.
+    pub max_memory: u64,
     pub verbose: u8,
     /// The live dashboard instead of lines (stdout is a terminal, no
     /// --json, no --no-tui).
@@ -91,6 +93,20 @@ const HOLDERS: usize = 5;
 /// Processes whose limits the dashboard shows: the busiest this many, and
 /// as many of those that failed.
 const DASHBOARD_PROCESSES: usize = 100;
+/// Budgets of what the collector remembers per process, in bytes: keyed
+/// by pids, which any user can multiply. Causes are reused for a second
+/// only; who set RLIMIT_NPROC on whom is evidence kept as long as it fits.
+const CAUSES_BYTES: usize = 4 << 20;
+const RLIMIT_SETS_BYTES: usize = 2 << 20;
+const OVERSUBSCRIBED_BYTES: usize = 1 << 20;
+const OOM_VICTIMS_BYTES: usize = 256 << 10;
+/// Messages held back while the output stage is full; only checkpoints
+/// add to them then (the ring buffer is not read meanwhile).
+const PENDING_MAX: usize = 256;
+/// How long the output stage has, after the stop, to take what is left
+/// and write the summary: longer means it is stuck (a stdout nobody
+/// reads), and the tracer exits without it.
+const FINISH_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -131,17 +147,22 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into())
 }
 
-fn protect_from_oom_killer() {
-    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
-        log::warn!("cannot set oom_score_adj to -1000 ({e}): the OOM killer may take the tracer");
-    }
-}
+type CauseKey = (u32, String, i32, bool);
 
 struct Collector {
     kernel: Kernel,
     counters: CounterMaps,
     ctx: Context,
-    output: SyncSender<Msg>,
+    output: Sender,
+    /// Messages the output stage had no room for, oldest first: the ring
+    /// buffer is not read until they are taken.
+    pending: VecDeque<Msg>,
+    /// The output thread ended: the recording cannot go on.
+    output_gone: bool,
+    /// Counter snapshots and dashboard seconds not sent, the stage busy.
+    snapshots_skipped: u64,
+    /// Messages dropped past PENDING_MAX.
+    records_dropped: u64,
     filter: Filter,
     /// Address spaces and the files behind them, shared with attribution.
     shared: Shared,
@@ -159,13 +180,13 @@ struct Collector {
     checkpoints: u32,
     pids_watch: PidsWatch,
     /// Pids the OOM killer chose: their exit is not a second finding.
-    oom_victims: std::collections::HashSet<u32>,
-    nproc_sets: HashMap<u32, LimitSet>,
-    causes: HashMap<(u32, String, i32, bool), (Instant, Cause)>,
+    oom_victims: ByteLru<u32, ()>,
+    nproc_sets: ByteLru<u32, LimitSet>,
+    causes: ByteLru<CauseKey, (Instant, Cause)>,
     /// Live thread rows of the last checkpoint: holders' libraries.
     last_threads: Vec<ThreadCount>,
     /// (pid, library) → pool size already reported as oversubscribed.
-    oversubscribed: HashMap<(u32, String), i64>,
+    oversubscribed: ByteLru<(u32, String), i64>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -178,9 +199,51 @@ struct Collector {
 
 impl Collector {
     fn emit(&mut self, r: Record) {
-        // Fails only if the output thread died; its error is reported at
-        // the end.
-        let _ = self.output.send(Msg::Record(Box::new(r)));
+        self.send(Msg::Record(Box::new(r)));
+    }
+
+    /// To the output stage, in order, without waiting: what it has no room
+    /// for waits in `pending` (and the ring buffer is not read meanwhile).
+    fn send(&mut self, m: Msg) {
+        if self.pending.len() >= PENDING_MAX {
+            self.records_dropped += 1;
+            return;
+        }
+        self.pending.push_back(m);
+        self.flush_pending();
+    }
+
+    /// A once-a-second message: skipped, and counted, when the output
+    /// stage is busy; the next second's carries the same counts.
+    fn send_or_skip(&mut self, m: Msg) {
+        if !self.pending.is_empty() {
+            self.snapshots_skipped += 1;
+            return;
+        }
+        match self.output.try_send(m) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => self.snapshots_skipped += 1,
+            Err(Refused::Gone) => self.output_gone = true,
+        }
+    }
+
+    /// Hands over what waits; true when nothing does.
+    fn flush_pending(&mut self) -> bool {
+        while let Some(m) = self.pending.pop_front() {
+            match self.output.try_send(m) {
+                Ok(()) => {}
+                Err(Refused::Full(m)) => {
+                    self.pending.push_front(m);
+                    return false;
+                }
+                Err(Refused::Gone) => {
+                    self.output_gone = true;
+                    self.pending.clear();
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn handle(&mut self, bytes: &[u8]) {
@@ -241,10 +304,7 @@ impl Collector {
     /// The memory cgroup, the top holders and the pool the victim belonged
     /// to, read while the victim is still being killed.
     fn diagnose_oom(&mut self, e: &mut events::OomKill) {
-        if self.oom_victims.len() >= MAPS_KEPT {
-            self.oom_victims.clear();
-        }
-        self.oom_victims.insert(e.victim.pid);
+        self.oom_victims.insert(e.victim.pid, (), 16);
         e.memory_cgroup = e.victim.cgroup.as_deref().and_then(oom::memory_cgroup);
         let procs = &self.ctx.procs;
         e.top_holders = match &e.memory_cgroup {
@@ -276,19 +336,15 @@ impl Collector {
         let events::rlimit_change::Limit::Value(soft) = new.soft else {
             return;
         };
-        if self.nproc_sets.len() >= MAPS_KEPT {
-            self.nproc_sets.clear();
-        }
-        self.nproc_sets.insert(
-            e.target_pid,
-            LimitSet {
-                time: e.task.time.clone(),
-                pid: e.task.pid,
-                comm: e.task.comm.clone(),
-                target_pid: e.target_pid,
-                soft,
-            },
-        );
+        let set = LimitSet {
+            time: e.task.time.clone(),
+            pid: e.task.pid,
+            comm: e.task.comm.clone(),
+            target_pid: e.target_pid,
+            soft,
+        };
+        let bytes = json_bytes(&set) + 64;
+        self.nproc_sets.insert(e.target_pid, set, bytes);
     }
 
     /// Which limit a failure hit, from evidence read now; the same failure
@@ -304,7 +360,7 @@ impl Collector {
             e.api.as_str()
         };
         let key = (e.task.pid, api.to_string(), e.errno, clone_tried);
-        if let Some((at, c)) = self.causes.get(&key) {
+        if let Some((at, c)) = self.causes.peek(&key) {
             if at.elapsed() < Duration::from_secs(1) {
                 return c.clone();
             }
@@ -332,7 +388,8 @@ impl Collector {
             "rlimit_nproc" => {
                 let limit = c.limit.unwrap_or(u64::MAX);
                 c.inherited_from = holders::inherited_from(&mut self.ctx.procs, pid, limit);
-                c.set_by = holders::set_by(&self.ctx.procs, &self.nproc_sets, pid, limit);
+                let sets = &self.nproc_sets;
+                c.set_by = holders::set_by(&self.ctx.procs, |pid| sets.peek(&pid), pid, limit);
                 let uid = e.task.uid;
                 let pids: Vec<(u32, String)> = self
                     .ctx
@@ -362,10 +419,8 @@ impl Collector {
             }
             _ => {}
         }
-        if self.causes.len() >= MAPS_KEPT {
-            self.causes.clear();
-        }
-        self.causes.insert(key, (Instant::now(), c.clone()));
+        let bytes = json_bytes(&c) + key.1.len() + 96;
+        self.causes.insert(key, (Instant::now(), c.clone()), bytes);
         c
     }
 
@@ -487,6 +542,10 @@ impl Collector {
     /// snapshots) and the signals (Ctrl-C) run in between.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         for _ in 0..DRAIN_BATCH {
+            // The output stage is full: leave the rest in the ring.
+            if !self.pending.is_empty() || self.output_gone {
+                return false;
+            }
             let Some(item) = ring.next() else { return true };
             let bytes: &[u8] = &item;
             // Copy out of the ring first: the slot is released on drop.
@@ -519,7 +578,25 @@ impl Collector {
         s.decode_errors = self.decode_errors;
         s.mmap_records_lost = self.mmap.lost;
         s.threads = self.thread_rows(filtered);
+        self.tracer_bounds(&mut s.tracer);
         s
+    }
+
+    /// What staying bounded cost so far (attribution adds its own).
+    fn tracer_bounds(&self, t: &mut events::session::Tracer) {
+        let procs = &self.ctx.procs.bounds;
+        t.cmdlines_cut = procs.cmdlines_cut;
+        t.snapshots_skipped = self.snapshots_skipped;
+        t.records_dropped = self.records_dropped;
+        for (table, n) in [
+            ("process_table", procs.exited_evicted),
+            ("causes", self.causes.evicted),
+            ("rlimit_sets", self.nproc_sets.evicted),
+            ("oversubscribed", self.oversubscribed.evicted),
+            ("oom_victims", self.oom_victims.evicted),
+        ] {
+            t.evicted.insert(table.to_string(), n);
+        }
     }
 
     /// Live threads per (process, creating library), for the processes
@@ -575,9 +652,9 @@ impl Collector {
         self.last_threads = s.threads.clone();
         self.check_oversubscription(&s.time);
         let dashboard = self.dashboard.then(|| self.dashboard_second(&s));
-        let _ = self.output.send(Msg::Checkpoint(Box::new(s)));
+        self.send_or_skip(Msg::Checkpoint(Box::new(s)));
         if let Some(d) = dashboard {
-            let _ = self.output.send(Msg::Dashboard(Box::new(d)));
+            self.send_or_skip(Msg::Dashboard(Box::new(d)));
         }
     }
 
@@ -628,27 +705,47 @@ impl Collector {
             if self.oversubscribed.get(&key) == Some(&r.live) {
                 continue;
             }
+            let bytes = key.1.len() + 64;
             let cpu_cg = self.ctx.procs.cgroup(r.pid, "cpu");
             let Some(cpus) = oversubscription::cpus_allowed(r.pid, cpu_cg.as_deref()) else {
                 continue;
             };
             if let Some(o) = oversubscription::check(r.pid, &r.comm, &r.library, r.live, cpus, time)
             {
-                if self.oversubscribed.len() >= MAPS_KEPT {
-                    self.oversubscribed.clear();
-                }
-                self.oversubscribed.insert(key, r.live);
+                self.oversubscribed.insert(key, r.live, bytes);
                 self.emit(Record::Oversubscribed(o));
             }
         }
     }
 }
 
+/// How often a full output stage is offered what waits.
+const RETRY: Duration = Duration::from_millis(5);
+/// Ring-buffer batches read after the stop at most.
+const STOP_BATCHES: u32 = 64;
+
+/// The output thread ended before the summary: why, in one line.
+fn output_died(thread: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Error {
+    let why = match thread.join() {
+        Ok(Err(e)) => format!("{e:#}"),
+        Ok(Ok(())) => "it returned early".into(),
+        // Its message was printed by the panic hook.
+        Err(_) => "it panicked".into(),
+    };
+    anyhow::anyhow!(
+        "the output stage stopped ({why}): recording stopped; the trace file is readable up to its last second"
+    )
+}
+
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !privileges::can_trace(privileges::effective_caps()) {
         return Err(NeedPrivileges.into());
     }
-    protect_from_oom_killer();
+    own_limits::protect_from_oom_killer();
+    match own_limits::raise_fd_limit() {
+        Ok(n) => log::debug!("file descriptors: up to {n}"),
+        Err(e) => log::warn!("{e}: the tracer may run out of file descriptors"),
+    }
     let started_at = Instant::now();
     let log_level = if opts.verbose > 0 {
         aya_log::Level::Debug as u8
@@ -709,7 +806,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .alive_procs()
                 .map(|p| {
                     serde_json::json!({
-                        "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline, "uid": p.uid,
+                        "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline.as_deref(), "uid": p.uid,
                         "started": p.start_ticks.and_then(proctable::started_at).map(clock::rfc3339),
                         "cgroups": p.cgroups.iter().map(|(c, path)| format!("{c}:{path}")).collect::<Vec<_>>(),
                     })
@@ -727,6 +824,28 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pids: opts.pids.clone(),
         comms: opts.comms.clone(),
     };
+    // Every probe is attached and the trace file is open: what the rest
+    // of the recording cannot do, it gives up, before its other threads
+    // start (they inherit this thread's credentials).
+    // Nothing is attached while recording: no probe needs a capability
+    // after this point.
+    let mut needs = privileges::Needs::of_host();
+    // `record --metrics ADDR` sets this when its port is below 1024.
+    needs.bind_below_1024 = false;
+    match privileges::drop_after_attach(&needs) {
+        Ok(kept) => log::info!(
+            "capabilities kept after attach: {}",
+            kept.iter()
+                .map(|k| privileges::name(k.cap))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => log::warn!("{e}: recording goes on with the capabilities it had"),
+    }
+    match own_limits::cap_memory(opts.max_memory) {
+        Ok(b) => log::debug!("memory limit (RLIMIT_DATA): {b} bytes"),
+        Err(e) => log::warn!("{e}: the tracer's memory is not capped"),
+    }
     // Before the dashboard takes the terminal: a SIGTERM from then on
     // must stop the recording and give the terminal back, not kill it.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -761,6 +880,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         counters,
         ctx,
         output,
+        pending: VecDeque::new(),
+        output_gone: false,
+        snapshots_skipped: 0,
+        records_dropped: 0,
         filter,
         shared: shared.clone(),
         mmap,
@@ -770,11 +893,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         census: threads::Census::default(),
         checkpoints: 0,
         pids_watch,
-        oom_victims: Default::default(),
-        nproc_sets: HashMap::new(),
-        causes: HashMap::new(),
+        oom_victims: ByteLru::new(OOM_VICTIMS_BYTES),
+        nproc_sets: ByteLru::new(RLIMIT_SETS_BYTES),
+        causes: ByteLru::new(CAUSES_BYTES),
         last_threads: Vec::new(),
-        oversubscribed: HashMap::new(),
+        oversubscribed: ByteLru::new(OVERSUBSCRIBED_BYTES),
         delivered: 0,
         decode_errors: 0,
         started: started_at,
@@ -798,9 +921,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // The kernel's mmap records are drained at least this often, so that
     // an exec-heavy host does not fill their buffers between failures.
     let mut map_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if c.output_gone {
+            break;
+        }
         tokio::select! {
-            guard = ring.readable_mut() => {
+            // Not while the output stage is full: the ring buffer holds
+            // the burst, and signals are still answered.
+            guard = ring.readable_mut(), if c.pending.is_empty() => {
                 let mut guard = guard?;
                 // Readiness is cleared only once the ring is empty: a batch
                 // cut short comes back on the next turn of the loop.
@@ -814,6 +944,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
             _ = map_tick.tick() => c.drain_mappings(),
+            _ = retry.tick(), if !c.pending.is_empty() => { c.flush_pending(); }
             _ = second.tick() => c.checkpoint(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -825,15 +956,62 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     // The terminal back first: the summary is printed on it.
     let dashboard_failed = dashboard.and_then(|d| d.close().err());
-    // Events already in the ring buffer belong to this recording.
-    while !c.drain(ring.get_mut()) {}
-    let console = c.summary(true);
-    let file = c.summary(false);
-    let _ = c.output.send(Msg::Finish {
-        console: Box::new(console),
-        file: Box::new(file),
-    });
+    if c.output_gone {
+        drop(c);
+        return Err(output_died(output_thread));
+    }
+    // What is still queued goes out unattributed: the stop is prompt.
+    c.output.stopping();
+    let finish_by = tokio::time::Instant::now() + FINISH_WITHIN;
+    let interrupted = async {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    tokio::pin!(interrupted);
+    let (mut batches, mut finish_queued) = (0, false);
+    let finished = loop {
+        if !finish_queued && c.flush_pending() {
+            // Events already in the ring buffer belong to this recording;
+            // a storm that goes on does not hold the stop back.
+            if c.drain(ring.get_mut()) || batches >= STOP_BATCHES {
+                let console = c.summary(true);
+                let file = c.summary(false);
+                c.send(Msg::Finish(Box::new((console, file))));
+                finish_queued = true;
+            } else {
+                batches += 1;
+                if c.pending.is_empty() {
+                    continue;
+                }
+            }
+        }
+        if finish_queued {
+            c.flush_pending();
+        }
+        if c.output_gone || output_thread.is_finished() {
+            break true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = tokio::time::sleep_until(finish_by) => break false,
+            // A second Ctrl-C or SIGTERM: do not wait.
+            _ = &mut interrupted => break false,
+        }
+    };
+    if !finished {
+        anyhow::bail!(
+            "the output stage did not finish within {} s of the stop (is stdout read?): \
+             exiting without the summary; the trace file is readable up to its last second",
+            FINISH_WITHIN.as_secs()
+        );
+    }
+    let sent_finish = finish_queued && c.pending.is_empty() && !c.output_gone;
     drop(c);
+    if !sent_finish {
+        return Err(output_died(output_thread));
+    }
     output_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;

@@ -34,15 +34,15 @@ pub fn inherited_from(procs: &mut proctable::ProcTable, pid: u32, limit: u64) ->
 
 /// The change seen during the recording that set `limit` on `pid` or one
 /// of its ancestors.
-pub fn set_by(
+pub fn set_by<'a>(
     procs: &proctable::ProcTable,
-    sets: &std::collections::HashMap<u32, LimitSet>,
+    sets: impl Fn(u32) -> Option<&'a LimitSet>,
     pid: u32,
     limit: u64,
 ) -> Option<LimitSet> {
     let mut cur = pid;
     for _ in 0..64 {
-        if let Some(s) = sets.get(&cur).filter(|s| s.soft == limit) {
+        if let Some(s) = sets(cur).filter(|s| s.soft == limit) {
             return Some(s.clone());
         }
         cur = procs.get(cur)?.ppid;

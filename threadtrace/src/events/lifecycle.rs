@@ -88,7 +88,7 @@ pub fn exec(e: &Event<RawExec>, ctx: &mut Context) -> ProcessExec {
     let p = ctx.procs.get(task.pid);
     ProcessExec {
         ppid: p.map(|p| p.ppid),
-        cmdline: p.and_then(|p| p.cmdline.clone()),
+        cmdline: p.and_then(|p| p.cmdline.as_deref().map(String::from)),
         task,
         filename,
     }
@@ -101,7 +101,7 @@ pub fn exit(e: &Event<RawExit>, ctx: &mut Context) -> ProcessExit {
     let p = ctx.procs.get(task.pid);
     let out = ProcessExit {
         ppid: p.map(|p| p.ppid),
-        cmdline: p.and_then(|p| p.cmdline.clone()),
+        cmdline: p.and_then(|p| p.cmdline.as_deref().map(String::from)),
         task,
         exit_code,
         signal,

@@ -77,7 +77,9 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
     let victim = Victim {
         pid,
         comm: comm.clone(),
-        cmdline: known.as_ref().and_then(|k| k.cmdline.clone()),
+        cmdline: known
+            .as_ref()
+            .and_then(|k| k.cmdline.as_deref().map(String::from)),
         exe: known.as_ref().and_then(|k| k.exe.clone()),
         uid,
         rss_bytes: kb(p.anon_rss_kb + p.file_rss_kb + p.shmem_rss_kb),

@@ -119,6 +119,43 @@ pub struct Summary {
     /// which are pthread_create's (`resolve_stack_setup`).
     #[serde(skip)]
     pub stack_setup: Vec<StackSetupCount>,
+    /// What the tracer cut, forgot or skipped to stay bounded and
+    /// responsive. The counts above are exact either way.
+    #[serde(default)]
+    pub tracer: Tracer,
+}
+
+/// What the tracer did to itself to stay within its memory and keep
+/// answering: all zero in a quiet recording.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Tracer {
+    /// Command lines longer than 4 KiB, kept cut.
+    pub cmdlines_cut: u64,
+    /// Entries forgotten to stay within their budget in bytes, per table:
+    /// `process_table` (exited processes), `causes`, `rlimit_sets`,
+    /// `oversubscribed`, `oom_victims`.
+    pub evicted: BTreeMap<String, u64>,
+    /// Records dropped while the output stage was stuck (beyond what the
+    /// collector holds back for it).
+    pub records_dropped: u64,
+    /// Seconds whose counter snapshot was not handed to the output stage,
+    /// busy then: the next one has the same counts, later.
+    pub snapshots_skipped: u64,
+    /// Failures whose attribution panicked: reported without a library.
+    pub attribution_panics: u64,
+    /// Failures left unattributed because the recording was stopping.
+    pub attribution_skipped: u64,
+}
+
+impl Tracer {
+    pub fn is_quiet(&self) -> bool {
+        self.cmdlines_cut == 0
+            && self.records_dropped == 0
+            && self.snapshots_skipped == 0
+            && self.attribution_panics == 0
+            && self.attribution_skipped == 0
+            && self.evicted.values().all(|&n| n == 0)
+    }
 }
 
 impl Summary {
@@ -271,6 +308,7 @@ impl Summary {
             trace_events_dropped: self.trace_events_dropped,
             findings: Vec::new(),
             stack_setup: Vec::new(),
+            tracer: self.tracer.clone(),
         }
     }
 }

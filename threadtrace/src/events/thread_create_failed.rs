@@ -82,7 +82,7 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         cgroup,
         ppid: proc_.as_ref().map(|p| p.ppid),
         exe: proc_.as_ref().and_then(|p| p.exe.clone()),
-        cmdline: proc_.and_then(|p| p.cmdline),
+        cmdline: proc_.and_then(|p| p.cmdline.as_deref().map(String::from)),
         caller: None,
         start_routine: None,
         start_routine_addr: None,

@@ -33,8 +33,7 @@ pub fn export(
         for item in reader.by_ref() {
             read += 1;
             if let Item::Event(v) = item {
-                serde_json::to_writer(&mut *out, &v)?;
-                out.write_all(b"\n")?;
+                writeln!(out, "{}", crate::sanitize::to_json(&v)?)?;
             }
         }
     } else {
@@ -43,11 +42,12 @@ pub fn export(
             read += 1;
             t.add(item);
         }
+        // Names and args are what a person reads in the viewer.
+        t.escape_strings();
         if format == Format::Perfetto {
             out.write_all(&perfetto::render(&t))?;
         } else {
-            serde_json::to_writer(&mut *out, &chrome::render(&t))?;
-            out.write_all(b"\n")?;
+            writeln!(out, "{}", crate::sanitize::to_json(&chrome::render(&t))?)?;
         }
     }
     out.flush()?;

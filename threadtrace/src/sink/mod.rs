@@ -22,8 +22,8 @@ impl Console {
 
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
         if self.json {
-            serde_json::to_writer(&mut self.out, r)?;
-            self.out.write_all(b"\n")
+            let line = crate::sanitize::to_json(r)?;
+            writeln!(self.out, "{line}")
         } else {
             writeln!(self.out, "{}", text::render(r))
         }

@@ -224,7 +224,59 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
     out
 }
 
+/// What the tracer cut or skipped to stay bounded, in one line.
+fn tracer(t: &crate::events::session::Tracer) -> String {
+    let mut parts = Vec::new();
+    let forgotten: u64 = t.evicted.values().sum();
+    if forgotten > 0 {
+        let per: Vec<String> = t
+            .evicted
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect();
+        parts.push(format!("forgot the oldest entries ({})", per.join(", ")));
+    }
+    if t.cmdlines_cut > 0 {
+        parts.push(format!("cut {} command lines at 4 KiB", t.cmdlines_cut));
+    }
+    if t.records_dropped > 0 {
+        parts.push(format!(
+            "dropped {} records while its output was stuck",
+            t.records_dropped
+        ));
+    }
+    if t.snapshots_skipped > 0 {
+        parts.push(format!(
+            "skipped {} counter snapshots while its output was busy",
+            t.snapshots_skipped
+        ));
+    }
+    if t.attribution_panics > 0 {
+        parts.push(format!(
+            "caught {} panics in attribution (those failures show no library)",
+            t.attribution_panics
+        ));
+    }
+    if t.attribution_skipped > 0 {
+        parts.push(format!(
+            "left {} failures unattributed to stop promptly",
+            t.attribution_skipped
+        ));
+    }
+    format!("to stay bounded, the tracer {}.", parts.join("; "))
+}
+
+/// The summary, safe for a terminal: every string in it escaped first
+/// (`sanitize`), then the text laid out.
 pub fn summary(s: &Summary) -> String {
+    match crate::sanitize::for_display(s) {
+        Some(clean) => crate::sanitize::block(&summary_of(&clean)).into_owned(),
+        None => crate::sanitize::line(&summary_of(s), usize::MAX).into_owned(),
+    }
+}
+
+fn summary_of(s: &Summary) -> String {
     let mut out = String::new();
     if !s.findings.is_empty() {
         out.push_str(&crate::diagnosis::findings::render(&s.findings, 6));
@@ -290,6 +342,9 @@ pub fn summary(s: &Summary) -> String {
             s.trace_events_dropped
         );
     }
+    if !s.tracer.is_quiet() {
+        let _ = writeln!(out, "{}", tracer(&s.tracer));
+    }
     if s.failures_without_process > 0 {
         let _ = writeln!(
             out,
@@ -316,7 +371,18 @@ pub fn summary(s: &Summary) -> String {
     out.trim_end().to_string()
 }
 
+/// A record's readable line(s), safe for a terminal: every string in the
+/// record escaped first (`sanitize`), so that a name cannot end a line or
+/// draw on the screen, then laid out. Should the escaped copy not
+/// deserialize, the whole text is escaped, newlines included.
 pub fn render(r: &Record) -> String {
+    match crate::sanitize::for_display(r) {
+        Some(clean) => crate::sanitize::block(&render_clean(&clean)).into_owned(),
+        None => crate::sanitize::line(&render_clean(r), usize::MAX).into_owned(),
+    }
+}
+
+fn render_clean(r: &Record) -> String {
     match r {
         Record::Started(e) => started(e),
         Record::ThreadCreateFailed(e) => failed(e),
@@ -346,7 +412,7 @@ pub fn render(r: &Record) -> String {
             e.hierarchy,
             e.path
         ),
-        Record::Summary(s) => summary(s),
+        Record::Summary(s) => summary_of(s),
         Record::Storm(s) => storm(s),
         Record::Oversubscribed(o) => format!(
             "{} OVERSUBSCRIBED  {}[{}]: {} runs {} threads on {} CPUs allowed ({})\n    do: {}",
