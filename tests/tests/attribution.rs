@@ -294,8 +294,8 @@ fn a_library_replaced_after_the_failure_is_never_misread() {
         let text = f.to_string();
         assert!(!text.contains("decoy_never_ran"), "{mode}: {f:#}");
         let named = f["symbol"] == "spawn_workers";
-        let said_why = f["library"].is_null()
-            && f["unattributed"]
+        let said_why = f["symbol"].is_null()
+            && f["attribution_gap"]
                 .as_str()
                 .is_some_and(|w| w.contains("libspawner.so"));
         assert!(named || said_why, "{mode}: {f:#}");

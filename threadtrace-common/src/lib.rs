@@ -162,6 +162,9 @@ pub struct NprocSnapshot {
     /// 0 when BTF did not give the offsets to read them.
     pub valid: u32,
     pub _pad: u32,
+    /// The soft RLIMIT_AS, what a thread's stack must fit in (read with
+    /// the rest: the process has often exited when its failure is read).
+    pub as_soft: u64,
 }
 
 /// Pending uretprobe returns captured with a failure.

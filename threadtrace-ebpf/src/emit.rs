@@ -199,9 +199,11 @@ pub fn current_user_regs() -> Option<aya_ebpf::bindings::pt_regs> {
 pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
     use threadtrace_common::ABSENT;
     const RLIMIT_NPROC: usize = 6;
+    const RLIMIT_AS: usize = 9;
     let cfg = crate::maps::CONFIG.load();
     out.valid = 0;
     out._pad = 0;
+    out.as_soft = u64::MAX;
     if [
         cfg.task_signal,
         cfg.signal_rlim,
@@ -224,6 +226,8 @@ pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
         let Ok(soft) = bpf_probe_read_kernel(rlim as *const u64) else {
             return;
         };
+        let rlim_as = (signal as *const u8).add(cfg.signal_rlim as usize + RLIMIT_AS * 16);
+        out.as_soft = bpf_probe_read_kernel(rlim_as as *const u64).unwrap_or(u64::MAX);
         let Ok(cred) = bpf_probe_read_kernel(task.add(cfg.task_real_cred as usize) as *const u64)
         else {
             return;

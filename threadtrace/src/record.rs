@@ -177,14 +177,15 @@ struct Collector {
     own_mount_ns: Option<u64>,
     /// Who holds the threads, per process, recomputed every few seconds.
     census: threads::Census,
+    /// Whether a process maps a pool library, per version of its mappings.
+    pool_mappers: HashMap<u32, ((u64, usize), bool)>,
+    mmap_lost_said: u64,
     checkpoints: u32,
     pids_watch: PidsWatch,
     /// Pids the OOM killer chose: their exit is not a second finding.
     oom_victims: ByteLru<u32, ()>,
     nproc_sets: ByteLru<u32, LimitSet>,
     causes: ByteLru<CauseKey, (Instant, Cause)>,
-    /// Live thread rows of the last checkpoint: holders' libraries.
-    last_threads: Vec<ThreadCount>,
     /// (pid, library) → pool size already reported as oversubscribed.
     oversubscribed: ByteLru<(u32, String), i64>,
     delivered: u64,
@@ -376,12 +377,20 @@ impl Collector {
                 count: nproc.count,
             });
         }
+        // RLIMIT_AS at the failure, as the kernel saw it; /proc only knows
+        // it while the process lives.
+        let as_at_failure = (nproc.valid != 0)
+            .then_some(nproc.as_soft)
+            .filter(|&l| l != threadtrace_common::RLIM_INFINITY);
         if let Some(cg) = &e.cgroup {
             ev.pids = self.pids_watch.check(cg);
         }
         evidence::host(&mut ev);
         if !clone_tried {
             evidence::stack(pid, &mut ev);
+            if nproc.valid != 0 {
+                ev.rlimit_as = as_at_failure;
+            }
         }
         let mut c = decide(api, e.errno, clone_tried, &ev);
         match c.kind.as_str() {
@@ -462,6 +471,14 @@ impl Collector {
                 }
                 spaces.apply(&r);
             });
+        }
+        if self.mmap.lost > self.mmap_lost_said {
+            log::warn!(
+                "{} of the kernel's mapping records were lost (a full buffer): failures of \
+                 the processes they described may lack their library",
+                self.mmap.lost - self.mmap_lost_said
+            );
+            self.mmap_lost_said = self.mmap.lost;
         }
         for (pid, time, start, dev, ino) in new_libcs {
             self.learn_libc(pid, time, start, (dev, ino));
@@ -633,10 +650,8 @@ impl Collector {
                 .then(a.library.cmp(&b.library))
         });
         rows.truncate(THREAD_ROWS);
-        if self.dashboard {
-            processes.sort_unstable_by_key(|p| p.0);
-            self.scan = processes;
-        }
+        processes.sort_unstable_by_key(|p| p.0);
+        self.scan = processes;
         rows
     }
 
@@ -649,7 +664,6 @@ impl Collector {
         self.roots.retain(|_, fd| Arc::strong_count(fd) > 1);
         self.census.prune();
         let s = self.summary(false);
-        self.last_threads = s.threads.clone();
         self.check_oversubscription(&s.time);
         let dashboard = self.dashboard.then(|| self.dashboard_second(&s));
         self.send_or_skip(Msg::Checkpoint(Box::new(s)));
@@ -696,26 +710,59 @@ impl Collector {
     /// Pool libraries running more threads than their process's CPUs:
     /// reported once per (process, library, thread count).
     fn check_oversubscription(&mut self, time: &str) {
-        let rows: Vec<ThreadCount> = self.last_threads.clone();
-        for r in rows {
-            if r.library == threads::UNATTRIBUTED || remedy::pool_variable(&r.library).is_none() {
-                continue;
-            }
-            let key = (r.pid, r.library.clone());
-            if self.oversubscribed.get(&key) == Some(&r.live) {
-                continue;
-            }
-            let bytes = key.1.len() + 64;
-            let cpu_cg = self.ctx.procs.cgroup(r.pid, "cpu");
-            let Some(cpus) = oversubscription::cpus_allowed(r.pid, cpu_cg.as_deref()) else {
-                continue;
-            };
-            if let Some(o) = oversubscription::check(r.pid, &r.comm, &r.library, r.live, cpus, time)
-            {
-                self.oversubscribed.insert(key, r.live, bytes);
-                self.emit(Record::Oversubscribed(o));
+        // Pools are looked for where a pool library is mapped, whatever
+        // the process's rank by thread count.
+        let busy: Vec<(u32, String, i64)> =
+            self.scan.iter().filter(|p| p.2 >= 3).cloned().collect();
+        let candidates: Vec<(u32, String, i64)> = busy
+            .into_iter()
+            .filter(|p| self.maps_a_pool_library(p.0))
+            .collect();
+        for (pid, comm, total) in candidates {
+            let libs = self.census.of(pid, total, &self.shared, &self.ctx.clock);
+            for (library, &live) in libs.iter() {
+                if remedy::pool_variable(library).is_none() {
+                    continue;
+                }
+                let key = (pid, library.clone());
+                if self.oversubscribed.get(&key) == Some(&live) {
+                    continue;
+                }
+                let bytes = key.1.len() + 64;
+                let cpu_cg = self.ctx.procs.cgroup(pid, "cpu");
+                let Some(cpus) = oversubscription::cpus_allowed(pid, cpu_cg.as_deref()) else {
+                    continue;
+                };
+                if let Some(o) = oversubscription::check(pid, &comm, library, live, cpus, time) {
+                    self.oversubscribed.insert(key, live, bytes);
+                    self.emit(Record::Oversubscribed(o));
+                }
             }
         }
+    }
+
+    /// Whether the process maps a library that runs a thread pool
+    /// (libgomp, OpenBLAS, MKL, ...), per version of its mappings.
+    fn maps_a_pool_library(&mut self, pid: u32) -> bool {
+        let Some(key) = self.spaces().key(pid) else {
+            return false;
+        };
+        if let Some(&(k, yes)) = self.pool_mappers.get(&pid) {
+            if k == key {
+                return yes;
+            }
+        }
+        let Some(snap) = self.spaces().snapshot(pid, u64::MAX) else {
+            return false;
+        };
+        let yes = snap.mappings.iter().any(|m| {
+            remedy::pool_variable(&attribution::classify::library(&m.file.path, false)).is_some()
+        });
+        if self.pool_mappers.len() >= MAPS_KEPT {
+            self.pool_mappers.clear();
+        }
+        self.pool_mappers.insert(pid, (snap.key, yes));
+        yes
     }
 }
 
@@ -891,12 +938,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         roots: HashMap::new(),
         own_mount_ns: files::mount_ns(std::process::id()),
         census: threads::Census::default(),
+        pool_mappers: HashMap::new(),
+        mmap_lost_said: 0,
         checkpoints: 0,
         pids_watch,
         oom_victims: ByteLru::new(OOM_VICTIMS_BYTES),
         nproc_sets: ByteLru::new(RLIMIT_SETS_BYTES),
         causes: ByteLru::new(CAUSES_BYTES),
-        last_threads: Vec::new(),
         oversubscribed: ByteLru::new(OVERSUBSCRIBED_BYTES),
         delivered: 0,
         decode_errors: 0,
@@ -945,7 +993,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = map_tick.tick() => c.drain_mappings(),
             _ = retry.tick(), if !c.pending.is_empty() => { c.flush_pending(); }
-            _ = second.tick() => c.checkpoint(),
+            _ = second.tick() => {
+                // The counters are read after the events the kernel wrote
+                // before them: a storm is not declared from counts whose
+                // first failures are still in the ring buffer.
+                for _ in 0..8 {
+                    if c.drain(ring.get_mut()) {
+                        break;
+                    }
+                }
+                c.checkpoint()
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             // q or Ctrl-C on the dashboard (raw mode: not a SIGINT), or
@@ -976,6 +1034,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             // Events already in the ring buffer belong to this recording;
             // a storm that goes on does not hold the stop back.
             if c.drain(ring.get_mut()) || batches >= STOP_BATCHES {
+                c.drain_mappings();
                 let console = c.summary(true);
                 let file = c.summary(false);
                 c.send(Msg::Finish(Box::new((console, file))));

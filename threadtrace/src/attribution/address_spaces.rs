@@ -375,6 +375,13 @@ impl AddressSpaces {
         })
     }
 
+    /// The key a snapshot of `pid` now would have: it changes whenever its
+    /// mappings do.
+    pub fn key(&self, pid: u32) -> Option<(u64, usize)> {
+        let g = self.pids.get(&pid)?.last()?;
+        Some((g.id, g.mappings.len()))
+    }
+
     /// Processes whose current generation maps this file now: another way
     /// in through /proc/PID/map_files once the failing process is gone.
     pub fn live_users(&self, dev: u64, ino: u64, limit: usize) -> Vec<(u32, u64, u64)> {

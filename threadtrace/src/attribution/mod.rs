@@ -251,9 +251,9 @@ impl Attributor {
             .expect("not poisoned")
             .snapshot(pid, c.ktime);
         let Some(snap) = snap else {
-            ev.unattributed = Some(
-                "no mapping of this process is known: it was neither seen starting nor found \
-                 in /proc"
+            ev.attribution_gap = Some(
+                "the code that asked is not known: no mapping of this process is known (it \
+                 was neither seen starting nor found in /proc)"
                     .into(),
             );
             ev.stack = c
@@ -320,8 +320,19 @@ impl Attributor {
                 .take_while(|g| g.module == f.module)
                 .find_map(|g| g.symbol.clone());
             ev.library = f.module.as_deref().map(|m| classify::library(m, is_exe(f)));
+            // Named by its path, its file unreadable: the function is not
+            // known, and the event says why rather than guess.
+            if ev.symbol.is_none() {
+                if let Some((_, why)) = missing.iter().find(|(a, _)| *a == f.addr) {
+                    ev.attribution_gap =
+                        Some(format!("the function that asked is not known: {why}"));
+                }
+            }
         } else {
-            ev.unattributed = Some(unattributed_reason(&frames, &missing));
+            ev.attribution_gap = Some(format!(
+                "the code that asked is not known: {}",
+                unattributed_reason(&frames, &missing)
+            ));
         }
         if c.pd != 0 {
             ev.start_routine = self.start_routine(pid, &snap, c).map(|(addr, loc)| {

@@ -171,12 +171,17 @@ impl Census {
                 return libs.clone();
             }
         }
-        let libs = Arc::new(count(pid, total, shared, clock));
-        if self.cache.len() >= PROCESSES_KEPT {
-            self.prune();
+        let (libs, walked) = count(pid, total, shared, clock);
+        let libs = Arc::new(libs);
+        // A walk that could not be made (the process's libc not known yet,
+        // its memory not readable) is tried again next time.
+        if walked {
+            if self.cache.len() >= PROCESSES_KEPT {
+                self.prune();
+            }
+            self.cache
+                .insert(pid, (Instant::now(), total, libs.clone()));
         }
-        self.cache
-            .insert(pid, (Instant::now(), total, libs.clone()));
         libs
     }
 
@@ -186,9 +191,10 @@ impl Census {
     }
 }
 
-fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> BTreeMap<String, i64> {
+/// Threads per library, and whether glibc's list was read.
+fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> (BTreeMap<String, i64>, bool) {
     if total <= 1 {
-        return BTreeMap::new();
+        return (BTreeMap::new(), true);
     }
     let snap = shared
         .spaces
@@ -196,7 +202,10 @@ fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> BTreeMap<Strin
         .expect("not poisoned")
         .snapshot(pid, u64::MAX);
     let Some(snap) = snap else {
-        return BTreeMap::from([(UNATTRIBUTED.to_string(), total - 1)]);
+        return (
+            BTreeMap::from([(UNATTRIBUTED.to_string(), total - 1)]),
+            false,
+        );
     };
     let read = |m: &Mapping| match shared.module(pid, m, &snap, clock) {
         Resolution::Found(f) => Some(f.info.clone()),
@@ -204,12 +213,20 @@ fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> BTreeMap<Strin
     };
     let routines = match glibc_mappings(&snap) {
         (Some(libc), Some(ld)) => match (read(libc), read(ld)) {
-            (Some(li), Some(di)) => start_routines(pid, (libc, &li), (ld, &di)).unwrap_or_default(),
-            _ => Vec::new(),
+            (Some(li), Some(di)) => start_routines(pid, (libc, &li), (ld, &di)).ok(),
+            _ => None,
         },
-        _ => Vec::new(),
+        // glibc's loader without its libc: a process just starting, whose
+        // libc mapping the collector has not read yet. Asked again later.
+        (None, Some(_)) => None,
+        // Not glibc (musl, static, Go): its threads stay unattributed.
+        _ => Some(Vec::new()),
     };
-    by_library(&snap, &routines, total)
+    let walked = routines.is_some();
+    (
+        by_library(&snap, &routines.unwrap_or_default(), total),
+        walked,
+    )
 }
 
 #[cfg(test)]

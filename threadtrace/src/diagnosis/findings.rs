@@ -32,8 +32,8 @@ struct FailureGroup {
     inherited: Option<String>,
     holders: Option<String>,
     remedy: String,
-    /// Why the code that asked is not known, for failures of no library.
-    unattributed: Option<String>,
+    /// What attribution could not name, and why (the first such failure).
+    attribution_gap: Option<String>,
 }
 
 /// Collects what findings need, bounded: groups, not events.
@@ -80,8 +80,8 @@ impl Findings {
         if g.symbol.is_none() {
             g.symbol = e.symbol.clone();
         }
-        if g.unattributed.is_none() && e.library.is_none() {
-            g.unattributed = e.unattributed.clone();
+        if g.attribution_gap.is_none() {
+            g.attribution_gap = e.attribution_gap.clone();
         }
         if let Some(c) = &e.cause {
             if g.detail.is_empty() {
@@ -252,11 +252,7 @@ impl Findings {
             let mut evidence = vec![format!("{kind}: {}", g.detail)];
             evidence.extend(g.inherited.iter().cloned());
             evidence.extend(g.holders.iter().cloned());
-            evidence.extend(
-                g.unattributed
-                    .iter()
-                    .map(|why| format!("the code that asked is not known: {why}")),
-            );
+            evidence.extend(g.attribution_gap.iter().cloned());
             out.push(Finding {
                 kind: "thread_create_failed".into(),
                 impact: 10_000 + exact,
@@ -354,7 +350,7 @@ mod unattributed_tests {
         let mut e = crate::tui::app::tests::failure(7, "python3", "x", "rlimit_nproc");
         e.library = None;
         e.symbol = None;
-        e.unattributed = Some("the code at 0x7f00 could not be read: /opt/libx.so: the file changed after it was mapped".into());
+        e.attribution_gap = Some("the code that asked is not known: the code at 0x7f00 could not be read: /opt/libx.so: the file changed after it was mapped".into());
         let mut f = Findings::default();
         f.add_failure(&e);
         let ranked = f.ranked(None);

@@ -40,9 +40,10 @@ pub struct ThreadCreateFailed {
     pub start_routine_addr: Option<u64>,
     /// The user stack, innermost first, from inside libc's syscall wrapper.
     pub stack: Vec<Frame>,
-    /// When `library` is null: why no frame could name one.
+    /// What attribution could not name (the library, or its function)
+    /// and why: which frame's file could not be read, and what was wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unattributed: Option<String>,
+    pub attribution_gap: Option<String>,
     /// Which limit was hit, where it came from, who holds the threads, and
     /// the remedy.
     pub cause: Option<Box<crate::diagnosis::Cause>>,
@@ -87,7 +88,7 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         start_routine: None,
         start_routine_addr: None,
         stack: Vec::new(),
-        unattributed: None,
+        attribution_gap: None,
         cause: None,
         captured: None,
     }

@@ -301,8 +301,8 @@ impl Output {
                     }
                     self.write_counters(&file);
                     if let Some(t) = &mut self.trace {
-                        let v = serde_json::to_value(Record::Summary(file))
-                            .expect("records serialize");
+                        let v =
+                            serde_json::to_value(Record::Summary(file)).expect("records serialize");
                         t.write_always(kind::EVENT, &v)?;
                     }
                     if let Some(t) = &mut self.trace {

@@ -46,8 +46,8 @@ fn failed(e: &ThreadCreateFailed) -> String {
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
     }
-    if let (None, Some(why)) = (&e.library, &e.unattributed) {
-        let _ = write!(s, "\n    who: unknown: {why}");
+    if let Some(gap) = &e.attribution_gap {
+        let _ = write!(s, "\n    who: {gap}");
     }
     if let Some(c) = &e.cause {
         let _ = write!(s, "\n    why: {}: {}", c.kind, c.detail);
@@ -459,7 +459,7 @@ mod tests {
             start_routine: None,
             start_routine_addr: None,
             stack: vec![],
-            unattributed: None,
+            attribution_gap: None,
             cause: None,
             captured: None,
         };

@@ -551,7 +551,7 @@ pub mod tests {
                 build_id: None,
                 identified_by: Some("inode".into()),
             }],
-            unattributed: None,
+            attribution_gap: None,
             cause: Some(Box::new(Cause {
                 kind: cause.into(),
                 limit: Some(6),
