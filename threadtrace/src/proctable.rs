@@ -387,17 +387,19 @@ impl ProcTable {
     pub fn on_exec(&mut self, pid: u32, filename: &str, comm: &str, uid: u32) {
         let ppid = self.get(pid).map(|p| p.ppid).unwrap_or(0);
         let fresh = self.read(pid);
+        // Gone already (it failed and exited): what the exec says is all
+        // there is; the old program's executable and arguments are not
+        // the new one's.
         let mut p = fresh.unwrap_or_else(|| Proc {
             pid,
             ppid,
             uid: Some(uid),
             alive: true,
+            exe: Some(filename.to_string()),
+            cmdline: None,
             ..self.get(pid).cloned().unwrap_or_default()
         });
         p.comm = comm.to_string();
-        if p.exe.is_none() {
-            p.exe = Some(filename.to_string());
-        }
         self.procs.insert(pid, p);
     }
 
