@@ -9,6 +9,7 @@ mod export;
 mod host;
 mod kernel;
 mod privileges;
+mod pods;
 mod proctable;
 mod record;
 mod report;

@@ -547,8 +547,10 @@ impl Collector {
             let Some(cpus) = oversubscription::cpus_allowed(r.pid, cpu_cg.as_deref()) else {
                 continue;
             };
-            if let Some(o) = oversubscription::check(r.pid, &r.comm, &r.library, r.live, cpus, time)
+            if let Some(mut o) =
+                oversubscription::check(r.pid, &r.comm, &r.library, r.live, cpus, time)
             {
+                o.k8s = self.ctx.k8s(r.pid);
                 if self.oversubscribed.len() >= MAPS_KEPT {
                     self.oversubscribed.clear();
                 }

@@ -381,6 +381,7 @@ mod tests {
             start_routine_addr: None,
             stack: vec![],
             cause: None,
+            k8s: None,
             captured: None,
         };
         let l = render(&Record::ThreadCreateFailed(e));

@@ -1,0 +1,368 @@
+//! Kubernetes attribution without the API server: which pod and container
+//! a process runs in, from what every node already has.
+//!
+//! 1. The process's cgroup path gives the pod UID, the container ID and
+//!    often the runtime (`cgroup.rs`).
+//! 2. kubelet's log directories give the namespace, pod and container
+//!    names (`logs.rs`); they appear as containers start, so a miss is
+//!    retried, at most once a second.
+//! 3. When those directories are not there, the pod's hostname (its name,
+//!    unless the pod sets `hostname:`) is the last hint for the pod name.
+//!
+//! Each answer is cached, bounded, so that a storm of events costs a hash
+//! lookup each. The CRI socket (images, labels) is not asked: an RPC per
+//! new container from a tracer that runs while the node is in trouble
+//! costs more than it tells.
+pub mod cgroup;
+pub mod logs;
+pub mod workload;
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use logs::LogIndex;
+
+/// What an event says about the process's pod; absent outside Kubernetes,
+/// fields null when unknown.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct K8s {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+    /// "containerd", "cri-o" or "docker" when the cgroup path says.
+    pub runtime: Option<String>,
+    /// The Deployment, StatefulSet, DaemonSet or Job, guessed from the pod
+    /// name: see `derived`.
+    pub workload: Option<String>,
+    /// The fields guessed rather than read: "workload" (from the pod
+    /// name's shape), "pod" (from the pod's hostname).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<String>,
+}
+
+/// Cgroup paths whose parse is remembered; pods and containers whose
+/// names are. Past the bound a cache starts over: a miss costs a parse or
+/// an index lookup, never a wrong answer.
+const PATHS: usize = 8192;
+const PODS: usize = 4096;
+/// How much of /proc/PID/environ is read for HOSTNAME.
+const ENVIRON_MAX: usize = 32 * 1024;
+
+#[derive(Clone)]
+struct PodInfo {
+    names: Option<logs::PodNames>,
+    /// The hostname hint, when the log directory did not name the pod.
+    hostname: Option<Arc<str>>,
+    /// While the names are unknown: when to look again, and how often we
+    /// did. Backing off keeps a pod without log directories (not mounted)
+    /// from costing a read of /proc/PID/environ per event.
+    retry_at: Instant,
+    tries: u32,
+}
+
+/// Longest wait between two lookups of a pod's names.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+pub struct Pods {
+    paths: HashMap<Box<str>, Option<Arc<cgroup::PodRef>>>,
+    pods: HashMap<Box<str>, PodInfo>,
+    logs: LogIndex,
+}
+
+impl Default for Pods {
+    fn default() -> Self {
+        Pods::new(LogIndex::from_env())
+    }
+}
+
+impl Pods {
+    pub fn new(logs: LogIndex) -> Self {
+        Pods {
+            paths: HashMap::new(),
+            pods: HashMap::new(),
+            logs,
+        }
+    }
+
+    /// The pod of a cgroup path, parsed once.
+    pub fn pod_of_path(&mut self, path: &str) -> Option<Arc<cgroup::PodRef>> {
+        let key = cgroup::key(path);
+        if let Some(p) = self.paths.get(key.as_ref()) {
+            return p.clone();
+        }
+        if self.paths.len() >= PATHS {
+            self.paths.clear();
+        }
+        let p = cgroup::parse(&key).map(Arc::new);
+        self.paths.insert(key.into(), p.clone());
+        p
+    }
+
+    /// The pod of `/proc/PID/cgroup`'s lines, first found.
+    pub fn pod_of(&mut self, cgroups: &[(String, String)]) -> Option<Arc<cgroup::PodRef>> {
+        cgroup::lines_in_order(cgroups).find_map(|p| self.pod_of_path(p))
+    }
+
+    /// Everything known about the pod of process `pid` in `cgroups`.
+    pub fn resolve(&mut self, pid: u32, cgroups: &[(String, String)]) -> Option<K8s> {
+        let r = self.pod_of(cgroups)?;
+        let now = Instant::now();
+        let mut k = K8s {
+            pod_uid: Some(r.pod_uid.clone()),
+            container_id: r.container_id.clone(),
+            runtime: r.runtime.map(str::to_string),
+            ..Default::default()
+        };
+        if let Some(id) = &r.container_id {
+            if let Some(c) = self.logs.container(id, now) {
+                k.namespace = Some(c.namespace.to_string());
+                k.pod = Some(c.pod.to_string());
+                k.container = Some(c.container.to_string());
+            }
+        }
+        let info = self.pod_info(&r.pod_uid, pid, now);
+        if let Some(n) = &info.names {
+            k.namespace = Some(n.namespace.to_string());
+            k.pod = Some(n.pod.to_string());
+        }
+        if k.pod.is_none() {
+            if let Some(h) = &info.hostname {
+                k.pod = Some(h.to_string());
+                k.derived.push("pod".into());
+            }
+        }
+        if let Some(w) = k.pod.as_deref().map(workload::of_pod) {
+            k.workload = Some(w.to_string());
+            k.derived.push("workload".into());
+        }
+        Some(k)
+    }
+
+    /// A pod's names: from its log directory, looked up again after a
+    /// miss with a backoff (1 s, 2 s, ... 60 s), else the hostname hint.
+    fn pod_info(&mut self, uid: &str, pid: u32, now: Instant) -> PodInfo {
+        let known = self.pods.get(uid);
+        if let Some(info) = known {
+            if info.names.is_some() || now < info.retry_at {
+                return info.clone();
+            }
+        }
+        let tries = known.map_or(0, |i| i.tries + 1);
+        let names = self.logs.pod(uid, now);
+        let hostname = match (&names, known.and_then(|i| i.hostname.clone())) {
+            (Some(_), _) => None,
+            (None, Some(h)) => Some(h),
+            (None, None) => environ_hostname(pid).map(Arc::from),
+        };
+        let wait = Duration::from_secs(1u64 << tries.min(6)).min(RETRY_MAX);
+        let info = PodInfo {
+            names,
+            hostname,
+            retry_at: now + wait,
+            tries,
+        };
+        if self.pods.len() >= PODS {
+            self.pods.clear();
+        }
+        self.pods.insert(uid.into(), info.clone());
+        info
+    }
+
+    /// Scans of the log directories so far.
+    #[cfg(test)]
+    pub fn log_scans(&self) -> u64 {
+        self.logs.scans
+    }
+}
+
+/// The process's `HOSTNAME`, as the container runtime set it: containerd's
+/// and CRI-O's CRI implementations and Docker put the container's
+/// hostname, which kubelet sets to the pod name, in every container's
+/// environment. Reading the UTS hostname itself would take a setns(2) into
+/// the pod's UTS namespace, which needs CAP_SYS_ADMIN and a thread to do
+/// it on; the environment needs only the ptrace read access the tracer
+/// already has. It is what the process was started with, so it is a hint,
+/// marked as derived. Read bounded: an environment can be megabytes.
+pub fn environ_hostname(pid: u32) -> Option<String> {
+    let f = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    let mut buf = Vec::with_capacity(4096);
+    f.take(ENVIRON_MAX as u64).read_to_end(&mut buf).ok()?;
+    let value = buf
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"HOSTNAME="))?;
+    let s = std::str::from_utf8(value).ok()?;
+    // A pod name: what a runtime would have set; anything else is noise.
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    ok.then(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const UID: &str = "6ef3ab5c-9a47-4d3b-9e2c-3bdb3e0c1a12";
+    const UID_: &str = "6ef3ab5c_9a47_4d3b_9e2c_3bdb3e0c1a12";
+    const ID: &str = "4e3b2c1d0f9e8d7c6b5a493827161504f3e2d1c0b9a89786756453423120f1e0";
+
+    fn node(root: &Path) {
+        std::fs::create_dir_all(
+            root.join("pods")
+                .join(format!("shop_cart-7d4b9c8f6d-x2x9k_{UID}"))
+                .join("app"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("containers")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../pods/shop_cart-7d4b9c8f6d-x2x9k_{UID}/app/0.log"),
+            root.join("containers")
+                .join(format!("cart-7d4b9c8f6d-x2x9k_shop_app-{ID}.log")),
+        )
+        .unwrap();
+    }
+
+    fn lines(path: &str) -> Vec<(String, String)> {
+        vec![("pids".into(), "/".into()), ("".into(), path.into())]
+    }
+
+    #[test]
+    fn a_container_is_named_from_the_log_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        node(dir.path());
+        let mut pods = Pods::new(LogIndex::new(dir.path()));
+        let k = pods
+            .resolve(
+                u32::MAX,
+                &lines(&format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+                )),
+            )
+            .unwrap();
+        assert_eq!(
+            k,
+            K8s {
+                namespace: Some("shop".into()),
+                pod: Some("cart-7d4b9c8f6d-x2x9k".into()),
+                pod_uid: Some(UID.into()),
+                container: Some("app".into()),
+                container_id: Some(ID.into()),
+                runtime: Some("containerd".into()),
+                workload: Some("cart".into()),
+                derived: vec!["workload".into()],
+            }
+        );
+        let json = serde_json::to_value(&k).unwrap();
+        assert_eq!(json["derived"], serde_json::json!(["workload"]));
+        // Cached: a storm of events does not rescan.
+        let scans = pods.log_scans();
+        for _ in 0..1000 {
+            pods.resolve(
+                u32::MAX,
+                &lines(&format!("/kubepods/burstable/pod{UID}/{ID}")),
+            );
+        }
+        assert_eq!(pods.log_scans(), scans);
+    }
+
+    #[test]
+    fn outside_kubernetes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pods = Pods::new(LogIndex::new(dir.path()));
+        assert_eq!(pods.resolve(1, &lines("/user.slice/session-1.scope")), None);
+        assert_eq!(pods.log_scans(), 0, "no directory read for a host process");
+    }
+
+    #[test]
+    fn unknown_names_are_null_and_the_uid_is_still_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pods = Pods::new(LogIndex::new(&dir.path().join("missing")));
+        // u32::MAX: no such process, so no hostname hint either.
+        let k = pods
+            .resolve(u32::MAX, &lines(&format!("/kubepods/pod{UID}/{ID}")))
+            .unwrap();
+        assert_eq!(k.pod_uid.as_deref(), Some(UID));
+        assert_eq!(
+            (k.namespace, k.pod, k.container, k.workload),
+            (None, None, None, None)
+        );
+        let json = serde_json::to_string(&K8s::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"namespace":null,"pod":null,"pod_uid":null,"container":null,"container_id":null,"runtime":null,"workload":null}"#
+        );
+    }
+
+    #[test]
+    fn the_hostname_in_the_environment_is_a_hint() {
+        let child = std::process::Command::new("sleep")
+            .arg("10")
+            .env("HOSTNAME", "batch-28312345-8w2lp")
+            .spawn()
+            .unwrap();
+        let mut child = scopeguard(child);
+        let pid = child.0.id();
+        wait_for_exec(pid, "sleep");
+        assert_eq!(
+            environ_hostname(pid).as_deref(),
+            Some("batch-28312345-8w2lp")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut pods = Pods::new(LogIndex::new(dir.path()));
+        let k = pods
+            .resolve(pid, &lines(&format!("/kubepods/besteffort/pod{UID}/{ID}")))
+            .unwrap();
+        assert_eq!(k.pod.as_deref(), Some("batch-28312345-8w2lp"));
+        assert_eq!(k.workload.as_deref(), Some("batch"));
+        assert_eq!(k.derived, vec!["pod", "workload"]);
+        let _ = child.0.kill();
+    }
+
+    #[test]
+    fn hostile_hostnames_are_not_pod_names() {
+        let mut child = scopeguard(
+            std::process::Command::new("sleep")
+                .arg("10")
+                .env("HOSTNAME", "a\u{1b}[2Jb")
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_exec(child.0.id(), "sleep");
+        assert_eq!(environ_hostname(child.0.id()), None);
+        let _ = child.0.kill();
+    }
+
+    /// Until the child runs `comm`: before its exec, its environment is
+    /// still the test's.
+    fn wait_for_exec(pid: u32, comm: &str) {
+        for _ in 0..500 {
+            let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if now.trim_end() == comm {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{pid} never ran {comm}");
+    }
+
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    fn scopeguard(c: std::process::Child) -> Guard {
+        Guard(c)
+    }
+}
