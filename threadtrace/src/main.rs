@@ -8,8 +8,8 @@ mod events;
 mod export;
 mod host;
 mod kernel;
-mod privileges;
 mod pods;
+mod privileges;
 mod proctable;
 mod record;
 mod report;
@@ -70,6 +70,13 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 storm_by: a.storm_by,
                 verbose: cli.verbose,
                 dashboard,
+                metrics: a.metrics.map(|addr| {
+                    let cfg = sink::metrics::Config {
+                        labels: a.metrics_labels,
+                        max_label_sets: a.metrics_max_series,
+                    };
+                    (addr, cfg)
+                }),
             };
             // One thread: the collector must not need new threads while
             // thread creation is failing on the host.

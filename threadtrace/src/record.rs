@@ -37,6 +37,7 @@ use crate::{
     privileges,
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
+        metrics,
         output::{self, Msg, Output},
         Console,
     },
@@ -61,6 +62,8 @@ pub struct Options {
     /// The live dashboard instead of lines (stdout is a terminal, no
     /// --json, no --no-tui).
     pub dashboard: bool,
+    /// `--metrics`: where to serve Prometheus metrics, and their labels.
+    pub metrics: Option<(std::net::SocketAddr, metrics::Config)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,8 @@ const THREAD_SCAN_MAX: usize = 8192;
 const THREAD_ROWS: usize = 100;
 /// Processes named as holding the threads, per cause.
 const HOLDERS: usize = 5;
+/// How often the metrics are told which pods are alive.
+const LIVE_PODS_EVERY: Duration = Duration::from_secs(10);
 /// Processes whose limits the dashboard shows: the busiest this many, and
 /// as many of those that failed.
 const DASHBOARD_PROCESSES: usize = 100;
@@ -161,6 +166,8 @@ struct Collector {
     scan: Vec<(u32, String, i64)>,
     /// The dashboard's per-process limits, read every few seconds.
     known_limits: limits::PerProcess,
+    /// With --metrics: when the live pods were last sent.
+    live_pods_sent: Option<Instant>,
 }
 
 impl Collector {
@@ -492,6 +499,13 @@ impl Collector {
         if let Some(d) = dashboard {
             let _ = self.output.send(Msg::Dashboard(Box::new(d)));
         }
+        if let Some(at) = self
+            .live_pods_sent
+            .filter(|at| at.elapsed() >= LIVE_PODS_EVERY)
+        {
+            let _ = self.output.send(Msg::LivePods(self.ctx.live_pods()));
+            self.live_pods_sent = Some(at + LIVE_PODS_EVERY);
+        }
     }
 
     /// The dashboard's second: its counters, narrowed like the console's,
@@ -567,6 +581,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     protect_from_oom_killer();
     let started_at = Instant::now();
+    // Before loading anything: a port in use is a one-line error at once.
+    let metrics_listener = match &opts.metrics {
+        Some((addr, _)) => Some(metrics::http::bind(*addr)?),
+        None => None,
+    };
     let log_level = if opts.verbose > 0 {
         aya_log::Level::Debug as u8
     } else {
@@ -660,6 +679,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
+    let (metrics_sink, metrics_server) = match (metrics_listener, &opts.metrics) {
+        (Some(listener), Some((_, cfg))) => {
+            let (sink, registry) = metrics::new(cfg);
+            let server = metrics::http::spawn(listener, registry)?;
+            log::info!("metrics at http://{}/metrics", server.addr);
+            (Some(sink), Some(server))
+        }
+        _ => (None, None),
+    };
     let (output, output_thread) = output::spawn(Output {
         console: Console::new(opts.json),
         trace,
@@ -669,6 +697,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         storm_window: opts.storm_window,
         storm_by: opts.storm_by,
         dashboard: feed,
+        metrics: metrics_sink,
     })?;
     let mut c = Collector {
         kernel,
@@ -692,6 +721,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dashboard: dashboard.is_some(),
         scan: Vec::new(),
         known_limits: limits::PerProcess::default(),
+        live_pods_sent: metrics_server.as_ref().map(|_| Instant::now()),
     };
     c.emit(Record::Started(started));
     c.checkpoint();
@@ -736,6 +766,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     output_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    drop(metrics_server);
     match dashboard_failed {
         Some(e) => Err(anyhow::Error::new(e)
             .context("the recording was stopped; its trace file and summary are complete")),

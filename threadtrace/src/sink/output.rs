@@ -28,6 +28,8 @@ pub enum Msg {
     /// Once a second with a dashboard, after the checkpoint: its counters
     /// (narrowed by -p/--comm) and the processes against their limits.
     Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
+    /// Every 10 s with --metrics: the UIDs of the pods with a live process.
+    LivePods(std::collections::HashSet<String>),
     /// The end: the summary for the console (filtered) and the file.
     Finish {
         console: Summary,
@@ -52,6 +54,8 @@ pub struct Output {
     /// Instead of lines on the console while recording; the summary is
     /// still printed, once the terminal is back.
     pub dashboard: Option<Feed>,
+    /// Prometheus counters (`record --metrics`).
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
 pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
@@ -88,6 +92,9 @@ impl Output {
                                 crate::diagnosis::remedy::remedy(cause, library.as_deref());
                         }
                         findings.add_failure(e);
+                        if let Some(m) = &mut self.metrics {
+                            m.failure(e);
+                        }
                         // Every failure, storms included: the console
                         // summarizes those, the dashboard counts them.
                         if let Some(d) = &mut self.dashboard {
@@ -122,6 +129,9 @@ impl Output {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
                     self.write_counters(&s);
+                    if let Some(m) = &mut self.metrics {
+                        m.second(&s, false);
+                    }
                     checkpoints += 1;
                     if let Some(t) = &mut self.trace {
                         // Flushed every second; on disk every 5 s, so a host
@@ -147,10 +157,18 @@ impl Output {
                         feed.second(summary, processes);
                     }
                 }
+                Msg::LivePods(uids) => {
+                    if let Some(m) = &mut self.metrics {
+                        m.live_pods(&uids, Instant::now());
+                    }
+                }
                 Msg::Finish {
                     mut console,
                     mut file,
                 } => {
+                    if let Some(m) = &mut self.metrics {
+                        m.second(&file, true);
+                    }
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
                     if let Some(t) = &self.trace {
@@ -196,6 +214,9 @@ impl Output {
     /// To the trace file, and to the console if it passes the filters.
     fn write(&mut self, r: &Record, console_ok: &mut bool) {
         self.write_trace(kind::EVENT, r);
+        if let Some(m) = &mut self.metrics {
+            m.record(r);
+        }
         let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
         if let Some(d) = &mut self.dashboard {
             if show {
