@@ -127,6 +127,12 @@ const TEST_PACKAGES: &[&str] = &[
     "procps",
     // A terminal for the dashboard's scenarios.
     "tmux",
+    // The alerting rules' tests (promtool) and the end-to-end test with
+    // the real servers.
+    "prometheus",
+    "prometheus-alertmanager",
+    // The container image's test builds it offline.
+    "buildah",
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -20,8 +20,9 @@ usage: cargo xtask <command>
   build [--debug]  build threadtrace (release unless --debug)
   run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
   test             bootstrap, install test packages, check formatting and
-                   clippy, run unit tests, fuzz the trace reader for 120 s,
-                   and run the end-to-end scenarios (as root)
+                   clippy, run unit tests, test the alerting rules with
+                   promtool, fuzz the trace reader for 120 s, and run the
+                   end-to-end scenarios (as root)
   fuzz [SECONDS]   fuzz the trace reader (default 120 s; cargo-fuzz, nightly)
   bench [--quick]  measure overhead against untraced and bpftrace, storm
                    exactness, CPU, RSS, start-up, symbolization and trace
@@ -174,6 +175,29 @@ fn run(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The alerting rules shipped in deploy/prometheus/, against their tests
+/// on synthetic series, with Debian's promtool.
+fn alert_rules(root: bool, ci: bool) -> Result<()> {
+    let dir = root_dir().join("deploy/prometheus");
+    let promtool = Command::new("promtool").arg("--version").output();
+    if promtool.is_err() && !root && !ci {
+        eprintln!("xtask: alerting rules not tested: promtool is missing (Debian's prometheus package; `sudo cargo xtask test` installs it)");
+        return Ok(());
+    }
+    sh(Command::new("promtool").current_dir(&dir).args([
+        "check",
+        "rules",
+        "threadtrace.rules.yml",
+    ]))
+    .context("the alerting rules do not load")?;
+    sh(Command::new("promtool").current_dir(&dir).args([
+        "test",
+        "rules",
+        "threadtrace.rules.test.yml",
+    ]))
+    .context("the alerting rules' tests failed")
+}
+
 /// Formatting, clippy, unit tests of every crate, then the end-to-end
 /// scenarios as root against real programs. In CI a missing root is a
 /// failure, not a skip.
@@ -213,6 +237,7 @@ fn test() -> Result<()> {
         "threadtrace-ebpf",
     ]))
     .context("unit tests failed")?;
+    alert_rules(root, ci)?;
     fuzz::run(fuzz::DEFAULT_SECONDS)?;
     if !root {
         if ci {
