@@ -56,18 +56,25 @@ const PODS: usize = 4096;
 /// How much of /proc/PID/environ is read for HOSTNAME.
 const ENVIRON_MAX: usize = 32 * 1024;
 
-#[derive(Clone)]
+#[derive(Default)]
 struct PodInfo {
     names: Option<logs::PodNames>,
     /// The hostname hint, when the log directory did not name the pod.
     hostname: Option<Arc<str>>,
     /// While the names are unknown: when to look again, and how often we
-    /// did. Backing off keeps a pod without log directories (not mounted)
-    /// from costing a read of /proc/PID/environ per event.
-    retry_at: Instant,
+    /// did (a pod whose log directories are not mounted costs a lookup
+    /// per minute at most).
+    retry_at: Option<Instant>,
     tries: u32,
+    /// Processes whose environment was read for HOSTNAME, in vain: each
+    /// is read once, HOSTNAME_TRIES of them at most.
+    hostname_tried: Vec<u32>,
 }
 
+/// Processes of a pod asked for its hostname at most: the first process
+/// to be seen in a pod is often not the container's (a shell moving
+/// itself in, a runtime's helper), the next ones are.
+const HOSTNAME_TRIES: usize = 32;
 /// Longest wait between two lookups of a pod's names.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
@@ -128,13 +135,13 @@ impl Pods {
                 k.container = Some(c.container.to_string());
             }
         }
-        let info = self.pod_info(&r.pod_uid, pid, now);
-        if let Some(n) = &info.names {
+        let (names, hostname) = self.pod_info(&r.pod_uid, pid, now);
+        if let Some(n) = &names {
             k.namespace = Some(n.namespace.to_string());
             k.pod = Some(n.pod.to_string());
         }
         if k.pod.is_none() {
-            if let Some(h) = &info.hostname {
+            if let Some(h) = &hostname {
                 k.pod = Some(h.to_string());
                 k.derived.push("pod".into());
             }
@@ -148,32 +155,31 @@ impl Pods {
 
     /// A pod's names: from its log directory, looked up again after a
     /// miss with a backoff (1 s, 2 s, ... 60 s), else the hostname hint.
-    fn pod_info(&mut self, uid: &str, pid: u32, now: Instant) -> PodInfo {
-        let known = self.pods.get(uid);
-        if let Some(info) = known {
-            if info.names.is_some() || now < info.retry_at {
-                return info.clone();
-            }
-        }
-        let tries = known.map_or(0, |i| i.tries + 1);
-        let names = self.logs.pod(uid, now);
-        let hostname = match (&names, known.and_then(|i| i.hostname.clone())) {
-            (Some(_), _) => None,
-            (None, Some(h)) => Some(h),
-            (None, None) => environ_hostname(pid).map(Arc::from),
-        };
-        let wait = Duration::from_secs(1u64 << tries.min(6)).min(RETRY_MAX);
-        let info = PodInfo {
-            names,
-            hostname,
-            retry_at: now + wait,
-            tries,
-        };
-        if self.pods.len() >= PODS {
+    fn pod_info(
+        &mut self,
+        uid: &str,
+        pid: u32,
+        now: Instant,
+    ) -> (Option<logs::PodNames>, Option<Arc<str>>) {
+        if !self.pods.contains_key(uid) && self.pods.len() >= PODS {
             self.pods.clear();
         }
-        self.pods.insert(uid.into(), info.clone());
-        info
+        let info = self.pods.entry(uid.into()).or_default();
+        if info.names.is_none() && info.retry_at.is_none_or(|at| now >= at) {
+            info.names = self.logs.pod(uid, now);
+            let wait = Duration::from_secs(1u64 << info.tries.min(6)).min(RETRY_MAX);
+            info.retry_at = Some(now + wait);
+            info.tries += 1;
+        }
+        if info.names.is_none()
+            && info.hostname.is_none()
+            && info.hostname_tried.len() < HOSTNAME_TRIES
+            && !info.hostname_tried.contains(&pid)
+        {
+            info.hostname = environ_hostname(pid).map(Arc::from);
+            info.hostname_tried.push(pid);
+        }
+        (info.names.clone(), info.hostname.clone())
     }
 
     /// Scans of the log directories so far.
@@ -195,7 +201,13 @@ pub fn environ_hostname(pid: u32) -> Option<String> {
     let f = std::fs::File::open(format!("/proc/{pid}/environ")).ok()?;
     let mut buf = Vec::with_capacity(4096);
     f.take(ENVIRON_MAX as u64).read_to_end(&mut buf).ok()?;
-    let value = buf
+    hostname_in(&buf)
+}
+
+/// HOSTNAME in an environment block (NUL-separated), when it is a name
+/// a runtime could have set.
+fn hostname_in(environ: &[u8]) -> Option<String> {
+    let value = environ
         .split(|&b| b == 0)
         .find_map(|kv| kv.strip_prefix(b"HOSTNAME="))?;
     let s = std::str::from_utf8(value).ok()?;
@@ -303,43 +315,60 @@ mod tests {
         );
     }
 
+    /// A `sleep` with HOSTNAME set, once it has exec'ed. Other tests on a
+    /// shared machine have been seen to kill stray sleeps: a child found
+    /// dead before its environment was read is started again.
+    fn sleeper(hostname: &str) -> Guard {
+        for _ in 0..5 {
+            let mut child = scopeguard(
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .env("HOSTNAME", hostname)
+                    .spawn()
+                    .unwrap(),
+            );
+            wait_for_exec(child.0.id(), "sleep");
+            if !std::fs::read(format!("/proc/{}/environ", child.0.id()))
+                .unwrap_or_default()
+                .is_empty()
+                && child.0.try_wait().ok().flatten().is_none()
+            {
+                return child;
+            }
+        }
+        panic!("no sleep lived long enough");
+    }
+
     #[test]
     fn the_hostname_in_the_environment_is_a_hint() {
-        let child = std::process::Command::new("sleep")
-            .arg("10")
-            .env("HOSTNAME", "batch-28312345-8w2lp")
-            .spawn()
-            .unwrap();
-        let mut child = scopeguard(child);
+        let child = sleeper("batch-28312345-8w2lp");
         let pid = child.0.id();
-        wait_for_exec(pid, "sleep");
         assert_eq!(
             environ_hostname(pid).as_deref(),
             Some("batch-28312345-8w2lp")
         );
         let dir = tempfile::tempdir().unwrap();
         let mut pods = Pods::new(LogIndex::new(dir.path()));
-        let k = pods
-            .resolve(pid, &lines(&format!("/kubepods/besteffort/pod{UID}/{ID}")))
-            .unwrap();
+        let path = lines(&format!("/kubepods/besteffort/pod{UID}/{ID}"));
+        // The first process seen in the pod has no HOSTNAME (a shell that
+        // moved itself in): the next one is asked, within the same second.
+        assert_eq!(pods.resolve(u32::MAX, &path).unwrap().pod, None);
+        let k = pods.resolve(pid, &path).unwrap();
         assert_eq!(k.pod.as_deref(), Some("batch-28312345-8w2lp"));
         assert_eq!(k.workload.as_deref(), Some("batch"));
         assert_eq!(k.derived, vec!["pod", "workload"]);
-        let _ = child.0.kill();
     }
 
     #[test]
     fn hostile_hostnames_are_not_pod_names() {
-        let mut child = scopeguard(
-            std::process::Command::new("sleep")
-                .arg("10")
-                .env("HOSTNAME", "a\u{1b}[2Jb")
-                .spawn()
-                .unwrap(),
+        assert_eq!(hostname_in(b"A=1\0HOSTNAME=a\x1b[2Jb\0"), None);
+        assert_eq!(hostname_in(b"HOSTNAME=\0"), None);
+        assert_eq!(hostname_in(b"XHOSTNAME=web-0\0"), None);
+        assert_eq!(hostname_in(&[b'x'; 100]), None);
+        assert_eq!(
+            hostname_in(b"PATH=/bin\0HOSTNAME=web-0\0").as_deref(),
+            Some("web-0")
         );
-        wait_for_exec(child.0.id(), "sleep");
-        assert_eq!(environ_hostname(child.0.id()), None);
-        let _ = child.0.kill();
     }
 
     /// Until the child runs `comm`: before its exec, its environment is
