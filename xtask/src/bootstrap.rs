@@ -124,6 +124,7 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-numpy",
     "libopenblas0-pthread",
     "util-linux",
+    "iproute2",
     "procps",
     // A terminal for the dashboard's scenarios.
     "tmux",
