@@ -48,6 +48,26 @@ pub struct K8s {
     pub derived: Vec<String>,
 }
 
+impl K8s {
+    /// "pod shop/cart-7d4b9c8f6d-x2x9k, container app": the pod by name
+    /// where known (its UID otherwise), for findings and the dashboard.
+    /// Names are DNS labels and UIDs hex, checked when read: nothing here
+    /// needs escaping.
+    pub fn describe(&self) -> String {
+        let pod = match (&self.namespace, &self.pod, &self.pod_uid) {
+            (Some(ns), Some(p), _) => format!("pod {ns}/{p}"),
+            (None, Some(p), _) => format!("pod {p}"),
+            (_, None, Some(uid)) => format!("pod uid {uid}"),
+            (_, None, None) => "a pod".to_string(),
+        };
+        match (&self.container, &self.container_id) {
+            (Some(c), _) => format!("{pod}, container {c}"),
+            (None, Some(id)) => format!("{pod}, container {}", &id[..id.len().min(12)]),
+            (None, None) => pod,
+        }
+    }
+}
+
 /// Cgroup paths whose parse is remembered; pods and containers whose
 /// names are. Past the bound a cache starts over: a miss costs a parse or
 /// an index lookup, never a wrong answer.
@@ -285,6 +305,25 @@ mod tests {
             );
         }
         assert_eq!(pods.log_scans(), scans);
+    }
+
+    #[test]
+    fn described_by_name_or_by_id() {
+        let mut k = K8s {
+            namespace: Some("shop".into()),
+            pod: Some("cart-1".into()),
+            container: Some("app".into()),
+            container_id: Some(ID.into()),
+            ..Default::default()
+        };
+        assert_eq!(k.describe(), "pod shop/cart-1, container app");
+        k.container = None;
+        k.namespace = None;
+        assert_eq!(k.describe(), "pod cart-1, container 4e3b2c1d0f9e");
+        k.pod = None;
+        k.pod_uid = Some(UID.into());
+        k.container_id = None;
+        assert_eq!(k.describe(), format!("pod uid {UID}"));
     }
 
     #[test]
