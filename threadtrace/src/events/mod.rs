@@ -110,7 +110,7 @@ impl Context {
     /// The Kubernetes pod and container of a process, None outside one.
     pub fn k8s(&mut self, pid: u32) -> Option<crate::pods::K8s> {
         let p = self.procs.lookup(pid)?;
-        self.pods.resolve(pid, &p.cgroups)
+        self.pods.resolve(pid, &p.comm, &p.cgroups)
     }
 
     /// The UIDs of the pods with a live process: the metrics delete the

@@ -86,9 +86,12 @@ struct PodInfo {
     /// per minute at most).
     retry_at: Option<Instant>,
     tries: u32,
-    /// Processes whose environment was read for HOSTNAME, in vain: each
-    /// is read once, HOSTNAME_TRIES of them at most.
-    hostname_tried: Vec<u32>,
+    /// Programs whose environment was read for HOSTNAME, in vain, as
+    /// (pid, hash of its command name): an environment is set at exec,
+    /// so a process is asked again after each exec (runc's init and a
+    /// runtime's helpers are in the pod's cgroup before the container's
+    /// program, which has HOSTNAME, replaces them); HOSTNAME_TRIES at most.
+    hostname_tried: Vec<(u32, u64)>,
 }
 
 /// Processes of a pod asked for its hostname at most: the first process
@@ -139,7 +142,8 @@ impl Pods {
     }
 
     /// Everything known about the pod of process `pid` in `cgroups`.
-    pub fn resolve(&mut self, pid: u32, cgroups: &[(String, String)]) -> Option<K8s> {
+    /// `comm` tells one program of a process from the next it execs.
+    pub fn resolve(&mut self, pid: u32, comm: &str, cgroups: &[(String, String)]) -> Option<K8s> {
         let r = self.pod_of(cgroups)?;
         let now = Instant::now();
         let mut k = K8s {
@@ -155,7 +159,13 @@ impl Pods {
                 k.container = Some(c.container.to_string());
             }
         }
-        let (names, hostname) = self.pod_info(&r.pod_uid, pid, now);
+        let program = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            comm.hash(&mut h);
+            (pid, h.finish())
+        };
+        let (names, hostname) = self.pod_info(&r.pod_uid, program, now);
         if let Some(n) = &names {
             k.namespace = Some(n.namespace.to_string());
             k.pod = Some(n.pod.to_string());
@@ -178,7 +188,7 @@ impl Pods {
     fn pod_info(
         &mut self,
         uid: &str,
-        pid: u32,
+        program: (u32, u64),
         now: Instant,
     ) -> (Option<logs::PodNames>, Option<Arc<str>>) {
         if !self.pods.contains_key(uid) && self.pods.len() >= PODS {
@@ -194,10 +204,10 @@ impl Pods {
         if info.names.is_none()
             && info.hostname.is_none()
             && info.hostname_tried.len() < HOSTNAME_TRIES
-            && !info.hostname_tried.contains(&pid)
+            && !info.hostname_tried.contains(&program)
         {
-            info.hostname = environ_hostname(pid).map(Arc::from);
-            info.hostname_tried.push(pid);
+            info.hostname = environ_hostname(program.0).map(Arc::from);
+            info.hostname_tried.push(program);
         }
         (info.names.clone(), info.hostname.clone())
     }
@@ -276,6 +286,7 @@ mod tests {
         let k = pods
             .resolve(
                 u32::MAX,
+                "java",
                 &lines(&format!(
                     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
                 )),
@@ -301,6 +312,7 @@ mod tests {
         for _ in 0..1000 {
             pods.resolve(
                 u32::MAX,
+                "java",
                 &lines(&format!("/kubepods/burstable/pod{UID}/{ID}")),
             );
         }
@@ -330,7 +342,10 @@ mod tests {
     fn outside_kubernetes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut pods = Pods::new(LogIndex::new(dir.path()));
-        assert_eq!(pods.resolve(1, &lines("/user.slice/session-1.scope")), None);
+        assert_eq!(
+            pods.resolve(1, "bash", &lines("/user.slice/session-1.scope")),
+            None
+        );
         assert_eq!(pods.log_scans(), 0, "no directory read for a host process");
     }
 
@@ -340,7 +355,7 @@ mod tests {
         let mut pods = Pods::new(LogIndex::new(&dir.path().join("missing")));
         // u32::MAX: no such process, so no hostname hint either.
         let k = pods
-            .resolve(u32::MAX, &lines(&format!("/kubepods/pod{UID}/{ID}")))
+            .resolve(u32::MAX, "x", &lines(&format!("/kubepods/pod{UID}/{ID}")))
             .unwrap();
         assert_eq!(k.pod_uid.as_deref(), Some(UID));
         assert_eq!(
@@ -354,28 +369,25 @@ mod tests {
         );
     }
 
-    /// A `sleep` with HOSTNAME set, once it has exec'ed. Other tests on a
-    /// shared machine have been seen to kill stray sleeps: a child found
-    /// dead before its environment was read is started again.
+    /// A `sleep` with HOSTNAME set, once its exec is complete: spawn
+    /// returns when the child has left the parent's memory (vfork), and
+    /// its new environment is in place only at the end of the exec.
     fn sleeper(hostname: &str) -> Guard {
-        for _ in 0..5 {
-            let mut child = scopeguard(
-                std::process::Command::new("sleep")
-                    .arg("30")
-                    .env("HOSTNAME", hostname)
-                    .spawn()
-                    .unwrap(),
-            );
-            wait_for_exec(child.0.id(), "sleep");
-            if !std::fs::read(format!("/proc/{}/environ", child.0.id()))
-                .unwrap_or_default()
-                .is_empty()
-                && child.0.try_wait().ok().flatten().is_none()
-            {
+        let child = scopeguard(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env("HOSTNAME", hostname)
+                .spawn()
+                .unwrap(),
+        );
+        let environ = format!("/proc/{}/environ", child.0.id());
+        for _ in 0..500 {
+            if !std::fs::read(&environ).unwrap_or_default().is_empty() {
                 return child;
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("no sleep lived long enough");
+        panic!("sleep never completed its exec");
     }
 
     #[test]
@@ -391,8 +403,14 @@ mod tests {
         let path = lines(&format!("/kubepods/besteffort/pod{UID}/{ID}"));
         // The first process seen in the pod has no HOSTNAME (a shell that
         // moved itself in): the next one is asked, within the same second.
-        assert_eq!(pods.resolve(u32::MAX, &path).unwrap().pod, None);
-        let k = pods.resolve(pid, &path).unwrap();
+        assert_eq!(pods.resolve(u32::MAX, "sh", &path).unwrap().pod, None);
+        // The same process before its exec (runc's init, a runtime's
+        // helper): no HOSTNAME yet. Asked again once it runs its program.
+        let mut before = Pods::new(LogIndex::new(dir.path()));
+        before.pod_info(UID, (pid, 1), Instant::now());
+        before.pods.get_mut(UID).unwrap().hostname = None;
+        assert!(before.resolve(pid, "sleep", &path).unwrap().pod.is_some());
+        let k = pods.resolve(pid, "sleep", &path).unwrap();
         assert_eq!(k.pod.as_deref(), Some("batch-28312345-8w2lp"));
         assert_eq!(k.workload.as_deref(), Some("batch"));
         assert_eq!(k.derived, vec!["pod", "workload"]);
@@ -408,19 +426,6 @@ mod tests {
             hostname_in(b"PATH=/bin\0HOSTNAME=web-0\0").as_deref(),
             Some("web-0")
         );
-    }
-
-    /// Until the child runs `comm`: before its exec, its environment is
-    /// still the test's.
-    fn wait_for_exec(pid: u32, comm: &str) {
-        for _ in 0..500 {
-            let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if now.trim_end() == comm {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("{pid} never ran {comm}");
     }
 
     struct Guard(std::process::Child);
