@@ -107,9 +107,11 @@ impl Context {
         }
     }
 
-    /// The Kubernetes pod and container of a process, None outside one.
+    /// The Kubernetes pod and container of a process in the table, None
+    /// outside one. The table only: reading /proc for a pid it does not
+    /// know would add threads (cgroup moves name them) as processes.
     pub fn k8s(&mut self, pid: u32) -> Option<crate::pods::K8s> {
-        let p = self.procs.lookup(pid)?;
+        let p = self.procs.get(pid)?;
         self.pods.resolve(pid, &p.comm, &p.cgroups)
     }
 
