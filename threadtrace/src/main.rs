@@ -11,6 +11,7 @@ mod host;
 mod kernel;
 mod own_limits;
 mod panics;
+mod pods;
 mod privileges;
 mod proctable;
 mod record;
@@ -90,6 +91,13 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 max_memory: a.max_memory,
                 verbose: cli.verbose,
                 dashboard,
+                metrics: a.metrics.map(|addr| {
+                    let cfg = sink::metrics::Config {
+                        labels: a.metrics_labels,
+                        max_label_sets: a.metrics_max_series,
+                    };
+                    (addr, cfg)
+                }),
             };
             // One thread: the collector must not need new threads while
             // thread creation is failing on the host.

@@ -42,6 +42,7 @@ use crate::{
     own_limits, privileges,
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
+        metrics,
         output::{self, Msg, Output, Refused, Sender},
         Console,
     },
@@ -68,6 +69,8 @@ pub struct Options {
     /// The live dashboard instead of lines (stdout is a terminal, no
     /// --json, no --no-tui).
     pub dashboard: bool,
+    /// `--metrics`: where to serve Prometheus metrics, and their labels.
+    pub metrics: Option<(std::net::SocketAddr, metrics::Config)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,8 @@ const THREAD_SCAN_MAX: usize = 8192;
 const THREAD_ROWS: usize = 100;
 /// Processes named as holding the threads, per cause.
 const HOLDERS: usize = 5;
+/// How often the metrics are told which pods are alive.
+const LIVE_PODS_EVERY: Duration = Duration::from_secs(10);
 /// Processes whose limits the dashboard shows: the busiest this many, and
 /// as many of those that failed.
 const DASHBOARD_PROCESSES: usize = 100;
@@ -196,6 +201,8 @@ struct Collector {
     scan: Vec<(u32, String, i64)>,
     /// The dashboard's per-process limits, read every few seconds.
     known_limits: limits::PerProcess,
+    /// With --metrics: when the live pods were last sent.
+    live_pods_sent: Option<Instant>,
 }
 
 impl Collector {
@@ -670,6 +677,14 @@ impl Collector {
         if let Some(d) = dashboard {
             self.send_or_skip(Msg::Dashboard(Box::new(d)));
         }
+        if let Some(at) = self
+            .live_pods_sent
+            .filter(|at| at.elapsed() >= LIVE_PODS_EVERY)
+        {
+            let pods = self.ctx.live_pods();
+            self.send_or_skip(Msg::LivePods(pods));
+            self.live_pods_sent = Some(at + LIVE_PODS_EVERY);
+        }
     }
 
     /// The dashboard's second: its counters, narrowed like the console's,
@@ -733,7 +748,9 @@ impl Collector {
                 let Some(cpus) = oversubscription::cpus_allowed(pid, cpu_cg.as_deref()) else {
                     continue;
                 };
-                if let Some(o) = oversubscription::check(pid, &comm, library, live, cpus, time) {
+                if let Some(mut o) = oversubscription::check(pid, &comm, library, live, cpus, time)
+                {
+                    o.k8s = self.ctx.k8s(pid);
                     self.oversubscribed.insert(key, live, bytes);
                     self.emit(Record::Oversubscribed(o));
                 }
@@ -794,6 +811,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Err(e) => log::warn!("{e}: the tracer may run out of file descriptors"),
     }
     let started_at = Instant::now();
+    // Before loading anything: a port in use is a one-line error at once.
+    let metrics_listener = match &opts.metrics {
+        Some((addr, _)) => Some(metrics::http::bind(*addr)?),
+        None => None,
+    };
     let log_level = if opts.verbose > 0 {
         aya_log::Level::Debug as u8
     } else {
@@ -910,6 +932,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let shared = Shared::default();
     let ctx = Context::new(procs);
+    let (metrics_sink, metrics_server) = match (metrics_listener, &opts.metrics) {
+        (Some(listener), Some((_, cfg))) => {
+            let (sink, registry) = metrics::new(cfg);
+            let server = metrics::http::spawn(listener, registry)?;
+            log::info!("metrics at http://{}/metrics", server.addr);
+            (Some(sink), Some(server))
+        }
+        _ => (None, None),
+    };
     let (output, output_thread) = output::spawn(Output {
         shared: shared.clone(),
         clock: ctx.clock,
@@ -921,6 +952,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         storm_window: opts.storm_window,
         storm_by: opts.storm_by,
         dashboard: feed,
+        metrics: metrics_sink,
     })?;
     let mut c = Collector {
         kernel,
@@ -952,6 +984,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dashboard: dashboard.is_some(),
         scan: Vec::new(),
         known_limits: limits::PerProcess::default(),
+        live_pods_sent: metrics_server.as_ref().map(|_| Instant::now()),
     };
     let t0 = Instant::now();
     c.seed_address_spaces();
@@ -1074,6 +1107,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     output_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    drop(metrics_server);
     match dashboard_failed {
         Some(e) => Err(anyhow::Error::new(e)
             .context("the recording was stopped; its trace file and summary are complete")),

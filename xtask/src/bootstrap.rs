@@ -126,9 +126,16 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-pip",
     "libopenblas0-pthread",
     "util-linux",
+    "iproute2",
     "procps",
     // A terminal for the dashboard's scenarios.
     "tmux",
+    // The alerting rules' tests (promtool) and the end-to-end test with
+    // the real servers.
+    "prometheus",
+    "prometheus-alertmanager",
+    // The container image's test builds it offline.
+    "buildah",
 ];
 
 /// What `cargo xtask bench` compares against and measures with.

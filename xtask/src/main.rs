@@ -20,8 +20,11 @@ usage: cargo xtask <command>
   build [--debug]  build threadtrace (release unless --debug)
   run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
   test             bootstrap, install test packages, check formatting and
-                   clippy, run unit tests, fuzz the trace reader for 120 s,
-                   and run the end-to-end scenarios (as root)
+                   clippy, run unit tests, test the alerting rules with
+                   promtool, fuzz the trace reader for 120 s, and run the
+                   end-to-end scenarios (as root)
+  image            build the container image (deploy/container/) offline with
+                   buildah, as target/image/threadtrace-VERSION.oci.tar
   fuzz [SECONDS]   fuzz the trace reader (default 120 s; cargo-fuzz, nightly)
   bench [--quick]  measure overhead against untraced and bpftrace (wall and
                    CPU time, interleaved rounds, intervals), each kernel
@@ -138,6 +141,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
         }
         "test" => test()?,
+        "image" => image()?,
         "bench" => {
             let mut o = bench::Options::default();
             let mut rest = args.iter().skip(1);
@@ -188,6 +192,75 @@ fn run(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The container image, FROM scratch: the release binary and the
+/// libraries it links, as an OCI archive (`podman load -i`, `skopeo copy
+/// oci-archive:...` to push it). Buildah's storage stays under target/.
+fn image() -> Result<()> {
+    let bin = build(true)?;
+    let out = root_dir().join("target/image");
+    let ctx = out.join("context");
+    sh(Command::new(root_dir().join("deploy/container/context.sh"))
+        .arg(&bin)
+        .arg(&ctx))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let tag = format!("localhost/threadtrace:{version}");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(out.join("storage"))
+            .arg("--runroot")
+            .arg(out.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    let ctx_s = ctx.display().to_string();
+    let file = format!("{ctx_s}/Containerfile");
+    sh(&mut buildah(&[
+        "build",
+        "--layers=false",
+        "-f",
+        &file,
+        "-t",
+        &tag,
+        &ctx_s,
+    ]))?;
+    let archive = out.join(format!("threadtrace-{version}.oci.tar"));
+    let _ = std::fs::remove_file(&archive);
+    let dest = format!("oci-archive:{}:{tag}", archive.display());
+    sh(&mut buildah(&["push", &tag, &dest]))?;
+    let size = std::fs::metadata(&archive)?.len();
+    println!(
+        "{} ({:.1} MiB)",
+        archive.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// The alerting rules shipped in deploy/prometheus/, against their tests
+/// on synthetic series, with Debian's promtool.
+fn alert_rules(root: bool, ci: bool) -> Result<()> {
+    let dir = root_dir().join("deploy/prometheus");
+    let promtool = Command::new("promtool").arg("--version").output();
+    if promtool.is_err() && !root && !ci {
+        eprintln!("xtask: alerting rules not tested: promtool is missing (Debian's prometheus package; `sudo cargo xtask test` installs it)");
+        return Ok(());
+    }
+    sh(Command::new("promtool").current_dir(&dir).args([
+        "check",
+        "rules",
+        "threadtrace.rules.yml",
+    ]))
+    .context("the alerting rules do not load")?;
+    sh(Command::new("promtool").current_dir(&dir).args([
+        "test",
+        "rules",
+        "threadtrace.rules.test.yml",
+    ]))
+    .context("the alerting rules' tests failed")
+}
+
 /// Formatting, clippy, unit tests of every crate, then the end-to-end
 /// scenarios as root against real programs. In CI a missing root is a
 /// failure, not a skip.
@@ -227,6 +300,7 @@ fn test() -> Result<()> {
         "threadtrace-ebpf",
     ]))
     .context("unit tests failed")?;
+    alert_rules(root, ci)?;
     fuzz::run(fuzz::DEFAULT_SECONDS)?;
     if !root {
         if ci {

@@ -34,6 +34,8 @@ struct FailureGroup {
     remedy: String,
     /// What attribution could not name, and why (the first such failure).
     attribution_gap: Option<String>,
+    /// The pods of its processes (a few).
+    pods: BTreeSet<String>,
 }
 
 /// Collects what findings need, bounded: groups, not events.
@@ -82,6 +84,11 @@ impl Findings {
         }
         if g.attribution_gap.is_none() {
             g.attribution_gap = e.attribution_gap.clone();
+        }
+        if let Some(k) = &e.k8s {
+            if g.pods.len() < 3 {
+                g.pods.insert(k.describe());
+            }
         }
         if let Some(c) = &e.cause {
             if g.detail.is_empty() {
@@ -249,6 +256,12 @@ impl Findings {
                 Some(s) => format!("{lib} ({s})"),
                 None => lib.clone(),
             };
+            let pods = if g.pods.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<&str> = g.pods.iter().map(String::as_str).collect();
+                format!(" ({})", list.join("; "))
+            };
             let mut evidence = vec![format!("{kind}: {}", g.detail)];
             evidence.extend(g.inherited.iter().cloned());
             evidence.extend(g.holders.iter().cloned());
@@ -257,7 +270,7 @@ impl Findings {
                 kind: "thread_create_failed".into(),
                 impact: 10_000 + exact,
                 title: format!(
-                    "{exact} thread creations failed for {who} in {}{more}, uid {uid}",
+                    "{exact} thread creations failed for {who} in {}{more}{pods}, uid {uid}",
                     procs.join(", ")
                 ),
                 evidence,
@@ -297,6 +310,26 @@ pub fn render(findings: &[Finding], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_in_a_pod_names_the_pod() {
+        let mut e = crate::tui::app::tests::failure(42, "omp", "libgomp", "rlimit_nproc");
+        e.k8s = Some(crate::pods::K8s {
+            namespace: Some("shop".into()),
+            pod: Some("cart-1".into()),
+            container: Some("app".into()),
+            ..Default::default()
+        });
+        let mut f = Findings::default();
+        f.add_failure(&e);
+        let r = f.ranked(None);
+        assert!(
+            r[0].title
+                .contains("in omp[42] (pod shop/cart-1, container app), uid 65534"),
+            "{}",
+            r[0].title
+        );
+    }
 
     #[test]
     fn a_hung_pool_outranks_failures_which_outrank_oversubscription() {

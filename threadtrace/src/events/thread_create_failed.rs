@@ -47,6 +47,9 @@ pub struct ThreadCreateFailed {
     /// Which limit was hit, where it came from, who holds the threads, and
     /// the remedy.
     pub cause: Option<Box<crate::diagnosis::Cause>>,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
     /// What the kernel captured, until attribution turns it into `stack`.
     #[serde(skip)]
     pub captured: Option<Box<Captured>>,
@@ -90,6 +93,7 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         stack: Vec::new(),
         attribution_gap: None,
         cause: None,
+        k8s: ctx.k8s(pid),
         captured: None,
     }
 }

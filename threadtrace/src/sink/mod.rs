@@ -1,4 +1,5 @@
 //! Where records go: stdout (JSON lines or readable text) and the trace file.
+pub mod metrics;
 pub mod output;
 pub mod text;
 

@@ -34,6 +34,8 @@ pub enum Msg {
     /// Once a second with a dashboard, after the checkpoint: its counters
     /// (narrowed by -p/--comm) and the processes against their limits.
     Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
+    /// Every 10 s with --metrics: the UIDs of the pods with a live process.
+    LivePods(std::collections::HashSet<String>),
     /// The end: the summary for the console (filtered) and the file.
     Finish(Box<(Summary, Summary)>),
 }
@@ -70,6 +72,7 @@ fn message_bytes(m: &Msg) -> usize {
         },
         Msg::Checkpoint(s) => summary(s),
         Msg::Dashboard(d) => summary(&d.0) + 256 * d.1.len(),
+        Msg::LivePods(uids) => BASE + 64 * uids.len(),
         // The last one always fits.
         Msg::Finish(_) => 0,
     }
@@ -132,6 +135,8 @@ pub struct Output {
     /// Instead of lines on the console while recording; the summary is
     /// still printed, once the terminal is back.
     pub dashboard: Option<Feed>,
+    /// Prometheus counters (`record --metrics`).
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
 pub fn spawn(out: Output) -> std::io::Result<(Sender, JoinHandle<anyhow::Result<()>>)> {
@@ -213,6 +218,9 @@ impl Output {
                                 crate::diagnosis::remedy::remedy(cause, library.as_deref());
                         }
                         findings.add_failure(e);
+                        if let Some(m) = &mut self.metrics {
+                            m.failure(e);
+                        }
                         // Every failure, storms included: the console
                         // summarizes those, the dashboard counts them.
                         if let Some(d) = &mut self.dashboard {
@@ -251,6 +259,9 @@ impl Output {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
                     self.write_counters(&s);
+                    if let Some(m) = &mut self.metrics {
+                        m.second(&s, false);
+                    }
                     checkpoints += 1;
                     if let Some(t) = &mut self.trace {
                         // Flushed every second; on disk every 5 s, so a host
@@ -280,6 +291,11 @@ impl Output {
                         feed.second(summary, processes);
                     }
                 }
+                Msg::LivePods(uids) => {
+                    if let Some(m) = &mut self.metrics {
+                        m.live_pods(&uids, Instant::now());
+                    }
+                }
                 Msg::Finish(both) => {
                     let (mut console, mut file) = *both;
                     for s in [&mut console, &mut file] {
@@ -289,6 +305,9 @@ impl Output {
                         s.attribution = attribution;
                         s.tracer.attribution_panics = panics;
                         s.tracer.attribution_skipped = skipped;
+                    }
+                    if let Some(m) = &mut self.metrics {
+                        m.second(&file, true);
                     }
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
@@ -353,6 +372,9 @@ impl Output {
     /// To the trace file, and to the console if it passes the filters.
     fn write(&mut self, r: &Record, console_ok: &mut bool) {
         self.write_trace(kind::EVENT, r);
+        if let Some(m) = &mut self.metrics {
+            m.record(r);
+        }
         let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
         if let Some(d) = &mut self.dashboard {
             if show {

@@ -461,6 +461,7 @@ mod tests {
             stack: vec![],
             attribution_gap: None,
             cause: None,
+            k8s: None,
             captured: None,
         };
         let l = render(&Record::ThreadCreateFailed(e));

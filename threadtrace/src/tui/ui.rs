@@ -1059,6 +1059,7 @@ mod tests {
             cpus_allowed: 4,
             source: "cgroup cpu.max".into(),
             remedy: "set OPENBLAS_NUM_THREADS=4".into(),
+            k8s: None,
         });
         let mut procs = vec![over];
         procs.extend((0..30).map(|i| limits(5000 + i, 10)));
