@@ -63,6 +63,101 @@ pub fn compile_c(name: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Compiles tests/programs/NAME.c into a shared library `OUT` (a path),
+/// position-independent, with extra `flags` (e.g. `-Wl,--build-id=none`).
+pub fn compile_c_lib(name: &str, out: &Path, flags: &[&str]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("programs")
+        .join(format!("{name}.c"));
+    let status = Command::new("gcc")
+        .args(["-O1", "-shared", "-fPIC", "-pthread", "-o"])
+        .arg(out)
+        .arg(&src)
+        .args(flags)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "gcc -shared {name}.c failed");
+}
+
+/// A directory in the scratch one that user nobody owns (to replace files
+/// in it as the failing program).
+pub fn nobody_dir(name: &str) -> PathBuf {
+    let dir = scratch().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    dir
+}
+
+/// Keeps every CPU busy while it lives: attribution must not depend on
+/// winning a race with the failing process.
+pub struct CpuLoad(Vec<Child>);
+
+impl CpuLoad {
+    pub fn start() -> CpuLoad {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuLoad(
+            (0..cpus)
+                .map(|_| {
+                    Command::new("bash")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("bash")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// numpy from PyPI (its wheel vendors OpenBLAS as
+/// numpy.libs/libscipy_openblas64_-HASH.so, built without a build id),
+/// installed once into a directory every user can read; its path.
+pub fn pypi_numpy() -> PathBuf {
+    let dir = std::env::temp_dir().join("threadtrace-e2e-pypi-numpy");
+    if !dir.join("numpy").exists() {
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = Command::new("/usr/bin/python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&tmp)
+            .arg("numpy")
+            .output()
+            .expect("pip");
+        assert!(
+            out.status.success(),
+            "pip install numpy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// The frame of a failure's stack that asked for the thread (at `caller`).
+pub fn asker_frame(f: &Value) -> Value {
+    f["stack"]
+        .as_array()
+        .expect("stack")
+        .iter()
+        .find(|fr| fr["addr"] == f["caller"])
+        .cloned()
+        .unwrap_or_else(|| panic!("no frame at the caller: {f:#}"))
+}
+
 /// `bash -c SCRIPT` as user nobody, where RLIMIT_NPROC binds.
 pub fn as_nobody(script: &str) -> Output {
     Command::new("runuser")
@@ -78,6 +173,22 @@ pub fn bash(script: &str) -> Output {
         .expect("bash")
 }
 
+/// What a running tracer costs: (VmRSS, VmHWM) in KiB and its open fds.
+pub fn footprint(pid: u32) -> (u64, u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (kb("VmRSS:"), kb("VmHWM:"), fds)
+}
+
 /// A process's thread count, from /proc/PID/status.
 pub fn threads_of(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -87,6 +198,23 @@ pub fn threads_of(pid: u32) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// A process's resident memory in KiB, from /proc/PID/status.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A process's open file descriptors.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// The value of `KEY=value` in a program's output.
@@ -109,6 +237,11 @@ impl Tracer {
     /// Scenarios about single failures raise the storm threshold, so that
     /// each failure is printed; storm scenarios set their own.
     pub fn start(extra: &[&str]) -> Tracer {
+        Tracer::start_env(extra, &[])
+    }
+
+    /// The same, with these environment variables set for the tracer.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Tracer {
         let storms: &[&str] = if extra.contains(&"--storm-threshold") {
             &[]
         } else {
@@ -118,6 +251,7 @@ impl Tracer {
             .args(["record", "--json"])
             .args(storms)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -366,6 +500,13 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The pane's title, as escape sequences in its output may set it.
+    pub fn title(&self) -> String {
+        self.tmux(&["display", "-p", "-t", "e2e", "#{pane_title}"])
+            .trim()
+            .to_string()
+    }
+
     /// The screen as text, one line per row.
     pub fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", "e2e"])
@@ -454,5 +595,121 @@ impl Drop for Tmux {
             .output();
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.status);
+    }
+}
+
+/// A free TCP port on loopback (bound then released: another process
+/// could take it in between, which these tests accept).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.0: (status line and headers, body), or None when
+/// nothing answers.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.to_string(), body.to_string()))
+}
+
+/// The sum of the samples of `name` (as exposed, e.g. `foo_total`) whose
+/// labels include every pair of `labels`, in an exposition text; None
+/// when no sample matches.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some(x) => x,
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        {
+            *found.get_or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    found
+}
+
+/// Polls `f` every 200 ms until it gives Some, for at most `limit`.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t0.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A process started by a test, killed (with its process group) when the
+/// test ends, however it ends.
+pub struct Daemon {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Daemon {
+    /// Starts `cmd` in a process group of its own.
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon { child, name }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when the test ends.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let d = scratch().join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -112,7 +112,8 @@ fn pids_cgroup_limit() {
 }
 
 /// `ulimit -v` too low for 64 thread stacks: pthread_create fails with
-/// EAGAIN before any clone. Still one event, with no syscall.
+/// EAGAIN before any clone, in the mmap of the thread's stack. Still one
+/// pthread_create event per failure, with that syscall.
 #[test]
 fn thread_stack_cannot_be_mapped() {
     if !require_root() {
@@ -133,7 +134,10 @@ fn thread_stack_cannot_be_mapped() {
     for f in &fails {
         assert_eq!(f["api"], "pthread_create");
         assert_eq!(f["errno"], 11);
-        assert!(f["syscall"].is_null(), "no clone was attempted: {f}");
+        assert_eq!(f["syscall"], "mmap", "no clone was attempted: {f}");
+        assert_eq!(f["syscall_errno"], 12);
+        assert_eq!(f["library"], "thread_burst", "{f}");
+        assert_eq!(f["cause"]["kind"], "stack_alloc", "{f}");
     }
     assert_eq!(rec.counted(pid, "pthread_create"), failed);
     for api in ["clone", "clone3"] {

@@ -9,8 +9,6 @@
 /// Depth of user stacks captured with a failure: deep enough to reach from
 /// libc's clone wrapper through a pool library into the application.
 pub const MAX_STACK: usize = 32;
-/// Frames normalized in the kernel to (build id, file offset).
-pub const MAX_BUILD_ID_FRAMES: usize = 16;
 /// Bytes of user stack copied from the stack pointer, for unwinding with
 /// .eh_frame in userspace through code built without frame pointers.
 pub const STACK_COPY: usize = 4096;
@@ -21,8 +19,9 @@ pub const COMM_LEN: usize = 16;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    CloneFailed = 1,
-    PthreadCreateFailed = 2,
+    /// A task could not be created: a clone-family syscall failed, or the
+    /// stack of a thread being created could not be mapped.
+    CreateFailed = 1,
     RlimitChange = 3,
     OomVictim = 4,
     ProcessFork = 5,
@@ -34,8 +33,7 @@ pub enum EventKind {
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
-            1 => Self::CloneFailed,
-            2 => Self::PthreadCreateFailed,
+            1 => Self::CreateFailed,
             3 => Self::RlimitChange,
             4 => Self::OomVictim,
             5 => Self::ProcessFork,
@@ -47,8 +45,9 @@ impl EventKind {
     }
 }
 
-/// The thread-creating call that failed. Also the `api` part of the exact
-/// failure counters' key.
+/// A call that can fail to create a task. Both what a failure is counted
+/// as (`pthread_create` for a libc creating a thread) and the syscall that
+/// failed.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
@@ -57,6 +56,11 @@ pub enum Api {
     Clone3 = 3,
     Fork = 4,
     Vfork = 5,
+    /// A failed anonymous mmap that may be a thread's stack: the collector
+    /// decides from where it was called (inside pthread_create or not).
+    Mmap = 6,
+    /// A failed mprotect, likewise (a thread stack's guard page).
+    Mprotect = 7,
 }
 
 impl Api {
@@ -67,6 +71,8 @@ impl Api {
             3 => Self::Clone3,
             4 => Self::Fork,
             5 => Self::Vfork,
+            6 => Self::Mmap,
+            7 => Self::Mprotect,
             _ => return None,
         })
     }
@@ -78,7 +84,15 @@ impl Api {
             Self::Clone3 => "clone3",
             Self::Fork => "fork",
             Self::Vfork => "vfork",
+            Self::Mmap => "mmap",
+            Self::Mprotect => "mprotect",
         }
+    }
+
+    /// Syscalls whose failures are thread-creation failures only when they
+    /// come from inside pthread_create.
+    pub fn is_stack_setup(self) -> bool {
+        matches!(self, Self::Mmap | Self::Mprotect)
     }
 }
 
@@ -124,31 +138,6 @@ pub struct UserStack {
     pub ips: [u64; MAX_STACK],
 }
 
-/// `struct bpf_stack_build_id`: one frame the kernel normalized at capture
-/// time, so it can be symbolized after the process is gone.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct BuildIdFrame {
-    /// [`BUILD_ID_VALID`]: `build_id` and `offset` are set; [`BUILD_ID_IP`]:
-    /// only the raw address is (the file's build id was not readable).
-    pub status: i32,
-    pub build_id: [u8; 20],
-    /// File offset when valid, else the raw instruction pointer.
-    pub offset_or_ip: u64,
-}
-
-pub const BUILD_ID_VALID: i32 = 1;
-pub const BUILD_ID_IP: i32 = 2;
-
-/// The user stack as (build id, file offset) frames, innermost first.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct BuildIdStack {
-    pub len: u32,
-    pub _pad: u32,
-    pub frames: [BuildIdFrame; MAX_BUILD_ID_FRAMES],
-}
-
 /// User registers and the top of the user stack when the event fired.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -173,43 +162,50 @@ pub struct NprocSnapshot {
     /// 0 when BTF did not give the offsets to read them.
     pub valid: u32,
     pub _pad: u32,
+    /// The soft RLIMIT_AS, what a thread's stack must fit in (read with
+    /// the rest: the process has often exited when its failure is read).
+    pub as_soft: u64,
 }
 
-/// clone/clone3/fork/vfork returned an error outside pthread_create.
+/// Pending uretprobe returns captured with a failure.
+pub const URETPROBES: usize = 4;
+
+/// Slots for pthread_create's start_routine, read at failure time through
+/// the offsets the collector found in each libc (`_thread_db_pthread_start_routine`).
+pub const START_ROUTINE_SLOTS: usize = 4;
+
+/// A task could not be created. Sent from the syscall's exit: no probe
+/// runs on calls that succeed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct CloneFailed {
+pub struct CreateFailed {
+    /// [`Api`] the failure is counted as: `PthreadCreate` for a clone that
+    /// creates a thread with its own TLS (what a libc's pthread_create
+    /// does), else the syscall.
     pub api: u32,
+    /// [`Api`] of the syscall that failed.
+    pub syscall: u32,
     /// Positive errno.
     pub errno: i32,
-    pub stack: UserStack,
-    pub resolved: BuildIdStack,
-    pub copy: StackCopy,
-    pub nproc: NprocSnapshot,
-}
-
-/// pthread_create returned non-zero. If a clone syscall failed inside it,
-/// that syscall and its errno are folded in here instead of a second event.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PthreadCreateFailed {
-    /// pthread_create's return value: a positive errno.
-    pub ret: i32,
-    /// errno of the clone syscall that failed inside this call, 0 if none did
-    /// (the thread's stack or TLS could not be set up).
-    pub clone_errno: i32,
-    /// [`Api`] of that syscall, 0 if none.
-    pub clone_api: u32,
     pub _pad: u32,
-    /// Return address into the code that called pthread_create.
-    pub caller: u64,
-    /// The start_routine argument: tells whose thread it would have been.
-    pub start_routine: u64,
-    /// Stack at pthread_create's return: starts at `caller`.
+    /// clone/clone3's flags; for mmap, its flags; 0 otherwise.
+    pub flags: u64,
+    /// mmap/mprotect: the return address of libc's wrapper (a leaf: it is
+    /// at the user stack pointer), the call site that exact counts are
+    /// kept per. 0 for the clone family.
+    pub site: u64,
+    /// glibc's pthread_create: the new thread's `struct pthread` (clone3's
+    /// tls, which glibc also passes as the thread function's argument).
+    pub pd: u64,
+    /// The words at `pd` + each offset of `PTHREAD_OFFSETS`: one of them is
+    /// start_routine, depending on which libc the process uses.
+    pub start_routine: [u64; START_ROUTINE_SLOTS],
+    /// (stack slot, original return address) of the uretprobes pending on
+    /// this thread, innermost first: their slots now hold the kernel's
+    /// trampoline.
+    pub uretprobes: [[u64; 2]; URETPROBES],
+    /// Frame-pointer walk; the collector prefers .eh_frame on `copy`.
     pub stack: UserStack,
-    /// The same, normalized by the kernel: frame 0 is the caller.
-    pub resolved: BuildIdStack,
-    /// Registers and stack at the return, for .eh_frame unwinding.
     pub copy: StackCopy,
     pub nproc: NprocSnapshot,
 }
@@ -302,20 +298,13 @@ pub struct CgroupAttach {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FailureKey {
     pub tgid: u32,
+    /// [`Api`] the failure is counted as.
     pub api: u32,
     pub errno: i32,
     pub _pad: u32,
-}
-
-/// Key of the live thread counts: threads of `tgid` created by a
-/// pthread_create returning to `caller` (0: not through a probed
-/// pthread_create, e.g. a raw clone or the Go runtime).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LiveKey {
-    pub tgid: u32,
-    pub _pad: u32,
-    pub caller: u64,
+    /// For mmap/mprotect, the call site (see [`CreateFailed::site`]): the
+    /// collector learns which sites are inside pthread_create. 0 otherwise.
+    pub site: u64,
 }
 
 /// Indexes into the per-CPU `STATS` array.
@@ -324,11 +313,9 @@ pub mod stat {
     pub const RINGBUF_DROPS: u32 = 0;
     /// FAILURES map was full: the failure went to `FAILURES_OVERFLOW` only.
     pub const FAILURES_OVERFLOW: u32 = 1;
-    /// In-flight pthread_create table full: correlation skipped.
-    pub const INFLIGHT_FULL: u32 = 2;
     /// A failure over its process's detail budget: counted, no event.
-    pub const DETAIL_SAMPLED_OUT: u32 = 3;
-    pub const COUNT: u32 = 4;
+    pub const DETAIL_SAMPLED_OUT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Offsets resolved at load time (tracefs format files, BTF) so the kernel
@@ -361,6 +348,15 @@ pub struct Config {
     /// Failure events with stacks per process, per CPU, per second; the
     /// failures past it are counted only. 0: no limit.
     pub detail_per_sec: u32,
+    /// task_struct.utask, uprobe_task.return_instances and
+    /// return_instance.{stack, orig_ret_vaddr, next}: where the kernel keeps
+    /// the return addresses another tool's uretprobes replaced on the user
+    /// stack (bpftrace on pthread_create, say), to put them back.
+    pub task_utask: u32,
+    pub utask_return_instances: u32,
+    pub ri_stack: u32,
+    pub ri_orig_ret_vaddr: u32,
+    pub ri_next: u32,
 }
 
 /// Per process and CPU: the failure events of the current second.
@@ -380,5 +376,4 @@ mod user {
     // SAFETY: plain-old-data, repr(C), no padding holes left implicit.
     unsafe impl aya::Pod for FailureKey {}
     unsafe impl aya::Pod for Config {}
-    unsafe impl aya::Pod for LiveKey {}
 }

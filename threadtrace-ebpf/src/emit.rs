@@ -4,17 +4,17 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user_buf, generated::bpf_get_stack,
+        bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_get_stack,
     },
     maps::ring_buf::RingBufEntry,
     EbpfContext,
 };
 use threadtrace_common::{
-    stat, BuildIdFrame, BuildIdStack, Event, EventKind, FailureKey, Header, StackCopy, UserStack,
-    MAX_BUILD_ID_FRAMES, MAX_STACK, STACK_COPY,
+    stat, Api, CreateFailed, Event, EventKind, FailureKey, Header, StackCopy, UserStack, MAX_STACK,
+    STACK_COPY, START_ROUTINE_SLOTS, URETPROBES,
 };
 
-use crate::maps::{CONFIG, DETAIL_BUDGET, EVENTS, FAILURES, LIVE_THREADS, STATS};
+use crate::maps::{CONFIG, DETAIL_BUDGET, EVENTS, FAILURES, PTHREAD_OFFSETS, STATS};
 
 #[inline(always)]
 pub fn bump(index: u32) {
@@ -26,12 +26,13 @@ pub fn bump(index: u32) {
 
 /// Counts one failure exactly, whatever happens to its event.
 #[inline(always)]
-pub fn count_failure(tgid: u32, api: u32, errno: i32) {
+pub fn count_failure(tgid: u32, api: u32, errno: i32, site: u64) {
     let key = FailureKey {
         tgid,
         api,
         errno,
         _pad: 0,
+        site,
     };
     for _ in 0..2 {
         if let Some(v) = FAILURES.get_ptr_mut(&key) {
@@ -87,24 +88,6 @@ pub fn detail_allowed(tgid: u32) -> bool {
     true
 }
 
-/// Adds `delta` to a live-thread count.
-#[inline(always)]
-pub fn add_live(key: &threadtrace_common::LiveKey, delta: i64) {
-    if let Some(v) = LIVE_THREADS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value.
-        unsafe { *v += delta };
-    } else if LIVE_THREADS
-        .insert(key, &delta, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        // Inserted by another CPU meanwhile: this CPU's slot exists now.
-        if let Some(v) = LIVE_THREADS.get_ptr_mut(key) {
-            // SAFETY: per-CPU value.
-            unsafe { *v += delta };
-        }
-    }
-}
-
 #[inline(always)]
 pub fn fill_header(h: &mut Header, kind: EventKind) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -157,26 +140,6 @@ pub fn user_stack<C: EbpfContext>(ctx: &C, stack: &mut UserStack) {
     stack._pad = 0;
 }
 
-/// The user stack as (build id, file offset) frames: normalized now, while
-/// the process and its mappings still exist.
-#[inline(always)]
-pub fn user_stack_build_ids<C: EbpfContext>(ctx: &C, stack: &mut BuildIdStack) {
-    const FRAME: usize = core::mem::size_of::<BuildIdFrame>();
-    // BPF_F_USER_BUILD_ID: not in the bindings of this aya-ebpf.
-    const BPF_F_USER_BUILD_ID: u64 = 1 << 11;
-    // SAFETY: `frames` is a writable buffer of the size passed.
-    let n = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            stack.frames.as_mut_ptr().cast(),
-            (MAX_BUILD_ID_FRAMES * FRAME) as u32,
-            BPF_F_USER_STACK as u64 | BPF_F_USER_BUILD_ID,
-        )
-    };
-    stack.len = if n > 0 { (n as u32) / FRAME as u32 } else { 0 };
-    stack._pad = 0;
-}
-
 /// Copies registers and the top of the user stack. A stack whose top is
 /// nearer than STACK_COPY faults as a whole: then try smaller copies.
 #[inline(always)]
@@ -214,10 +177,11 @@ pub fn copy_user_stack(ip: u64, sp: u64, bp: u64, out: &mut StackCopy) {
     }
 }
 
-/// The current task's user registers (ip, sp, bp), for programs whose
-/// context is not pt_regs (tracepoints).
+/// The current task's user registers, for programs whose context is not
+/// pt_regs (tracepoints). At a syscall's exit the argument registers still
+/// hold what the caller passed: only rax (and rcx, r11) change.
 #[inline(always)]
-pub fn current_user_regs() -> Option<(u64, u64, u64)> {
+pub fn current_user_regs() -> Option<aya_ebpf::bindings::pt_regs> {
     use aya_ebpf::bindings::pt_regs;
     use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
     // SAFETY: BTF helpers on the current task; fields read fault-checked.
@@ -226,8 +190,7 @@ pub fn current_user_regs() -> Option<(u64, u64, u64)> {
         if regs.is_null() {
             return None;
         }
-        let r: pt_regs = bpf_probe_read_kernel(regs).ok()?;
-        Some((r.rip, r.rsp, r.rbp))
+        bpf_probe_read_kernel(regs).ok()
     }
 }
 
@@ -236,9 +199,11 @@ pub fn current_user_regs() -> Option<(u64, u64, u64)> {
 pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
     use threadtrace_common::ABSENT;
     const RLIMIT_NPROC: usize = 6;
+    const RLIMIT_AS: usize = 9;
     let cfg = crate::maps::CONFIG.load();
     out.valid = 0;
     out._pad = 0;
+    out.as_soft = u64::MAX;
     if [
         cfg.task_signal,
         cfg.signal_rlim,
@@ -261,6 +226,8 @@ pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
         let Ok(soft) = bpf_probe_read_kernel(rlim as *const u64) else {
             return;
         };
+        let rlim_as = (signal as *const u8).add(cfg.signal_rlim as usize + RLIMIT_AS * 16);
+        out.as_soft = bpf_probe_read_kernel(rlim_as as *const u64).unwrap_or(u64::MAX);
         let Ok(cred) = bpf_probe_read_kernel(task.add(cfg.task_real_cred as usize) as *const u64)
         else {
             return;
@@ -279,5 +246,104 @@ pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
         out.soft = soft;
         out.count = count;
         out.valid = 1;
+    }
+}
+
+/// What a failed creation attempt carries beyond its header.
+pub struct Failure {
+    pub api: Api,
+    pub syscall: Api,
+    pub errno: i32,
+    pub flags: u64,
+    pub site: u64,
+    pub pd: u64,
+}
+
+/// Counts a failure, then, within the process's detail budget, sends it
+/// with the registers, stacks and (for glibc) start_routine candidates.
+#[inline(always)]
+pub fn create_failed<C: EbpfContext>(ctx: &C, f: &Failure, regs: &aya_ebpf::bindings::pt_regs) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    count_failure(tgid, f.api as u32, f.errno, f.site);
+    if !detail_allowed(tgid) {
+        return;
+    }
+    let Some(mut entry) = reserve::<CreateFailed>(EventKind::CreateFailed) else {
+        return;
+    };
+    // SAFETY: reserved memory of the right size; header already set.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let p = &mut ev.payload;
+    p.api = f.api as u32;
+    p.syscall = f.syscall as u32;
+    p.errno = f.errno;
+    p._pad = 0;
+    p.flags = f.flags;
+    p.site = f.site;
+    p.pd = f.pd;
+    for i in 0..START_ROUTINE_SLOTS {
+        p.start_routine[i] = 0;
+        let off = match PTHREAD_OFFSETS.get(i as u32) {
+            Some(&o) if o != 0 && f.pd != 0 => o,
+            _ => continue,
+        };
+        // SAFETY: fault-checked user read.
+        p.start_routine[i] =
+            unsafe { bpf_probe_read_user((f.pd + off as u64) as *const u64) }.unwrap_or(0);
+    }
+    pending_uretprobes(&mut p.uretprobes);
+    user_stack(ctx, &mut p.stack);
+    copy_user_stack(regs.rip, regs.rsp, regs.rbp, &mut p.copy);
+    nproc_snapshot(&mut p.nproc);
+    entry.submit(0);
+}
+
+/// The return addresses uretprobes replaced on this thread's stack, with
+/// the stack slot of each, from the kernel's list (offsets from BTF).
+#[inline(always)]
+fn pending_uretprobes(out: &mut [[u64; 2]; URETPROBES]) {
+    use threadtrace_common::ABSENT;
+    let cfg = CONFIG.load();
+    for slot in out.iter_mut() {
+        *slot = [0, 0];
+    }
+    if [
+        cfg.task_utask,
+        cfg.utask_return_instances,
+        cfg.ri_stack,
+        cfg.ri_orig_ret_vaddr,
+        cfg.ri_next,
+    ]
+    .contains(&ABSENT)
+    {
+        return;
+    }
+    // SAFETY: fault-checked kernel reads at offsets from this kernel's BTF.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let Ok(utask) = bpf_probe_read_kernel(task.add(cfg.task_utask as usize) as *const u64)
+        else {
+            return;
+        };
+        if utask == 0 {
+            return;
+        }
+        let Ok(mut ri) = bpf_probe_read_kernel(
+            (utask as *const u8).add(cfg.utask_return_instances as usize) as *const u64,
+        ) else {
+            return;
+        };
+        for slot in out.iter_mut() {
+            if ri == 0 {
+                return;
+            }
+            let r = ri as *const u8;
+            let stack =
+                bpf_probe_read_kernel(r.add(cfg.ri_stack as usize) as *const u64).unwrap_or(0);
+            let orig = bpf_probe_read_kernel(r.add(cfg.ri_orig_ret_vaddr as usize) as *const u64)
+                .unwrap_or(0);
+            *slot = [stack, orig];
+            ri = bpf_probe_read_kernel(r.add(cfg.ri_next as usize) as *const u64).unwrap_or(0);
+        }
     }
 }

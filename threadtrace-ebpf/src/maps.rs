@@ -1,11 +1,11 @@
 //! Maps shared by the probes. Names are the contract with the collector
-//! (threadtrace/src/probes.rs).
+//! (threadtrace/src/kernel/).
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
-use threadtrace_common::{stat, Config, DetailBudget, FailureKey, LiveKey, Rlimit};
+use threadtrace_common::{stat, Config, DetailBudget, FailureKey, Rlimit, START_ROUTINE_SLOTS};
 
 /// Set by the collector at load time from tracefs formats and BTF.
 #[unsafe(no_mangle)]
@@ -25,6 +25,11 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     cred_ucounts: u32::MAX,
     ucounts_rlimit: u32::MAX,
     detail_per_sec: 0,
+    task_utask: u32::MAX,
+    utask_return_instances: u32::MAX,
+    ri_stack: u32::MAX,
+    ri_orig_ret_vaddr: u32::MAX,
+    ri_next: u32::MAX,
 });
 
 /// Events for the collector. Sized for bursts of a few tens of thousands of
@@ -36,30 +41,21 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static FAILURES: PerCpuHashMap<FailureKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
-/// Health counters, indexed by `threadtrace_common::stat`.
 /// Detail budgets per process (see `emit::detail_allowed`). Per CPU, so
 /// that a storm on every core never contends on one entry.
 #[map]
 pub static DETAIL_BUDGET: LruPerCpuHashMap<u32, DetailBudget> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
+/// Health counters, indexed by `threadtrace_common::stat`.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-/// A pthread_create under way on a thread (key: tid).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct InflightThread {
-    pub caller: u64,
-    pub start_routine: u64,
-    pub clone_errno: i32,
-    pub clone_api: u32,
-}
-
-/// LRU so that a thread killed inside pthread_create cannot leak an entry.
+/// Offsets of start_routine in glibc's `struct pthread`, one per libc
+/// build the collector found (`_thread_db_pthread_start_routine`); 0 ends
+/// the list. Filled at run time as new libcs show up.
 #[map]
-pub static PTHREAD_INFLIGHT: LruHashMap<u32, InflightThread> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static PTHREAD_OFFSETS: Array<u32> = Array::with_max_entries(START_ROUTINE_SLOTS as u32, 0);
 
 /// A setrlimit/prlimit64 under way (key: tid): what the entry saw.
 #[repr(C)]
@@ -80,13 +76,3 @@ pub struct InflightRlimit {
 
 #[map]
 pub static RLIMIT_INFLIGHT: HashMap<u32, InflightRlimit> = HashMap::with_max_entries(1024, 0);
-
-/// Live threads per (process, creating code): +1 when a thread is created,
-/// -1 when it exits. Per-CPU: the exit may run on another CPU than the
-/// creation; userspace sums.
-#[map]
-pub static LIVE_THREADS: PerCpuHashMap<LiveKey, i64> = PerCpuHashMap::with_max_entries(16384, 0);
-
-/// Which LIVE_THREADS key a thread (by tid) was counted under.
-#[map]
-pub static THREAD_ORIGIN: LruHashMap<u32, LiveKey> = LruHashMap::with_max_entries(65536, 0);

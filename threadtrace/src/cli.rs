@@ -21,7 +21,8 @@ use clap::{Parser, Subcommand};
       sudo threadtrace doctor                      can this host run threadtrace?"
 )]
 pub struct Cli {
-    /// More output on stderr: -v info and kernel-side logs, -vv debug.
+    /// More output on stderr: -v info and kernel-side logs, -vv debug,
+    /// -vvv trace (each unwinding round, with the stack words).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -159,6 +160,35 @@ pub struct RecordArgs {
     /// printed either way.
     #[arg(long)]
     pub no_tui: bool,
+    /// The tracer's own memory limit (RLIMIT_DATA: heap and private
+    /// mappings), e.g. 512M, 2G. It asks the OOM killer to spare it, so
+    /// this bounds it instead: past it the tracer stops, the host does not
+    /// run out.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_memory: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics while recording:
+    /// PORT (on 127.0.0.1), HOST:PORT, or 0.0.0.0:PORT for every
+    /// interface. The README lists the metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The optional labels the metrics keep, comma-separated, among
+    /// library, namespace, pod, container: e.g. `namespace,container`
+    /// drops pod and library. An empty list keeps none.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "library,namespace,pod,container",
+        requires = "metrics"
+    )]
+    pub metrics_labels: crate::sink::metrics::LabelFilter,
+    /// Distinct label sets the metrics keep at most; past it, new ones
+    /// are folded into one `_overflow` series per metric, and counted.
+    #[arg(long, value_name = "N", default_value_t = 2000, requires = "metrics")]
+    pub metrics_max_series: usize,
+}
+
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    crate::sink::metrics::http::parse_addr(s).map_err(|e| e.to_string())
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -21,12 +21,6 @@ fn check(name: &str, ok: bool, detail: impl Into<String>, fix: &str) -> Check {
     }
 }
 
-fn kernel_version() -> Option<(u32, u32)> {
-    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let mut it = r.trim().split(['.', '-']);
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
 pub fn run() -> Vec<Check> {
     let mut out = Vec::new();
     let caps = privileges::effective_caps();
@@ -41,7 +35,8 @@ pub fn run() -> Vec<Check> {
         },
         "run threadtrace with sudo",
     ));
-    let kv = kernel_version();
+    out.push(capabilities(caps));
+    let kv = privileges::kernel_version();
     let kv_ok = kv.is_some_and(|v| v >= (5, 8));
     out.push(check(
         "kernel",
@@ -87,21 +82,42 @@ pub fn run() -> Vec<Check> {
             ));
         }
     }
-    let uprobe = Path::new("/sys/bus/event_source/devices/uprobe").exists();
+    // The kernel's mmap records: how a process's libraries are known
+    // after it exits.
+    let mmap = crate::kernel::mmap_events::MmapEvents::open();
     out.push(check(
-        "uprobes",
-        uprobe,
-        if uprobe { "supported" } else { "no uprobe PMU" },
-        "the kernel needs CONFIG_UPROBE_EVENTS=y to see pthread_create failures",
-    ));
-    let libcs = kernel::libc_targets::in_root(Path::new("/"), None);
-    out.push(check(
-        "libc",
-        !libcs.is_empty(),
-        libcs.iter().map(|f| f.display.clone()).collect::<Vec<_>>().join(", "),
-        "no glibc or musl found in the usual places: pthread_create failures will only show as clone failures",
+        "perf mmap records",
+        mmap.is_ok(),
+        match &mmap {
+            Ok(_) => "available".to_string(),
+            Err(e) => e.to_string(),
+        },
+        "needs CAP_PERFMON (or root) and perf events (CONFIG_PERF_EVENTS); without them failures are not attributed to libraries",
     ));
     out
+}
+
+/// What is held, and what `record` keeps once attached, and why.
+fn capabilities(held: u64) -> Check {
+    let needs = privileges::Needs::of_host();
+    let kept = privileges::plan(held, &needs);
+    let kept_mask = kept.iter().fold(0u64, |m, k| m | 1 << k.cap);
+    let why: Vec<String> = kept
+        .iter()
+        .map(|k| format!("{} ({})", privileges::name(k.cap), k.why))
+        .collect();
+    Check {
+        name: "capabilities".into(),
+        ok: true,
+        detail: format!(
+            "{} held; after attach, record keeps {}: {}; it drops the other {} and sets no_new_privs",
+            held.count_ones(),
+            kept.len(),
+            if why.is_empty() { "none".into() } else { why.join("; ") },
+            (held & !kept_mask).count_ones()
+        ),
+        fix: None,
+    }
 }
 
 pub fn render(checks: &[Check]) -> String {

@@ -285,9 +285,12 @@ pub fn since(later: &Summary, earlier: &Summary) -> Summary {
     s.events_sampled_out = later
         .events_sampled_out
         .saturating_sub(earlier.events_sampled_out);
-    s.failures_unattributed = later
-        .failures_unattributed
-        .saturating_sub(earlier.failures_unattributed);
+    s.failures_without_process = later
+        .failures_without_process
+        .saturating_sub(earlier.failures_without_process);
+    s.mmap_records_lost = later
+        .mmap_records_lost
+        .saturating_sub(earlier.mmap_records_lost);
     s.events_delivered = later
         .events_delivered
         .saturating_sub(earlier.events_delivered);
@@ -296,6 +299,11 @@ pub fn since(later: &Summary, earlier: &Summary) -> Summary {
         .trace_events_dropped
         .saturating_sub(earlier.trace_events_dropped);
     s
+}
+
+/// One line on stderr: paths in it are the user's, escaped.
+pub fn say(message: &str) {
+    eprintln!("threadtrace: {}", crate::sanitize::line(message, 2048));
 }
 
 /// What `report` and `export` start with: the input, with the files that
@@ -308,12 +316,12 @@ pub fn open_or_say(
     match Input::open(paths, window.since, window.until) {
         Ok(input) => {
             for s in input.skipped() {
-                eprintln!("threadtrace: skipped: {}", s.error);
+                say(&format!("skipped: {}", s.error));
             }
             Ok(input)
         }
         Err(e) => {
-            eprintln!("threadtrace: {e}");
+            say(&e.to_string());
             Err(std::process::ExitCode::from(e.exit_code()))
         }
     }

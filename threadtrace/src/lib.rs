@@ -3,11 +3,11 @@
 //! drive directly: `report` and `export` on any bytes.
 #![expect(
     clippy::len_without_is_empty,
-    clippy::large_enum_variant,
     reason = "the binary's own modules, public only for the fuzz targets: lints about \
               designing a public API do not apply"
 )]
 pub mod attribution;
+pub mod bounded;
 pub mod cli;
 pub mod clock;
 pub mod diagnosis;
@@ -17,10 +17,14 @@ pub mod export;
 pub mod host;
 pub mod input;
 pub mod kernel;
+pub mod own_limits;
+pub mod panics;
+pub mod pods;
 pub mod privileges;
 pub mod proctable;
 pub mod record;
 pub mod report;
+pub mod sanitize;
 pub mod sink;
 pub use threadtrace_tracefile as tracefile;
 pub mod tui;

@@ -4,25 +4,38 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use threadtrace::{
     cli::{Cli, Command},
-    doctor, export, record, report, tui,
+    doctor, export, panics, record, report, sanitize, sink, tui,
 };
 
+/// Characters of one log or error line at most.
+const LOG_LINE_MAX: usize = 2048;
+
 fn main() -> ExitCode {
+    panics::one_line_hook();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
-        _ => log::LevelFilter::Debug,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
     };
     let dashboard = match &cli.command {
         Command::Record(a) => !a.json && !a.no_tui && std::io::stdout().is_terminal(),
         _ => false,
     };
     let mut logger = env_logger::Builder::new();
-    logger
-        .filter_level(level)
-        .format_target(false)
-        .format_timestamp(None);
+    logger.filter_level(level).format(|buf, record| {
+        use std::io::Write as _;
+        // Log lines carry paths and names other users chose.
+        let style = buf.default_level_style(record.level());
+        let msg = record.args().to_string();
+        writeln!(
+            buf,
+            "[{style}{:<5}{style:#}] {}",
+            record.level(),
+            sanitize::line(&msg, LOG_LINE_MAX)
+        )
+    });
     if dashboard {
         // Through the dashboard while it owns the terminal.
         logger.target(env_logger::Target::Pipe(Box::new(tui::logs::Writer)));
@@ -32,7 +45,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, no backtrace: `{:#}` joins the causes with ": ".
-            eprintln!("threadtrace: {e:#}");
+            eprintln!(
+                "threadtrace: {}",
+                sanitize::line(&format!("{e:#}"), LOG_LINE_MAX)
+            );
             ExitCode::from(1)
         }
     }
@@ -55,8 +71,16 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 force: a.force,
                 storm_window: a.storm_window,
                 storm_by: a.storm_by,
+                max_memory: a.max_memory,
                 verbose: cli.verbose,
                 dashboard,
+                metrics: a.metrics.map(|addr| {
+                    let cfg = sink::metrics::Config {
+                        labels: a.metrics_labels,
+                        max_label_sets: a.metrics_max_series,
+                    };
+                    (addr, cfg)
+                }),
             };
             // One thread: the collector must not need new threads while
             // thread creation is failing on the host.

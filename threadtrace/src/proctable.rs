@@ -1,10 +1,24 @@
 //! pid → what the process was: seeded from /proc at start and kept current
 //! by fork/exec/exit events, so a process that has already exited (an OOM
 //! victim, a worker that died) can still be described.
+//!
+//! Its memory is bounded in bytes: a command line is kept up to
+//! [`CMDLINE_MAX`] bytes and shared by the children that inherit it, and
+//! exited processes are forgotten, oldest first, past [`EXITED_KEPT`] or
+//! [`EXITED_BYTES`]; what was cut or forgotten is counted ([`Bounds`]).
 use std::{
     collections::{HashMap, VecDeque},
+    io::Read as _,
     path::PathBuf,
+    sync::Arc,
 };
+
+/// Bytes of a command line kept at most. Any user can make one of 2 MiB;
+/// the first 4 KiB tell the program and its arguments apart.
+pub const CMDLINE_MAX: usize = 4096;
+
+/// Ends a command line cut at CMDLINE_MAX.
+pub const CMDLINE_CUT: &str = " …(command line cut at 4096 bytes)";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Proc {
@@ -12,7 +26,9 @@ pub struct Proc {
     pub ppid: u32,
     pub comm: String,
     pub exe: Option<String>,
-    pub cmdline: Option<String>,
+    /// At most CMDLINE_MAX bytes (then it ends with CMDLINE_CUT); a
+    /// forked child shares its parent's until it execs.
+    pub cmdline: Option<Arc<str>>,
     /// Start time in clock ticks since boot (/proc/PID/stat field 22).
     pub start_ticks: Option<u64>,
     pub uid: Option<u32>,
@@ -137,6 +153,74 @@ pub fn started_at(start_ticks: u64) -> Option<std::time::SystemTime> {
     )
 }
 
+/// A start time in clock ticks since boot as CLOCK_MONOTONIC ns (the same
+/// on a host that never suspended; close enough to order mappings).
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks.saturating_mul(1_000_000_000 / hz)
+}
+
+/// What keeping the table bounded cost, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// Command lines longer than CMDLINE_MAX, cut.
+    pub cmdlines_cut: u64,
+    /// Exited processes forgotten to stay under EXITED_KEPT or EXITED_BYTES.
+    pub exited_evicted: u64,
+}
+
+/// /proc/PID/cmdline, its first CMDLINE_MAX bytes only (a 2 MiB one is not
+/// read), arguments joined by spaces; true when it was cut.
+fn read_cmdline(dir: &std::path::Path) -> Option<(Arc<str>, bool)> {
+    let mut buf = Vec::with_capacity(256);
+    std::fs::File::open(dir.join("cmdline"))
+        .ok()?
+        .take(CMDLINE_MAX as u64 + 1)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(cmdline_of(buf)).filter(|(c, _)| !c.is_empty())
+}
+
+fn cmdline_of(mut buf: Vec<u8>) -> (Arc<str>, bool) {
+    let cut = buf.len() > CMDLINE_MAX;
+    buf.truncate(CMDLINE_MAX);
+    let buf = buf.strip_suffix(&[0]).unwrap_or(&buf);
+    let mut s = String::from_utf8_lossy(buf).replace('\0', " ");
+    if cut {
+        s.push_str(CMDLINE_CUT);
+    }
+    (s.into(), cut)
+}
+
+/// A file of /proc read up to `max` bytes: what the tracer keeps from it
+/// is bounded whatever its owner put there.
+fn read_bounded(path: &std::path::Path, max: u64) -> Option<String> {
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(max)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
+}
+
+/// /proc/PID/cgroup: one line per hierarchy, each path under PATH_MAX
+/// (the kernel refuses longer ones).
+const CGROUP_FILE_MAX: u64 = 64 << 10;
+
+/// Heap bytes an entry holds, its shared command line counted whole.
+fn weight(p: &Proc) -> usize {
+    std::mem::size_of::<Proc>()
+        + p.comm.len()
+        + p.exe.as_ref().map_or(0, String::len)
+        + p.cmdline.as_ref().map_or(0, |c| c.len())
+        + p.cgroups
+            .iter()
+            .map(|(c, p)| c.len() + p.len() + 48)
+            .sum::<usize>()
+}
+
 /// Threads of a process now (/proc/PID/stat field 20).
 pub fn num_threads(pid: u32) -> Option<i64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -144,7 +228,13 @@ pub fn num_threads(pid: u32) -> Option<i64> {
     rest.split(' ').nth(17)?.parse().ok()
 }
 
-pub fn read_proc(pid: u32) -> Option<Proc> {
+/// (ppid, start_ticks) of a live process.
+fn read_stat(pid: u32) -> Option<(u32, u64)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The process, and whether its command line was cut.
+fn read_proc_counted(pid: u32) -> Option<(Proc, bool)> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let (ppid, start) = parse_stat(&stat)?;
@@ -152,10 +242,10 @@ pub fn read_proc(pid: u32) -> Option<Proc> {
         .unwrap_or_default()
         .trim_end()
         .to_string();
-    let cmdline = std::fs::read(dir.join("cmdline"))
-        .ok()
-        .filter(|b| !b.is_empty())
-        .map(|b| String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(&b)).replace('\0', " "));
+    let (cmdline, cut) = match read_cmdline(&dir) {
+        Some((c, cut)) => (Some(c), cut),
+        None => (None, false),
+    };
     let exe = std::fs::read_link(dir.join("exe"))
         .ok()
         .map(|p| p.display().to_string());
@@ -167,8 +257,8 @@ pub fn read_proc(pid: u32) -> Option<Proc> {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         });
     let cgroups =
-        parse_cgroup_file(&std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default());
-    Some(Proc {
+        parse_cgroup_file(&read_bounded(&dir.join("cgroup"), CGROUP_FILE_MAX).unwrap_or_default());
+    let p = Proc {
         pid,
         ppid,
         comm,
@@ -179,18 +269,25 @@ pub fn read_proc(pid: u32) -> Option<Proc> {
         cgroups,
         exit_code: None,
         alive: true,
-    })
+    };
+    Some((p, cut))
 }
 
 /// How many exited processes are remembered: enough to describe the
 /// victims of a burst of OOM kills, bounded so memory does not grow.
-const EXITED_KEPT: usize = 16384;
+pub const EXITED_KEPT: usize = 16384;
+/// And their bytes at most: 16,384 of them with 4 KiB command lines of
+/// their own would be 70 MiB.
+pub const EXITED_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct ProcTable {
     procs: HashMap<u32, Proc>,
-    /// Exited pids, oldest first, with the start time that identifies them.
-    exited: VecDeque<(u32, Option<u64>)>,
+    /// Exited pids, oldest first, with the start time that identifies them
+    /// and their weight.
+    exited: VecDeque<(u32, Option<u64>, usize)>,
+    exited_bytes: usize,
+    pub bounds: Bounds,
     pub mounts: CgroupMounts,
     /// Hierarchy id → its controllers, as /proc/PID/cgroup numbers them.
     hierarchies: HashMap<i32, String>,
@@ -217,7 +314,7 @@ impl ProcTable {
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten() {
                 if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
-                    if let Some(p) = read_proc(pid) {
+                    if let Some(p) = self.read(pid) {
                         self.procs.insert(pid, p);
                     }
                 }
@@ -233,12 +330,20 @@ impl ProcTable {
         self.procs.get(&pid)
     }
 
+    /// A process from /proc, its cut command line counted.
+    fn read(&mut self, pid: u32) -> Option<Proc> {
+        let (p, cut) = read_proc_counted(pid)?;
+        self.bounds.cmdlines_cut += cut as u64;
+        Some(p)
+    }
+
     /// The table's entry, or /proc's if we missed its birth.
     pub fn lookup(&mut self, pid: u32) -> Option<&Proc> {
-        match self.procs.entry(pid) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => Some(e.insert(read_proc(pid)?)),
+        if !self.procs.contains_key(&pid) {
+            let p = self.read(pid)?;
+            self.procs.insert(pid, p);
         }
+        self.procs.get(&pid)
     }
 
     #[cfg(test)]
@@ -271,40 +376,48 @@ impl ProcTable {
         };
         self.procs.insert(child, p);
         // Read the start time now: it tells this process from a later one
-        // with the same pid.
-        if let Some(fresh) = read_proc(child) {
+        // with the same pid. Only stat: the command line is the parent's.
+        if let Some((_, start)) = read_stat(child) {
             if let Some(p) = self.procs.get_mut(&child) {
-                p.start_ticks = fresh.start_ticks;
+                p.start_ticks = Some(start);
             }
         }
     }
 
     pub fn on_exec(&mut self, pid: u32, filename: &str, comm: &str, uid: u32) {
         let ppid = self.get(pid).map(|p| p.ppid).unwrap_or(0);
-        let mut p = read_proc(pid).unwrap_or_else(|| Proc {
+        let fresh = self.read(pid);
+        // Gone already (it failed and exited): what the exec says is all
+        // there is; the old program's executable and arguments are not
+        // the new one's.
+        let mut p = fresh.unwrap_or_else(|| Proc {
             pid,
             ppid,
             uid: Some(uid),
             alive: true,
+            exe: Some(filename.to_string()),
+            cmdline: None,
             ..self.get(pid).cloned().unwrap_or_default()
         });
         p.comm = comm.to_string();
-        if p.exe.is_none() {
-            p.exe = Some(filename.to_string());
-        }
         self.procs.insert(pid, p);
     }
 
     pub fn on_exit(&mut self, pid: u32, exit_code: i32) {
         if let Some(p) = self.procs.get_mut(&pid) {
-            p.alive = false;
-            p.exit_code = Some(exit_code);
-            self.exited.push_back((pid, p.start_ticks));
+            if p.alive {
+                p.alive = false;
+                p.exit_code = Some(exit_code);
+                let w = weight(p);
+                self.exited.push_back((pid, p.start_ticks, w));
+                self.exited_bytes += w;
+            }
         }
-        while self.exited.len() > EXITED_KEPT {
-            let Some((old, start)) = self.exited.pop_front() else {
+        while self.exited.len() > EXITED_KEPT || self.exited_bytes > EXITED_BYTES {
+            let Some((old, start, w)) = self.exited.pop_front() else {
                 break;
             };
+            self.exited_bytes -= w;
             // Only forget it if the pid was not reused since.
             if self
                 .procs
@@ -312,6 +425,7 @@ impl ProcTable {
                 .is_some_and(|p| !p.alive && p.start_ticks == start)
             {
                 self.procs.remove(&old);
+                self.bounds.exited_evicted += 1;
             }
         }
     }
@@ -431,9 +545,52 @@ mod tests {
     }
 
     #[test]
+    fn a_long_command_line_is_cut_and_says_so() {
+        let mut argv = b"prog\0".to_vec();
+        argv.extend(std::iter::repeat_n(b'a', 2 << 20));
+        argv.push(0);
+        let (c, cut) = cmdline_of(argv);
+        assert!(cut);
+        assert_eq!(c.len(), CMDLINE_MAX + CMDLINE_CUT.len(), "the first 4 KiB");
+        assert!(c.starts_with("prog aaa") && c.ends_with(CMDLINE_CUT));
+        let (c, cut) = cmdline_of(b"python3\0-c\0import numpy\0".to_vec());
+        assert!(!cut);
+        assert_eq!(&*c, "python3 -c import numpy");
+    }
+
+    /// A parent with a long command line forking thousands of children:
+    /// they share one copy, and exited ones are forgotten by bytes too.
+    #[test]
+    fn children_share_the_command_line_and_exited_ones_are_bounded_in_bytes() {
+        let mut t = ProcTable::default();
+        let long: Arc<str> = format!("{}{CMDLINE_CUT}", "x".repeat(CMDLINE_MAX)).into();
+        t.insert(Proc {
+            pid: 1,
+            cmdline: Some(long.clone()),
+            alive: true,
+            ..Default::default()
+        });
+        for i in 0..10_000 {
+            t.on_fork(1, 5_000_000 + i, 0, "x");
+        }
+        assert_eq!(Arc::strong_count(&long), 10_002, "one copy, shared");
+        for i in 0..10_000 {
+            t.on_exit(5_000_000 + i, 0);
+        }
+        assert!(t.exited_bytes <= EXITED_BYTES, "{}", t.exited_bytes);
+        let kept = t.procs.len() - 1;
+        assert!(
+            kept < 10_000 && kept * (CMDLINE_MAX + 64) > EXITED_BYTES / 2,
+            "{kept}"
+        );
+        assert_eq!(t.bounds.exited_evicted, 10_000 - kept as u64);
+        assert!(t.get(5_000_000 + 9_999).is_some(), "the newest are kept");
+    }
+
+    #[test]
     fn reads_itself_from_proc() {
         assert!(num_threads(std::process::id()).unwrap() >= 1);
-        let p = read_proc(std::process::id()).unwrap();
+        let (p, _) = read_proc_counted(std::process::id()).unwrap();
         assert!(p.alive && p.ppid > 0 && p.start_ticks.is_some() && p.exe.is_some());
     }
 }

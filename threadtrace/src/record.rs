@@ -6,9 +6,9 @@
 //! thread (a current-thread tokio runtime, no blocking pool), protects itself
 //! from the OOM killer, and keeps every buffer bounded.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
+    os::fd::OwnedFd,
     path::PathBuf,
-    sync::mpsc::SyncSender,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -21,7 +21,8 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{classify, live_threads, unwind},
+    attribution::{self, files, threads, Shared},
+    bounded::{json_bytes, ByteLru},
     clock,
     diagnosis::{
         decide,
@@ -32,11 +33,16 @@ use crate::{
     },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
-    kernel::{counters::CounterMaps, libc_targets, Kernel},
-    privileges,
+    kernel::{
+        counters::CounterMaps,
+        mmap_events::{self, MmapEvents},
+        Kernel,
+    },
+    own_limits, privileges,
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
-        output::{self, Msg, Output},
+        metrics,
+        output::{self, Msg, Output, Refused, Sender},
         trace::{self, TraceSink},
         Console,
     },
@@ -60,10 +66,14 @@ pub struct Options {
     pub force: bool,
     pub storm_window: Duration,
     pub storm_by: crate::diagnosis::storm::StormBy,
+    /// RLIMIT_DATA for the tracer itself, set once attached.
+    pub max_memory: u64,
     pub verbose: u8,
     /// The live dashboard instead of lines (stdout is a terminal, no
     /// --json, no --no-tui).
     pub dashboard: bool,
+    /// `--metrics`: where to serve Prometheus metrics, and their labels.
+    pub metrics: Option<(std::net::SocketAddr, metrics::Config)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,24 +82,39 @@ pub struct Options {
 )]
 pub struct NeedPrivileges;
 
-/// A libc scan of a new process waits this long after exec, so that the
-/// dynamic loader has mapped its libraries.
-const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
-const EXEC_SCAN_QUEUE: usize = 4096;
 /// Ring-buffer records handled before the loop looks at its timers and
 /// signals again.
 const DRAIN_BATCH: usize = 1024;
-/// Processes whose maps snapshot is kept at most.
+/// Entries kept at most in each of the collector's per-process tables.
 const MAPS_KEPT: usize = 4096;
+/// Whether tracked processes still exist is checked this often (their
+/// exit record may have been lost).
+const LIVENESS_EVERY: u32 = 30;
 /// Processes whose thread count is read for a summary at most.
 const THREAD_SCAN_MAX: usize = 8192;
 /// Rows of live threads in a summary at most.
 const THREAD_ROWS: usize = 100;
 /// Processes named as holding the threads, per cause.
 const HOLDERS: usize = 5;
+/// How often the metrics are told which pods are alive.
+const LIVE_PODS_EVERY: Duration = Duration::from_secs(10);
 /// Processes whose limits the dashboard shows: the busiest this many, and
 /// as many of those that failed.
 const DASHBOARD_PROCESSES: usize = 100;
+/// Budgets of what the collector remembers per process, in bytes: keyed
+/// by pids, which any user can multiply. Causes are reused for a second
+/// only; who set RLIMIT_NPROC on whom is evidence kept as long as it fits.
+const CAUSES_BYTES: usize = 4 << 20;
+const RLIMIT_SETS_BYTES: usize = 2 << 20;
+const OVERSUBSCRIBED_BYTES: usize = 1 << 20;
+const OOM_VICTIMS_BYTES: usize = 256 << 10;
+/// Messages held back while the output stage is full; only checkpoints
+/// add to them then (the ring buffer is not read meanwhile).
+const PENDING_MAX: usize = 256;
+/// How long the output stage has, after the stop, to take what is left
+/// and write the summary: longer means it is stuck (a stdout nobody
+/// reads), and the tracer exits without it.
+const FINISH_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -130,32 +155,47 @@ fn register<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into())
 }
 
-fn protect_from_oom_killer() {
-    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
-        log::warn!("cannot set oom_score_adj to -1000 ({e}): the OOM killer may take the tracer");
-    }
-}
+type CauseKey = (u32, String, i32, bool);
 
 struct Collector {
     kernel: Kernel,
     counters: CounterMaps,
     ctx: Context,
-    output: SyncSender<Msg>,
+    output: Sender,
+    /// Messages the output stage had no room for, oldest first: the ring
+    /// buffer is not read until they are taken.
+    pending: VecDeque<Msg>,
+    /// The output thread ended: the recording cannot go on.
+    output_gone: bool,
+    /// Counter snapshots and dashboard seconds not sent, the stage busy.
+    snapshots_skipped: u64,
+    /// Messages dropped past PENDING_MAX.
+    records_dropped: u64,
     filter: Filter,
-    exec_scans: VecDeque<(Instant, u32)>,
-    maps: HashMap<u32, (Instant, Arc<str>)>,
-    library_names: HashMap<(u32, u64), String>,
-    /// Root directory of processes whose maps were read, when not "/".
-    roots: HashMap<u32, Option<Arc<str>>>,
+    /// Address spaces and the files behind them, shared with attribution.
+    shared: Shared,
+    /// The kernel's mmap and exec records.
+    mmap: MmapEvents,
+    /// libc files whose start_routine offset the kernel already reads.
+    libcs_seen: HashSet<(u64, u64)>,
+    /// Root directories of other mount namespaces and chroots, held open
+    /// while a process of theirs is tracked (their files are found by path
+    /// after the process exits).
+    roots: HashMap<(u64, PathBuf), Arc<OwnedFd>>,
+    own_mount_ns: Option<u64>,
+    /// Who holds the threads, per process, recomputed every few seconds.
+    census: threads::Census,
+    /// Whether a process maps a pool library, per version of its mappings.
+    pool_mappers: HashMap<u32, ((u64, usize), bool)>,
+    mmap_lost_said: u64,
+    checkpoints: u32,
     pids_watch: PidsWatch,
     /// Pids the OOM killer chose: their exit is not a second finding.
-    oom_victims: std::collections::HashSet<u32>,
-    nproc_sets: HashMap<u32, LimitSet>,
-    causes: HashMap<(u32, String, i32, bool), (Instant, Cause)>,
-    /// Live thread rows of the last checkpoint: holders' libraries.
-    last_threads: Vec<ThreadCount>,
+    oom_victims: ByteLru<u32, ()>,
+    nproc_sets: ByteLru<u32, LimitSet>,
+    causes: ByteLru<CauseKey, (Instant, Cause)>,
     /// (pid, library) → pool size already reported as oversubscribed.
-    oversubscribed: HashMap<(u32, String), i64>,
+    oversubscribed: ByteLru<(u32, String), i64>,
     delivered: u64,
     decode_errors: u64,
     started: Instant,
@@ -167,13 +207,57 @@ struct Collector {
     /// Raised by the trace sink when its file is full: it wants the
     /// process table to start the next one.
     trace_rotation: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// With --metrics: when the live pods were last sent.
+    live_pods_sent: Option<Instant>,
 }
 
 impl Collector {
     fn emit(&mut self, r: Record) {
-        // Fails only if the output thread died; its error is reported at
-        // the end.
-        let _ = self.output.send(Msg::Record(Box::new(r)));
+        self.send(Msg::Record(Box::new(r)));
+    }
+
+    /// To the output stage, in order, without waiting: what it has no room
+    /// for waits in `pending` (and the ring buffer is not read meanwhile).
+    fn send(&mut self, m: Msg) {
+        if self.pending.len() >= PENDING_MAX {
+            self.records_dropped += 1;
+            return;
+        }
+        self.pending.push_back(m);
+        self.flush_pending();
+    }
+
+    /// A once-a-second message: skipped, and counted, when the output
+    /// stage is busy; the next second's carries the same counts.
+    fn send_or_skip(&mut self, m: Msg) {
+        if !self.pending.is_empty() {
+            self.snapshots_skipped += 1;
+            return;
+        }
+        match self.output.try_send(m) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => self.snapshots_skipped += 1,
+            Err(Refused::Gone) => self.output_gone = true,
+        }
+    }
+
+    /// Hands over what waits; true when nothing does.
+    fn flush_pending(&mut self) -> bool {
+        while let Some(m) = self.pending.pop_front() {
+            match self.output.try_send(m) {
+                Ok(()) => {}
+                Err(Refused::Full(m)) => {
+                    self.pending.push_front(m);
+                    return false;
+                }
+                Err(Refused::Gone) => {
+                    self.output_gone = true;
+                    self.pending.clear();
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn handle(&mut self, bytes: &[u8]) {
@@ -186,37 +270,31 @@ impl Collector {
             }
         };
         self.delivered += 1;
-        // A new filesystem view is searched for libcs before anything else:
-        // the exec'ed program may create threads within milliseconds.
-        if let decode::Raw::ProcessExec(e) = &raw {
-            let pid = e.header.tgid;
-            let found = self.kernel.libcs.after_exec(pid);
-            if !found.is_empty() {
-                for path in self.kernel.probe_new_libcs(found) {
-                    let lag = clock::monotonic_ns().saturating_sub(e.header.ktime_ns);
-                    log::info!(
-                        "probing pthread_create in {path}, {:.1} ms after exec of pid {pid}",
-                        lag as f64 / 1e6
-                    );
-                }
+        // Address spaces first: a failure is attributed through the
+        // mappings of its moment, and the kernel wrote their records before
+        // the failure happened.
+        match &raw {
+            decode::Raw::CreateFailed(_) => self.drain_mappings(),
+            decode::Raw::ProcessFork(e) => {
+                self.drain_mappings();
+                self.spaces()
+                    .fork(e.header.tgid, e.payload.child_pid, e.header.ktime_ns);
             }
-            if self.exec_scans.len() < EXEC_SCAN_QUEUE {
-                self.exec_scans
-                    .push_back((Instant::now() + EXEC_SCAN_DELAY, pid));
+            decode::Raw::ProcessExec(e) => {
+                let pid = e.header.tgid;
+                let root = self.root_of(pid);
+                self.spaces().set_root(pid, e.header.ktime_ns, root);
             }
+            decode::Raw::ProcessExit(e) => self.spaces().exit(e.header.tgid, e.header.ktime_ns),
+            _ => {}
         }
-        let (pid, nproc) = match &raw {
-            decode::Raw::CloneFailed(e) => (Some(e.header.tgid), e.payload.nproc),
-            decode::Raw::PthreadCreateFailed(e) => (Some(e.header.tgid), e.payload.nproc),
-            _ => (None, NprocSnapshot::default()),
+        let nproc = match &raw {
+            decode::Raw::CreateFailed(e) => Some(e.payload.nproc),
+            _ => None,
         };
-        let mut r = events::enrich(raw, &mut self.ctx);
-        match (pid, &mut r) {
-            (Some(pid), Record::ThreadCreateFailed(e)) => {
-                if let Some(c) = e.captured.as_mut() {
-                    c.maps = self.maps_of(pid);
-                    c.root = self.roots.get(&pid).cloned().flatten();
-                }
+        let mut r = events::enrich(raw, &mut self.ctx, &self.kernel.offsets_in_use);
+        match (nproc, &mut r) {
+            (Some(nproc), Record::ThreadCreateFailed(e)) => {
                 e.cause = Some(Box::new(self.diagnose(e, nproc)));
             }
             (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
@@ -240,10 +318,7 @@ impl Collector {
     /// The memory cgroup, the top holders and the pool the victim belonged
     /// to, read while the victim is still being killed.
     fn diagnose_oom(&mut self, e: &mut events::OomKill) {
-        if self.oom_victims.len() >= MAPS_KEPT {
-            self.oom_victims.clear();
-        }
-        self.oom_victims.insert(e.victim.pid);
+        self.oom_victims.insert(e.victim.pid, (), 16);
         e.memory_cgroup = e.victim.cgroup.as_deref().and_then(oom::memory_cgroup);
         let procs = &self.ctx.procs;
         e.top_holders = match &e.memory_cgroup {
@@ -275,27 +350,31 @@ impl Collector {
         let events::rlimit_change::Limit::Value(soft) = new.soft else {
             return;
         };
-        if self.nproc_sets.len() >= MAPS_KEPT {
-            self.nproc_sets.clear();
-        }
-        self.nproc_sets.insert(
-            e.target_pid,
-            LimitSet {
-                time: e.task.time.clone(),
-                pid: e.task.pid,
-                comm: e.task.comm.clone(),
-                target_pid: e.target_pid,
-                soft,
-            },
-        );
+        let set = LimitSet {
+            time: e.task.time.clone(),
+            pid: e.task.pid,
+            comm: e.task.comm.clone(),
+            target_pid: e.target_pid,
+            soft,
+        };
+        let bytes = json_bytes(&set) + 64;
+        self.nproc_sets.insert(e.target_pid, set, bytes);
     }
 
     /// Which limit a failure hit, from evidence read now; the same failure
     /// from the same process is diagnosed once a second at most.
     fn diagnose(&mut self, e: &events::ThreadCreateFailed, nproc: NprocSnapshot) -> Cause {
-        let clone_tried = !(e.api == "pthread_create" && e.syscall.is_none());
-        let key = (e.task.pid, e.api.clone(), e.errno, clone_tried);
-        if let Some((at, c)) = self.causes.get(&key) {
+        // A failed mmap/mprotect is diagnosed as the pthread_create it may
+        // be part of; attribution drops it if it is not.
+        let stack_setup = e.is_stack_setup();
+        let clone_tried = !stack_setup;
+        let api = if stack_setup {
+            threadtrace_common::Api::PthreadCreate.name()
+        } else {
+            e.api.as_str()
+        };
+        let key = (e.task.pid, api.to_string(), e.errno, clone_tried);
+        if let Some((at, c)) = self.causes.peek(&key) {
             if at.elapsed() < Duration::from_secs(1) {
                 return c.clone();
             }
@@ -311,19 +390,28 @@ impl Collector {
                 count: nproc.count,
             });
         }
+        // RLIMIT_AS at the failure, as the kernel saw it; /proc only knows
+        // it while the process lives.
+        let as_at_failure = (nproc.valid != 0)
+            .then_some(nproc.as_soft)
+            .filter(|&l| l != threadtrace_common::RLIM_INFINITY);
         if let Some(cg) = &e.cgroup {
             ev.pids = self.pids_watch.check(cg);
         }
         evidence::host(&mut ev);
         if !clone_tried {
             evidence::stack(pid, &mut ev);
+            if nproc.valid != 0 {
+                ev.rlimit_as = as_at_failure;
+            }
         }
-        let mut c = decide(&e.api, e.errno, clone_tried, &ev);
+        let mut c = decide(api, e.errno, clone_tried, &ev);
         match c.kind.as_str() {
             "rlimit_nproc" => {
                 let limit = c.limit.unwrap_or(u64::MAX);
                 c.inherited_from = holders::inherited_from(&mut self.ctx.procs, pid, limit);
-                c.set_by = holders::set_by(&self.ctx.procs, &self.nproc_sets, pid, limit);
+                let sets = &self.nproc_sets;
+                c.set_by = holders::set_by(&self.ctx.procs, |pid| sets.peek(&pid), pid, limit);
                 let uid = e.task.uid;
                 let pids: Vec<(u32, String)> = self
                     .ctx
@@ -332,7 +420,7 @@ impl Collector {
                     .filter(|p| p.uid == Some(uid))
                     .map(|p| (p.pid, p.comm.clone()))
                     .collect();
-                c.holders = holders::top(pids.into_iter(), &self.last_threads, HOLDERS);
+                c.holders = self.holders(pids);
             }
             "cgroup_pids" => {
                 let cg = c.cgroup.clone().unwrap_or_default();
@@ -349,40 +437,134 @@ impl Collector {
                     })
                     .map(|p| (p.pid, p.comm.clone()))
                     .collect();
-                c.holders = holders::top(pids.into_iter(), &self.last_threads, HOLDERS);
+                c.holders = self.holders(pids);
             }
             _ => {}
         }
-        if self.causes.len() >= MAPS_KEPT {
-            self.causes.clear();
-        }
-        self.causes.insert(key, (Instant::now(), c.clone()));
+        let bytes = json_bytes(&c) + key.1.len() + 96;
+        self.causes.insert(key, (Instant::now(), c.clone()), bytes);
         c
     }
 
-    /// The failing process's maps, read now: it may exit before its failure
-    /// is attributed. Read at most once a second per process, so that a
-    /// storm does not turn into a storm of /proc reads.
-    fn maps_of(&mut self, pid: u32) -> Option<Arc<str>> {
-        if let Some((at, m)) = self.maps.get(&pid) {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Some(m.clone());
+    /// The processes holding the most threads among `pids`, each with the
+    /// libraries that created them (read from glibc's own thread list).
+    fn holders(&mut self, pids: Vec<(u32, String)>) -> Vec<crate::diagnosis::Holder> {
+        let (census, shared, clock) = (&mut self.census, &self.shared, &self.ctx.clock);
+        holders::top(pids.into_iter(), HOLDERS, |pid, total| {
+            census.of(pid, total, shared, clock)
+        })
+    }
+
+    fn spaces(&self) -> std::sync::MutexGuard<'_, attribution::address_spaces::AddressSpaces> {
+        self.shared.spaces.lock().expect("not poisoned")
+    }
+
+    /// Applies the kernel's mmap and exec records written so far. A libc
+    /// seen for the first time gets its start_routine offset read by the
+    /// kernel from then on.
+    fn drain_mappings(&mut self) {
+        let mut new_libcs = Vec::new();
+        {
+            let mut spaces = self.shared.spaces.lock().expect("not poisoned");
+            let seen = &self.libcs_seen;
+            self.mmap.drain(|r| {
+                if let mmap_events::Record::Mmap {
+                    pid,
+                    time,
+                    start,
+                    dev,
+                    ino,
+                    path,
+                    ..
+                } = &r
+                {
+                    if threads::is_glibc(path) && !seen.contains(&(*dev, *ino)) {
+                        new_libcs.push((*pid, *time, *start, *dev, *ino));
+                    }
+                }
+                spaces.apply(&r);
+            });
+        }
+        if self.mmap.lost > self.mmap_lost_said {
+            log::warn!(
+                "{} of the kernel's mapping records were lost (a full buffer): failures of \
+                 the processes they described may lack their library",
+                self.mmap.lost - self.mmap_lost_said
+            );
+            self.mmap_lost_said = self.mmap.lost;
+        }
+        for (pid, time, start, dev, ino) in new_libcs {
+            self.learn_libc(pid, time, start, (dev, ino));
+        }
+    }
+
+    /// Reads a libc's start_routine offset (glibc publishes it) and has the
+    /// kernel read that word of each new thread's `struct pthread`.
+    fn learn_libc(&mut self, pid: u32, at: u64, addr: u64, id: (u64, u64)) {
+        if !self.libcs_seen.insert(id) {
+            return;
+        }
+        let Some(module) = self.shared.module_at(pid, at, addr, &self.ctx.clock) else {
+            return;
+        };
+        if let Some(off) = module.info.thread_db.pthread_start_routine {
+            if !self.kernel.add_start_routine_offset(off) {
+                log::info!("a fifth libc build: its threads' start routines are not captured");
             }
         }
-        let m: Arc<str> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .ok()?
-            .into();
-        if self.maps.len() >= MAPS_KEPT {
-            self.maps.clear();
-            self.roots.clear();
+    }
+
+    /// The root directory `pid` sees, held open, when it is not ours.
+    fn root_of(&mut self, pid: u32) -> Option<Arc<OwnedFd>> {
+        let ns = files::mount_ns(pid)?;
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).ok()?;
+        if Some(ns) == self.own_mount_ns && root == std::path::Path::new("/") {
+            return None;
         }
-        let root = std::fs::read_link(format!("/proc/{pid}/root"))
-            .ok()
-            .map(|p| p.display().to_string());
-        self.roots
-            .insert(pid, root.filter(|r| r != "/").map(Arc::from));
-        self.maps.insert(pid, (Instant::now(), m.clone()));
-        Some(m)
+        if let Some(fd) = self.roots.get(&(ns, root.clone())) {
+            return Some(fd.clone());
+        }
+        let fd = Arc::new(files::open_root(pid).ok()?);
+        if self.roots.len() >= MAPS_KEPT {
+            self.roots.retain(|_, fd| Arc::strong_count(fd) > 1);
+        }
+        self.roots.insert((ns, root), fd.clone());
+        Some(fd)
+    }
+
+    /// Every process alive now, with its executable mappings: their
+    /// failures are attributed even if they exit right after.
+    fn seed_address_spaces(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let now = clock::monotonic_ns();
+        let procs: Vec<(u32, Option<u64>)> = self
+            .ctx
+            .procs
+            .alive_procs()
+            .map(|p| (p.pid, p.start_ticks))
+            .collect();
+        let mut libcs = Vec::new();
+        for (pid, start_ticks) in procs {
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                continue;
+            };
+            let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
+            // The mappings are at least as old as the process (files changed
+            // since are not the ones mapped).
+            let since = start_ticks.map_or(now, |t| proctable::ticks_to_ns(t).min(now));
+            let root = self.root_of(pid);
+            for l in attribution::address_spaces::parse_maps(&maps) {
+                if l.exec && threads::is_glibc(l.path) {
+                    libcs.push((pid, l.start, (l.dev, l.ino)));
+                }
+            }
+            self.spaces().seed(pid, &maps, since, exe, root);
+        }
+        for (pid, start, id) in libcs {
+            self.learn_libc(pid, now, start, id);
+        }
     }
 
     /// Handles up to DRAIN_BATCH records; true when the ring is empty. In a
@@ -390,6 +572,10 @@ impl Collector {
     /// snapshots) and the signals (Ctrl-C) run in between.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         for _ in 0..DRAIN_BATCH {
+            // The output stage is full: leave the rest in the ring.
+            if !self.pending.is_empty() || self.output_gone {
+                return false;
+            }
             let Some(item) = ring.next() else { return true };
             let bytes: &[u8] = &item;
             // Copy out of the ring first: the slot is released on drop.
@@ -398,23 +584,6 @@ impl Collector {
             self.handle(&copy);
         }
         false
-    }
-
-    /// Libraries a process mapped after exec: a libc at a path we have not
-    /// probed (a bundled or newly installed one) gets probed now.
-    fn scan_new_processes(&mut self) {
-        let now = Instant::now();
-        let own = libc_targets::mount_ns(std::process::id());
-        while let Some(&(due, pid)) = self.exec_scans.front() {
-            if due > now {
-                break;
-            }
-            self.exec_scans.pop_front();
-            let found = libc_targets::mapped_by(pid, own);
-            if !found.is_empty() {
-                self.kernel.probe_new_libcs(found);
-            }
-        }
     }
 
     /// Exact counts from the kernel; `filtered` applies -p/--comm (the
@@ -437,16 +606,32 @@ impl Collector {
         s.duration_s = self.started.elapsed().as_secs_f64();
         s.events_delivered = self.delivered;
         s.decode_errors = self.decode_errors;
-        s.threads = self.thread_rows(&c.live, filtered);
+        s.mmap_records_lost = self.mmap.lost;
+        s.threads = self.thread_rows(filtered);
+        self.tracer_bounds(&mut s.tracer);
         s
     }
 
-    /// Live threads per (process, library).
-    fn thread_rows(
-        &mut self,
-        live: &std::collections::BTreeMap<(u32, u64), i64>,
-        filtered: bool,
-    ) -> Vec<ThreadCount> {
+    /// What staying bounded cost so far (attribution adds its own).
+    fn tracer_bounds(&self, t: &mut events::session::Tracer) {
+        let procs = &self.ctx.procs.bounds;
+        t.cmdlines_cut = procs.cmdlines_cut;
+        t.snapshots_skipped = self.snapshots_skipped;
+        t.records_dropped = self.records_dropped;
+        for (table, n) in [
+            ("process_table", procs.exited_evicted),
+            ("causes", self.causes.evicted),
+            ("rlimit_sets", self.nproc_sets.evicted),
+            ("oversubscribed", self.oversubscribed.evicted),
+            ("oom_victims", self.oom_victims.evicted),
+        ] {
+            t.evicted.insert(table.to_string(), n);
+        }
+    }
+
+    /// Live threads per (process, creating library), for the processes
+    /// with the most threads.
+    fn thread_rows(&mut self, filtered: bool) -> Vec<ThreadCount> {
         let mut processes: Vec<(u32, String, i64)> = self
             .ctx
             .procs
@@ -456,40 +641,37 @@ impl Collector {
             .take(THREAD_SCAN_MAX)
             .filter_map(|(pid, comm)| Some((pid, comm, proctable::num_threads(pid)?)))
             .collect();
+        processes.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let mut rows = Vec::new();
+        for (pid, comm, total) in processes.iter().take(THREAD_ROWS) {
+            let libs = self.census.of(*pid, *total, &self.shared, &self.ctx.clock);
+            rows.extend(
+                libs.iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(library, live)| ThreadCount {
+                        pid: *pid,
+                        comm: comm.clone(),
+                        library: library.clone(),
+                        live: *live,
+                    }),
+            );
+        }
+        rows.sort_by(|a, b| {
+            b.live
+                .cmp(&a.live)
+                .then(a.pid.cmp(&b.pid))
+                .then(a.library.cmp(&b.library))
+        });
+        rows.truncate(THREAD_ROWS);
         processes.sort_unstable_by_key(|p| p.0);
-        if self.library_names.len() >= MAPS_KEPT {
-            self.library_names.clear();
-        }
-        let mut names = std::mem::take(&mut self.library_names);
-        let rows = live_threads::rows(
-            live,
-            |pid, caller| {
-                names
-                    .entry((pid, caller))
-                    .or_insert_with(|| {
-                        let exe = self.ctx.procs.get(pid).and_then(|p| p.exe.clone());
-                        self.maps_of(pid)
-                            .and_then(|m| {
-                                unwind::locate(&m, caller)
-                                    .map(|(path, _)| classify::library(path, exe.as_deref()))
-                            })
-                            .unwrap_or_else(|| live_threads::UNATTRIBUTED.to_string())
-                    })
-                    .clone()
-            },
-            &processes,
-            THREAD_ROWS,
-        );
-        self.library_names = names;
-        if self.dashboard {
-            self.scan = processes;
-        }
+        self.scan = processes;
         rows
     }
 
     /// A new trace file (rotation, SIGHUP) starts with the process table.
     fn reopen(&mut self, why: &'static str) {
-        let _ = self.output.send(Msg::Reopen {
+        // In order with the records, never dropped: `send` queues it.
+        self.send(Msg::Reopen {
             processes: trace::process_table(&self.ctx.procs),
             time: clock::now_rfc3339(),
             why,
@@ -504,15 +686,27 @@ impl Collector {
         {
             self.reopen(trace::ROTATION);
         }
-        self.counters
-            .prune_live(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.drain_mappings();
+        self.checkpoints += 1;
+        let check = self.checkpoints.is_multiple_of(LIVENESS_EVERY);
+        self.spaces()
+            .prune(|pid| !check || std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.roots.retain(|_, fd| Arc::strong_count(fd) > 1);
+        self.census.prune();
         let s = self.summary(false);
-        self.last_threads = s.threads.clone();
         self.check_oversubscription(&s.time);
         let dashboard = self.dashboard.then(|| self.dashboard_second(&s));
-        let _ = self.output.send(Msg::Checkpoint(s));
+        self.send_or_skip(Msg::Checkpoint(Box::new(s)));
         if let Some(d) = dashboard {
-            let _ = self.output.send(Msg::Dashboard(Box::new(d)));
+            self.send_or_skip(Msg::Dashboard(Box::new(d)));
+        }
+        if let Some(at) = self
+            .live_pods_sent
+            .filter(|at| at.elapsed() >= LIVE_PODS_EVERY)
+        {
+            let pods = self.ctx.live_pods();
+            self.send_or_skip(Msg::LivePods(pods));
+            self.live_pods_sent = Some(at + LIVE_PODS_EVERY);
         }
     }
 
@@ -554,39 +748,97 @@ impl Collector {
     /// Pool libraries running more threads than their process's CPUs:
     /// reported once per (process, library, thread count).
     fn check_oversubscription(&mut self, time: &str) {
-        let rows: Vec<ThreadCount> = self.last_threads.clone();
-        for r in rows {
-            if r.library == live_threads::UNATTRIBUTED
-                || remedy::pool_variable(&r.library).is_none()
-            {
-                continue;
-            }
-            let key = (r.pid, r.library.clone());
-            if self.oversubscribed.get(&key) == Some(&r.live) {
-                continue;
-            }
-            let cpu_cg = self.ctx.procs.cgroup(r.pid, "cpu");
-            let Some(cpus) = oversubscription::cpus_allowed(r.pid, cpu_cg.as_deref()) else {
-                continue;
-            };
-            if let Some(o) = oversubscription::check(r.pid, &r.comm, &r.library, r.live, cpus, time)
-            {
-                if self.oversubscribed.len() >= MAPS_KEPT {
-                    self.oversubscribed.clear();
+        // Pools are looked for where a pool library is mapped, whatever
+        // the process's rank by thread count.
+        let busy: Vec<(u32, String, i64)> =
+            self.scan.iter().filter(|p| p.2 >= 3).cloned().collect();
+        let candidates: Vec<(u32, String, i64)> = busy
+            .into_iter()
+            .filter(|p| self.maps_a_pool_library(p.0))
+            .collect();
+        for (pid, comm, total) in candidates {
+            let libs = self.census.of(pid, total, &self.shared, &self.ctx.clock);
+            for (library, &live) in libs.iter() {
+                if remedy::pool_variable(library).is_none() {
+                    continue;
                 }
-                self.oversubscribed.insert(key, r.live);
-                self.emit(Record::Oversubscribed(o));
+                let key = (pid, library.clone());
+                if self.oversubscribed.get(&key) == Some(&live) {
+                    continue;
+                }
+                let bytes = key.1.len() + 64;
+                let cpu_cg = self.ctx.procs.cgroup(pid, "cpu");
+                let Some(cpus) = oversubscription::cpus_allowed(pid, cpu_cg.as_deref()) else {
+                    continue;
+                };
+                if let Some(mut o) = oversubscription::check(pid, &comm, library, live, cpus, time)
+                {
+                    o.k8s = self.ctx.k8s(pid);
+                    self.oversubscribed.insert(key, live, bytes);
+                    self.emit(Record::Oversubscribed(o));
+                }
             }
         }
     }
+
+    /// Whether the process maps a library that runs a thread pool
+    /// (libgomp, OpenBLAS, MKL, ...), per version of its mappings.
+    fn maps_a_pool_library(&mut self, pid: u32) -> bool {
+        let Some(key) = self.spaces().key(pid) else {
+            return false;
+        };
+        if let Some(&(k, yes)) = self.pool_mappers.get(&pid) {
+            if k == key {
+                return yes;
+            }
+        }
+        let Some(snap) = self.spaces().snapshot(pid, u64::MAX) else {
+            return false;
+        };
+        let yes = snap.mappings.iter().any(|m| {
+            remedy::pool_variable(&attribution::classify::library(&m.file.path, false)).is_some()
+        });
+        if self.pool_mappers.len() >= MAPS_KEPT {
+            self.pool_mappers.clear();
+        }
+        self.pool_mappers.insert(pid, (snap.key, yes));
+        yes
+    }
+}
+
+/// How often a full output stage is offered what waits.
+const RETRY: Duration = Duration::from_millis(5);
+/// Ring-buffer batches read after the stop at most.
+const STOP_BATCHES: u32 = 64;
+
+/// The output thread ended before the summary: why, in one line.
+fn output_died(thread: std::thread::JoinHandle<anyhow::Result<()>>) -> anyhow::Error {
+    let why = match thread.join() {
+        Ok(Err(e)) => format!("{e:#}"),
+        Ok(Ok(())) => "it returned early".into(),
+        // Its message was printed by the panic hook.
+        Err(_) => "it panicked".into(),
+    };
+    anyhow::anyhow!(
+        "the output stage stopped ({why}): recording stopped; the trace file is readable up to its last second"
+    )
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !privileges::can_trace(privileges::effective_caps()) {
         return Err(NeedPrivileges.into());
     }
-    protect_from_oom_killer();
+    own_limits::protect_from_oom_killer();
+    match own_limits::raise_fd_limit() {
+        Ok(n) => log::debug!("file descriptors: up to {n}"),
+        Err(e) => log::warn!("{e}: the tracer may run out of file descriptors"),
+    }
     let started_at = Instant::now();
+    // Before loading anything: a port in use is a one-line error at once.
+    let metrics_listener = match &opts.metrics {
+        Some((addr, _)) => Some(metrics::http::bind(*addr)?),
+        None => None,
+    };
     let log_level = if opts.verbose > 0 {
         aya_log::Level::Debug as u8
     } else {
@@ -607,13 +859,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Err(e) => log::debug!("no kernel-side logs: {e}"),
         }
     }
-    kernel.libcs.note_own_namespace();
-    let libcs = kernel.probe_new_libcs(libc_targets::scan_host());
-    if libcs.is_empty() {
-        log::warn!("no libc with pthread_create found: only clone/fork failures will be seen");
-    }
     let counters = CounterMaps::take(&mut kernel.ebpf)?;
     let mut ring = register(kernel.take_ring_buffer()?)?;
+    // Before /proc is read: a mapping made meanwhile is in one or the other.
+    let mmap = MmapEvents::open()?;
+    kernel
+        .attached
+        .push("perf:mmap2+comm_exec (every CPU)".to_string());
 
     let mut procs = ProcTable::new(CgroupMounts::read());
     procs.seed();
@@ -628,7 +880,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         kernel: host.kernel.clone(),
         tracer_pid: std::process::id(),
         probes: kernel.attached.clone(),
-        pthread_create_libcs: libcs,
         processes: procs.len(),
     };
     let trace = match &opts.output {
@@ -659,6 +910,28 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pids: opts.pids.clone(),
         comms: opts.comms.clone(),
     };
+    // Every probe is attached and the trace file is open: what the rest
+    // of the recording cannot do, it gives up, before its other threads
+    // start (they inherit this thread's credentials).
+    // Nothing is attached while recording: no probe needs a capability
+    // after this point.
+    let mut needs = privileges::Needs::of_host();
+    // `record --metrics ADDR` sets this when its port is below 1024.
+    needs.bind_below_1024 = false;
+    match privileges::drop_after_attach(&needs) {
+        Ok(kept) => log::info!(
+            "capabilities kept after attach: {}",
+            kept.iter()
+                .map(|k| privileges::name(k.cap))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => log::warn!("{e}: recording goes on with the capabilities it had"),
+    }
+    match own_limits::cap_memory(opts.max_memory) {
+        Ok(b) => log::debug!("memory limit (RLIMIT_DATA): {b} bytes"),
+        Err(e) => log::warn!("{e}: the tracer's memory is not capped"),
+    }
     // Before the dashboard takes the terminal: a SIGTERM from then on
     // must stop the recording and give the terminal back, not kill it.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -678,7 +951,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
+    let shared = Shared::default();
+    let ctx = Context::new(procs);
+    let (metrics_sink, metrics_server) = match (metrics_listener, &opts.metrics) {
+        (Some(listener), Some((_, cfg))) => {
+            let (sink, registry) = metrics::new(cfg);
+            let server = metrics::http::spawn(listener, registry)?;
+            log::info!("metrics at http://{}/metrics", server.addr);
+            (Some(sink), Some(server))
+        }
+        _ => (None, None),
+    };
     let (output, output_thread) = output::spawn(Output {
+        shared: shared.clone(),
+        clock: ctx.clock,
         console: Console::new(opts.json),
         trace,
         filter: filter.clone(),
@@ -687,23 +973,32 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         storm_window: opts.storm_window,
         storm_by: opts.storm_by,
         dashboard: feed,
+        metrics: metrics_sink,
     })?;
     let mut c = Collector {
         kernel,
         counters,
-        ctx: Context::new(procs),
+        ctx,
         output,
+        pending: VecDeque::new(),
+        output_gone: false,
+        snapshots_skipped: 0,
+        records_dropped: 0,
         filter,
-        exec_scans: VecDeque::new(),
-        maps: HashMap::new(),
-        library_names: HashMap::new(),
+        shared: shared.clone(),
+        mmap,
+        libcs_seen: HashSet::new(),
         roots: HashMap::new(),
+        own_mount_ns: files::mount_ns(std::process::id()),
+        census: threads::Census::default(),
+        pool_mappers: HashMap::new(),
+        mmap_lost_said: 0,
+        checkpoints: 0,
         pids_watch,
-        oom_victims: Default::default(),
-        nproc_sets: HashMap::new(),
-        causes: HashMap::new(),
-        last_threads: Vec::new(),
-        oversubscribed: HashMap::new(),
+        oom_victims: ByteLru::new(OOM_VICTIMS_BYTES),
+        nproc_sets: ByteLru::new(RLIMIT_SETS_BYTES),
+        causes: ByteLru::new(CAUSES_BYTES),
+        oversubscribed: ByteLru::new(OVERSUBSCRIBED_BYTES),
         delivered: 0,
         decode_errors: 0,
         started: started_at,
@@ -711,17 +1006,34 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         scan: Vec::new(),
         known_limits: limits::PerProcess::default(),
         trace_rotation,
+        live_pods_sent: metrics_server.as_ref().map(|_| Instant::now()),
     };
+    let t0 = Instant::now();
+    c.seed_address_spaces();
+    log::info!(
+        "address spaces of {} processes read in {:?}",
+        c.spaces().stats().processes,
+        t0.elapsed()
+    );
     c.emit(Record::Started(started));
     c.checkpoint();
     log::info!("started in {:?}", started_at.elapsed());
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut second = tokio::time::interval(Duration::from_secs(1));
-    let mut scan_tick = tokio::time::interval(Duration::from_millis(20));
+    // The kernel's mmap records are drained at least this often, so that
+    // an exec-heavy host does not fill their buffers between failures.
+    let mut map_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if c.output_gone {
+            break;
+        }
         tokio::select! {
-            guard = ring.readable_mut() => {
+            // Not while the output stage is full: the ring buffer holds
+            // the burst, and signals are still answered.
+            guard = ring.readable_mut(), if c.pending.is_empty() => {
                 let mut guard = guard?;
                 // Readiness is cleared only once the ring is empty: a batch
                 // cut short comes back on the next turn of the loop.
@@ -734,8 +1046,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = scan_tick.tick(), if !c.exec_scans.is_empty() => c.scan_new_processes(),
-            _ = second.tick() => c.checkpoint(),
+            _ = map_tick.tick() => c.drain_mappings(),
+            _ = retry.tick(), if !c.pending.is_empty() => { c.flush_pending(); }
+            _ = second.tick() => {
+                // The counters are read after the events the kernel wrote
+                // before them: a storm is not declared from counts whose
+                // first failures are still in the ring buffer.
+                for _ in 0..8 {
+                    if c.drain(ring.get_mut()) {
+                        break;
+                    }
+                }
+                c.checkpoint()
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
@@ -752,15 +1075,67 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     // The terminal back first: the summary is printed on it.
     let dashboard_failed = dashboard.and_then(|d| d.close().err());
-    // Events already in the ring buffer belong to this recording.
-    while !c.drain(ring.get_mut()) {}
-    let console = c.summary(true);
-    let file = c.summary(false);
-    let _ = c.output.send(Msg::Finish { console, file });
+    if c.output_gone {
+        drop(c);
+        return Err(output_died(output_thread));
+    }
+    // What is still queued goes out unattributed: the stop is prompt.
+    c.output.stopping();
+    let finish_by = tokio::time::Instant::now() + FINISH_WITHIN;
+    let interrupted = async {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    tokio::pin!(interrupted);
+    let (mut batches, mut finish_queued) = (0, false);
+    let finished = loop {
+        if !finish_queued && c.flush_pending() {
+            // Events already in the ring buffer belong to this recording;
+            // a storm that goes on does not hold the stop back.
+            if c.drain(ring.get_mut()) || batches >= STOP_BATCHES {
+                c.drain_mappings();
+                let console = c.summary(true);
+                let file = c.summary(false);
+                c.send(Msg::Finish(Box::new((console, file))));
+                finish_queued = true;
+            } else {
+                batches += 1;
+                if c.pending.is_empty() {
+                    continue;
+                }
+            }
+        }
+        if finish_queued {
+            c.flush_pending();
+        }
+        if c.output_gone || output_thread.is_finished() {
+            break true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = tokio::time::sleep_until(finish_by) => break false,
+            // A second Ctrl-C or SIGTERM: do not wait.
+            _ = &mut interrupted => break false,
+        }
+    };
+    if !finished {
+        anyhow::bail!(
+            "the output stage did not finish within {} s of the stop (is stdout read?): \
+             exiting without the summary; the trace file is readable up to its last second",
+            FINISH_WITHIN.as_secs()
+        );
+    }
+    let sent_finish = finish_queued && c.pending.is_empty() && !c.output_gone;
     drop(c);
+    if !sent_finish {
+        return Err(output_died(output_thread));
+    }
     output_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the output thread panicked"))??;
+    drop(metrics_server);
     match dashboard_failed {
         Some(e) => Err(anyhow::Error::new(e)
             .context("the recording was stopped; its trace file and summary are complete")),

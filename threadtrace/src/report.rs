@@ -103,15 +103,15 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let r = match build(&mut input) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("threadtrace: {e}");
+            input::say(&e.to_string());
             return Ok(ExitCode::from(2));
         }
     };
     if let Some(d) = damage_line(&r) {
-        eprintln!("threadtrace: {}: {d}", input.name());
+        input::say(&format!("{}: {d}", input.name()));
     }
     let text = if a.json {
-        serde_json::to_string_pretty(&r)?
+        crate::sanitize::to_json_pretty(&r)?
     } else {
         render(&r)
     };
@@ -254,9 +254,18 @@ pub fn damage_line(r: &Report) -> Option<String> {
     )
 }
 
+/// The report as text. The file may come from anyone: its strings are
+/// escaped here (records through `text`, which escapes its own), and the
+/// result passes the final guard.
 pub fn render(r: &Report) -> String {
+    crate::sanitize::block(&render_text(r)).into_owned()
+}
+
+fn render_text(r: &Report) -> String {
     let mut out = String::new();
     if let Some(h) = &r.header {
+        let mut h = h.clone();
+        crate::sanitize::value(&mut h);
         let host = &h["host"];
         let _ = writeln!(
             out,
@@ -307,6 +316,7 @@ pub fn render(r: &Report) -> String {
     let mut libs: Vec<_> = r.failures_by_library.iter().collect();
     libs.sort_by(|a, b| b.1.cmp(a.1));
     for (lib, n) in libs.iter().take(10) {
+        let lib = crate::sanitize::text(lib);
         let _ = writeln!(out, "  {lib:<40} {n:>10}");
     }
     if !r.oom_kills.is_empty() {

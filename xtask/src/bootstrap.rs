@@ -122,12 +122,24 @@ const TEST_PACKAGES: &[&str] = &[
     "libgomp1",
     "python3",
     "python3-numpy",
+    // pip, for numpy's PyPI wheel (OpenBLAS vendored without a build id).
+    "python3-pip",
     "libopenblas0-pthread",
     "util-linux",
+    "iproute2",
     "procps",
     // A terminal for the dashboard's scenarios.
     "tmux",
+    // The alerting rules' tests (promtool) and the end-to-end test with
+    // the real servers.
+    "prometheus",
+    "prometheus-alertmanager",
+    // The container image's test builds it offline.
+    "buildah",
 ];
+
+/// What `cargo xtask bench` compares against and measures with.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "zlib1g-dev"];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -137,17 +149,21 @@ fn installed(pkg: &str) -> bool {
 }
 
 pub fn test_packages() -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    install(TEST_PACKAGES)
+}
+
+pub fn bench_packages() -> Result<()> {
+    install(BENCH_PACKAGES)
+}
+
+fn install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !crate::is_root() {
         bail!(
-            "test packages missing ({}): run as root so that they can be installed",
+            "packages missing ({}): run as root so that they can be installed",
             missing.join(" ")
         );
     }

@@ -3,7 +3,9 @@
 //! crafted files of issue 14 (fuzz/seeds/<target>/):
 //! - reader: the trace reader on any bytes;
 //! - report: `threadtrace report` (text and JSON) on any trace;
-//! - export: `threadtrace export` in each format on any trace.
+//! - export: `threadtrace export` in each format on any trace;
+//! - attribution: the maps parser, the kernel's mmap records and the ELF
+//!   and unwind entry points on any bytes.
 //!
 //! Inputs go up to 2 MiB; one input taking more than 10 s, or the process
 //! more than 1 GiB, is a failure: what the reader and report promise is
@@ -19,7 +21,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 pub const DEFAULT_SECONDS: u64 = 120;
-pub const TARGETS: [&str; 3] = ["reader", "report", "export"];
+pub const TARGETS: [&str; 4] = ["reader", "report", "export", "attribution"];
 const MAX_LEN: u64 = 2 << 20;
 const TIMEOUT_S: u64 = 10;
 const RSS_LIMIT_MB: u64 = 1024;

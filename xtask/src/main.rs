@@ -22,17 +22,25 @@ usage: cargo xtask <command>
                    the eBPF sub-build's progress)
   run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
   test             bootstrap, install test packages, check formatting and
-                   clippy, run unit tests, fuzz the trace reader, report
-                   and export for 120 s in all, and run the end-to-end
-                   scenarios (as root)
-  fuzz [SECONDS]   fuzz the trace reader, report and export, the time
-                   shared among them (default 120 s; cargo-fuzz, nightly)
-  bench [--quick]  measure overhead against untraced and bpftrace, storm
-                   exactness, CPU, RSS, start-up, symbolization and trace
-                   size (as root); writes bench/results.md. --quick: 1 run
-                   each, 10k threads, a 10 s storm, to try it out
+                   clippy, run unit tests, test the alerting rules with
+                   promtool, fuzz the trace reader, report, export and
+                   attribution's parsers for 120 s in all, and run the
+                   end-to-end scenarios (as root)
+  image            build the container image (deploy/container/) offline with
+                   buildah, as target/image/threadtrace-VERSION.oci.tar
+  fuzz [SECONDS]   fuzz the trace reader, report, export and attribution's
+                   parsers, the time shared among them (default 120 s;
+                   cargo-fuzz, nightly)
+  bench [--quick]  measure overhead against untraced and bpftrace (wall and
+                   CPU time, interleaved rounds, intervals), each kernel
+                   program's cost, storm rate and exactness, CPU, RSS,
+                   start-up, address-space memory (as root); installs
+                   bpftrace and bpftool; writes bench/results.md. --quick:
+                   3 rounds, 10k threads, a 10 s storm, to try it out
   bench --storm-seconds N   the storm's length (default 60)
   bench --storm-only        only the storm: bench/storm-{N}s.md
+  bench --bin PATH          measure that threadtrace binary (another build)
+  bench --processes N       processes for the address-space figure (5000)
 ";
 
 fn main() -> ExitCode {
@@ -143,15 +151,26 @@ fn run(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
         }
         "test" => test()?,
+        "image" => image()?,
         "bench" => {
             let mut o = bench::Options::default();
             let mut rest = args.iter().skip(1);
             while let Some(a) = rest.next() {
                 match a.as_str() {
                     "--quick" => {
-                        o.reps = 1;
+                        o.reps = 3;
                         o.threads = 10_000;
                         o.storm_seconds = 10;
+                        o.processes = 500;
+                    }
+                    "--bin" => {
+                        o.bin = Some(rest.next().context("--bin needs a path")?.into());
+                    }
+                    "--processes" => {
+                        let v = rest.next().context("--processes needs a number")?;
+                        o.processes = v
+                            .parse()
+                            .with_context(|| format!("--processes {v:?}: not a number"))?;
                     }
                     "--storm-only" => o.storm_only = true,
                     "--storm-seconds" => {
@@ -181,6 +200,75 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The container image, FROM scratch: the release binary and the
+/// libraries it links, as an OCI archive (`podman load -i`, `skopeo copy
+/// oci-archive:...` to push it). Buildah's storage stays under target/.
+fn image() -> Result<()> {
+    let bin = build(true)?;
+    let out = root_dir().join("target/image");
+    let ctx = out.join("context");
+    sh(Command::new(root_dir().join("deploy/container/context.sh"))
+        .arg(&bin)
+        .arg(&ctx))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let tag = format!("localhost/threadtrace:{version}");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(out.join("storage"))
+            .arg("--runroot")
+            .arg(out.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    let ctx_s = ctx.display().to_string();
+    let file = format!("{ctx_s}/Containerfile");
+    sh(&mut buildah(&[
+        "build",
+        "--layers=false",
+        "-f",
+        &file,
+        "-t",
+        &tag,
+        &ctx_s,
+    ]))?;
+    let archive = out.join(format!("threadtrace-{version}.oci.tar"));
+    let _ = std::fs::remove_file(&archive);
+    let dest = format!("oci-archive:{}:{tag}", archive.display());
+    sh(&mut buildah(&["push", &tag, &dest]))?;
+    let size = std::fs::metadata(&archive)?.len();
+    println!(
+        "{} ({:.1} MiB)",
+        archive.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// The alerting rules shipped in deploy/prometheus/, against their tests
+/// on synthetic series, with Debian's promtool.
+fn alert_rules(root: bool, ci: bool) -> Result<()> {
+    let dir = root_dir().join("deploy/prometheus");
+    let promtool = Command::new("promtool").arg("--version").output();
+    if promtool.is_err() && !root && !ci {
+        eprintln!("xtask: alerting rules not tested: promtool is missing (Debian's prometheus package; `sudo cargo xtask test` installs it)");
+        return Ok(());
+    }
+    sh(Command::new("promtool").current_dir(&dir).args([
+        "check",
+        "rules",
+        "threadtrace.rules.yml",
+    ]))
+    .context("the alerting rules do not load")?;
+    sh(Command::new("promtool").current_dir(&dir).args([
+        "test",
+        "rules",
+        "threadtrace.rules.test.yml",
+    ]))
+    .context("the alerting rules' tests failed")
 }
 
 /// Formatting, clippy, unit tests of every crate, then the end-to-end
@@ -222,6 +310,7 @@ fn test() -> Result<()> {
         "threadtrace-ebpf",
     ]))
     .context("unit tests failed")?;
+    alert_rules(root, ci)?;
     fuzz::run(fuzz::DEFAULT_SECONDS)?;
     if !root {
         if ci {

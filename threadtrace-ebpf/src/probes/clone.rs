@@ -1,21 +1,28 @@
 //! syscalls:sys_exit_{clone,clone3,fork,vfork}: the syscalls that create
-//! tasks. A failure inside pthread_create is folded into that call's event
-//! (see pthread_create.rs); any other failure is an event of its own.
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
-};
-use threadtrace_common::{Api, CloneFailed, EventKind};
+//! tasks. Nothing runs beyond a compare for calls that succeed; a failure
+//! is counted, and sent with what attribution needs.
+//!
+//! A libc's pthread_create is a clone that creates a thread with its own
+//! TLS (CLONE_THREAD | CLONE_SETTLS): such a failure is counted as
+//! pthread_create, with the syscall kept in the event. For glibc the TLS
+//! pointer is the new thread's `struct pthread`, where pthread_create has
+//! already stored start_routine.
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use threadtrace_common::Api;
 
-use crate::{
-    emit::{
-        copy_user_stack, count_failure, current_user_regs, detail_allowed, nproc_snapshot, reserve,
-        user_stack, user_stack_build_ids,
-    },
-    maps::PTHREAD_INFLIGHT,
-};
+use crate::emit::{create_failed, current_user_regs, Failure};
 
 /// Offset of `long ret` in every sys_exit_* record (stable ABI).
-const RET: usize = 16;
+pub const RET: usize = 16;
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const CLONE_SETTLS: u64 = 0x0008_0000;
+const ENOSYS: i32 = 38;
+/// ERESTARTSYS..ERESTART_RESTARTBLOCK: the kernel restarts the call after
+/// a signal; the caller never sees them.
+const ERESTART: core::ops::RangeInclusive<i32> = 512..=516;
+/// `struct clone_args`: flags at 0, tls at 56.
+const CLONE_ARGS_TLS: u64 = 56;
 
 #[tracepoint]
 pub fn sys_exit_clone(ctx: TracePointContext) -> u32 {
@@ -38,7 +45,7 @@ pub fn sys_exit_vfork(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, api: Api) -> u32 {
+fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     // SAFETY: offset within the record, per the format file.
     let ret: i64 = match unsafe { ctx.read_at(RET) } {
         Ok(r) => r,
@@ -48,32 +55,38 @@ fn on_exit(ctx: &TracePointContext, api: Api) -> u32 {
         return 0;
     }
     let errno = (-ret) as i32;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    if let Some(t) = PTHREAD_INFLIGHT.get_ptr_mut(&tid) {
-        // pthread_create's return reports this failure, once.
-        // SAFETY: the entry belongs to this thread.
-        unsafe {
-            (*t).clone_errno = errno;
-            (*t).clone_api = api as u32;
+    // glibc falls back to clone when clone3 says ENOSYS (a seccomp policy
+    // may say it to every call): not a failure to create anything.
+    if (syscall == Api::Clone3 && errno == ENOSYS) || ERESTART.contains(&errno) {
+        return 0;
+    }
+    let Some(regs) = current_user_regs() else {
+        return 0;
+    };
+    // clone(flags, stack, parent_tid, child_tid, tls); clone3(args, size).
+    let (flags, tls) = match syscall {
+        Api::Clone => (regs.rdi, regs.r8),
+        Api::Clone3 => {
+            let args = regs.rdi;
+            // SAFETY: fault-checked user reads of the caller's clone_args.
+            unsafe {
+                (
+                    bpf_probe_read_user(args as *const u64).unwrap_or(0),
+                    bpf_probe_read_user((args + CLONE_ARGS_TLS) as *const u64).unwrap_or(0),
+                )
+            }
         }
-        return 0;
-    }
-    count_failure((pid_tgid >> 32) as u32, api as u32, errno);
-    if !detail_allowed((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    if let Some(mut entry) = reserve::<CloneFailed>(EventKind::CloneFailed) {
-        // SAFETY: reserved memory of the right size; header already set.
-        let ev = unsafe { &mut *entry.as_mut_ptr() };
-        ev.payload.api = api as u32;
-        ev.payload.errno = errno;
-        user_stack(ctx, &mut ev.payload.stack);
-        user_stack_build_ids(ctx, &mut ev.payload.resolved);
-        let (ip, sp, bp) = current_user_regs().unwrap_or((0, 0, 0));
-        copy_user_stack(ip, sp, bp, &mut ev.payload.copy);
-        nproc_snapshot(&mut ev.payload.nproc);
-        entry.submit(0);
-    }
+        _ => (0, 0),
+    };
+    let thread = flags & (CLONE_THREAD | CLONE_SETTLS) == CLONE_THREAD | CLONE_SETTLS;
+    let f = Failure {
+        api: if thread { Api::PthreadCreate } else { syscall },
+        syscall,
+        errno,
+        flags,
+        site: 0,
+        pd: if thread { tls } else { 0 },
+    };
+    create_failed(ctx, &f, &regs);
     0
 }

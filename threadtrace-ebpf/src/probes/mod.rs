@@ -5,5 +5,5 @@ mod oom_mark_victim;
 mod process_exec;
 mod process_exit;
 mod process_fork;
-mod pthread_create;
 mod rlimit;
+mod stack_alloc;

@@ -1,5 +1,6 @@
 //! sched:sched_process_exit: a task exited; an event only when it was the
-//! last of its process, with the exit code (status or fatal signal).
+//! last of its process, with the exit code (status or fatal signal). A
+//! thread's exit returns after one compare.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::tracepoint,
@@ -7,21 +8,12 @@ use aya_ebpf::{
 };
 use threadtrace_common::{EventKind, ProcessExit, ABSENT};
 
-use crate::{
-    emit::{add_live, reserve},
-    maps::{CONFIG, THREAD_ORIGIN},
-};
+use crate::{emit::reserve, maps::CONFIG};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    // SAFETY: read-only lookup; the entry is removed right after.
-    if let Some(key) = unsafe { THREAD_ORIGIN.get(&tid) }.copied() {
-        add_live(&key, -1);
-        let _ = THREAD_ORIGIN.remove(&tid);
-    }
     let group_dead = if cfg.exit_group_dead != ABSENT {
         // SAFETY: offset from the format file.
         unsafe { ctx.read_at::<u8>(cfg.exit_group_dead as usize) }.unwrap_or(0) != 0

@@ -67,10 +67,11 @@ fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// The library name for a module path. `exe` is the process's executable:
-/// code in it is named by the executable's name.
-pub fn library(module: &str, exe: Option<&str>) -> String {
-    if exe.is_some_and(|e| e == module) {
+/// The library name for a module path; `is_exe` when it is the process's
+/// executable, whose code is named by the executable's name.
+pub fn library(module: &str, is_exe: bool) -> String {
+    let module = module.strip_suffix(" (deleted)").unwrap_or(module);
+    if is_exe {
         return basename(module).to_string();
     }
     let name = basename(module);
@@ -130,24 +131,21 @@ mod tests {
             ("/usr/lib/libbaz-ng.so", "libbaz-ng"),
         ];
         for (path, want) in cases {
-            assert_eq!(library(path, None), want, "{path}");
+            assert_eq!(library(path, false), want, "{path}");
         }
     }
 
     #[test]
     fn the_program_itself_is_named_by_its_executable() {
-        assert_eq!(
-            library("/srv/app/bin/worker", Some("/srv/app/bin/worker")),
-            "worker"
-        );
-        assert_eq!(
-            library("/usr/bin/python3.11", Some("/usr/bin/python3.11")),
-            "python3.11"
-        );
+        assert_eq!(library("/srv/app/bin/worker", true), "worker");
+        assert_eq!(library("/usr/bin/python3.11", true), "python3.11");
         // Not the executable, no .so: still its file name.
+        assert_eq!(library("/usr/bin/other", false), "other");
+        // A library named like a program is named as a library when it is
+        // not the executable, and a deleted file by its name.
         assert_eq!(
-            library("/usr/bin/other", Some("/usr/bin/python3.11")),
-            "other"
+            library("/tmp/x/libscipy_openblas64_-99.so (deleted)", false),
+            "libopenblas"
         );
     }
 

@@ -1,45 +1,56 @@
 //! Who wanted the thread: the library and function behind each failed
-//! thread creation, by symbolizing the stack the kernel captured.
+//! task creation, from the user stack the kernel copied at the failure.
 //!
-//! Frames arrive normalized to (build id, file offset) by the kernel, so a
-//! process that has already exited is still attributed. They are resolved
-//! to files through `modules`, symbolized with blazesym (cached; this type
-//! lives on one thread: blazesym's Symbolizer is not Sync), and the first
-//! frame outside libc names the library (`classify`).
+//! The process has often exited by the time its failure is looked at (it
+//! died of that failure), so nothing here reads the process itself unless
+//! it happens to be alive: addresses are turned into (file, offset) through
+//! the address-space history the kernel's own records keep
+//! (`address_spaces`), files are opened safely and read with bounded reads
+//! (`files`, `elf`, `modules`), the stack is unwound with .eh_frame
+//! (`unwind`), and the first frame past pthread_create (or past the libc
+//! that forked) names the library (`classify`).
+pub mod address_spaces;
 pub mod classify;
 pub mod elf;
-pub mod live_threads;
+pub mod files;
 pub mod modules;
+pub mod threads;
 pub mod unwind;
 
-use std::collections::{HashMap, HashSet};
-
-use blazesym::{
-    normalize::{Normalizer, UserMeta},
-    symbolize::{source::Elf, source::Source, Input, Symbolized, Symbolizer},
-    Pid,
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
-use serde::{Deserialize, Serialize};
-use threadtrace_common::{BuildIdStack, StackCopy, BUILD_ID_VALID};
 
-use crate::events::ThreadCreateFailed;
-use modules::{hex, ModuleIndex};
-use unwind::{StackSnapshot, StackUnwinder};
+use serde::{Deserialize, Serialize};
+use threadtrace_common::{Api, StackCopy};
+
+use crate::{clock::Clock, events::ThreadCreateFailed};
+use address_spaces::{AddressSpaces, MappedFile, Mapping, Snapshot};
+use elf::ElfInfo;
+use modules::{Modules, Resolution};
+use unwind::{lookup_address, StackSnapshot, StackUnwinder};
 
 /// One stack frame, innermost first.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Frame {
     /// The address in the process.
     pub addr: u64,
-    /// The file, as the process sees it.
+    /// The file, as the process sees it (inside its container).
     pub module: Option<String>,
     pub symbol: Option<String>,
     /// Offset of `addr` from the start of `symbol`.
     pub offset: Option<u64>,
-    /// Offset in `module`'s file: with `build_id`, enough to symbolize again
-    /// offline.
+    /// Offset in `module`'s file: with `build_id`, enough to symbolize
+    /// again offline.
     pub file_offset: Option<u64>,
     pub build_id: Option<String>,
+    /// How the file read for this frame was known to be the one mapped:
+    /// `build_id` (it has one, recorded here) or `inode` (none: its device,
+    /// inode and change time were checked against the mapping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identified_by: Option<String>,
 }
 
 /// A function in a module (pthread_create's start_routine).
@@ -52,303 +63,254 @@ pub struct Location {
 /// What the kernel captured, carried from decoding to attribution.
 #[derive(Debug, Clone, Default)]
 pub struct Captured {
+    /// When it happened (CLOCK_MONOTONIC ns): the mappings of that moment.
+    pub ktime: u64,
     /// Frame-pointer walk.
     pub ips: Vec<u64>,
-    /// The same frames as (status, build id, file offset).
-    pub resolved: Vec<(i32, [u8; 20], u64)>,
     /// Registers and stack bytes, for .eh_frame unwinding.
     pub snapshot: StackSnapshot,
-    /// /proc/PID/maps as read when the event arrived: the process may be
-    /// gone by the time it is attributed.
-    pub maps: Option<std::sync::Arc<str>>,
-    /// The process's root directory as the tracer sees it, when not "/"
-    /// (a container, a chroot): module paths are shown inside it.
-    pub root: Option<std::sync::Arc<str>>,
+    /// glibc's pthread_create: the new thread's `struct pthread`, and the
+    /// words read at each known start_routine offset: (offset, value).
+    pub pd: u64,
+    pub start_routine: Vec<(u32, u64)>,
 }
 
 impl Captured {
-    pub fn new(ips: Vec<u64>, r: &BuildIdStack, c: &StackCopy) -> Self {
-        let n = (r.len as usize).min(r.frames.len());
+    /// Puts back the return addresses other tools' uretprobes replaced
+    /// with their trampoline: (stack slot, original), from the kernel.
+    pub fn restore_returns(&mut self, pending: &[[u64; 2]]) {
+        let s = &mut self.snapshot;
+        for &[slot, orig] in pending {
+            let Some(off) = slot.checked_sub(s.sp) else {
+                continue;
+            };
+            if let Some(b) = s.bytes.get_mut(off as usize..off as usize + 8) {
+                b.copy_from_slice(&orig.to_le_bytes());
+            }
+        }
+    }
+}
+
+impl Captured {
+    pub fn new(ktime: u64, ips: Vec<u64>, c: &StackCopy) -> Self {
         let len = (c.len as usize).min(c.bytes.len());
         Captured {
+            ktime,
             ips,
-            resolved: r.frames[..n]
-                .iter()
-                .map(|f| (f.status, f.build_id, f.offset_or_ip))
-                .collect(),
             snapshot: StackSnapshot {
                 ip: c.ip,
                 sp: c.sp,
                 bp: c.bp,
                 bytes: c.bytes[..len].to_vec(),
             },
-            maps: None,
-            root: None,
+            pd: 0,
+            start_routine: Vec::new(),
         }
     }
 }
-
-/// `path` as a process whose root is `root` sees it.
-pub fn inside_root(path: &str, root: Option<&str>) -> String {
-    match root.and_then(|r| path.strip_prefix(r)) {
-        Some(rest) if rest.starts_with('/') => rest.to_string(),
-        _ => path.to_string(),
-    }
-}
-
-/// A function name and the offset into it.
-type SymbolAt = (String, u64);
 
 /// Deepest stack reported.
 const MAX_FRAMES: usize = 48;
 
-/// Symbols are looked up once per (build id, file offset); the cache is
-/// dropped whole when it grows past this, to keep memory bounded.
-const CACHE_MAX: usize = 65536;
+/// What attribution concluded about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A task-creation failure, attributed or not.
+    Creation,
+    /// A failed mmap/mprotect outside pthread_create: not ours to report.
+    NotCreation,
+}
+
+/// State shared by the collector (which feeds it and asks who holds the
+/// threads) and the output stage (which attributes).
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub spaces: Arc<Mutex<AddressSpaces>>,
+    pub modules: Arc<Mutex<Modules>>,
+}
+
+impl Shared {
+    /// The file behind a mapping, read (or why not).
+    pub fn module(&self, pid: u32, m: &Mapping, snap: &Snapshot, clock: &Clock) -> Resolution {
+        let others = || {
+            self.spaces
+                .lock()
+                .expect("not poisoned")
+                .live_users(m.file.dev, m.file.ino, 4)
+        };
+        self.modules.lock().expect("not poisoned").resolve(
+            pid,
+            m,
+            snap.root.as_deref(),
+            clock,
+            others,
+        )
+    }
+}
+
+impl Shared {
+    /// The file mapped at `addr` in `pid` at kernel time `at`, read.
+    pub fn module_at(
+        &self,
+        pid: u32,
+        at: u64,
+        addr: u64,
+        clock: &Clock,
+    ) -> Option<Arc<modules::Module>> {
+        let snap = self
+            .spaces
+            .lock()
+            .expect("not poisoned")
+            .snapshot(pid, at)?;
+        let (m, _) = snap.locate(addr)?;
+        match self.module(pid, m, &snap, clock) {
+            Resolution::Found(f) => Some(f),
+            Resolution::Missing(_) => None,
+        }
+    }
+}
+
+fn is_pthread_create(symbol: &str) -> bool {
+    symbol.starts_with("pthread_create") || symbol.starts_with("__pthread_create")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
 
 pub struct Attributor {
-    symbolizer: Symbolizer,
-    normalizer: Normalizer,
-    pub modules: ModuleIndex,
-    cache: HashMap<(Vec<u8>, u64), Option<SymbolAt>>,
-    indexed_pids: HashSet<u32>,
+    shared: Shared,
+    clock: Clock,
     unwinder: StackUnwinder,
+    /// Whether a (file, offset) call site of mmap/mprotect is inside
+    /// pthread_create: decided from detailed failures, asked by the exact
+    /// counters.
+    sites: HashMap<(Arc<MappedFile>, u64), bool>,
     /// Failures unwound with .eh_frame / from the frame-pointer walk only.
     pub unwound: u64,
     pub fp_only: u64,
     /// Time spent attributing, and in the slowest single event.
-    pub busy: std::time::Duration,
-    pub slowest: std::time::Duration,
+    pub busy: Duration,
+    pub slowest: Duration,
     pub events: u64,
-    pub lookups: u64,
-    pub cache_hits: u64,
 }
 
-impl Default for Attributor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Sites remembered at most.
+const SITES_KEPT: usize = 65_536;
 
 impl Attributor {
-    pub fn new() -> Self {
+    pub fn new(shared: Shared, clock: Clock) -> Self {
         Attributor {
-            symbolizer: Symbolizer::new(),
-            normalizer: Normalizer::new(),
-            modules: ModuleIndex::default(),
-            cache: HashMap::new(),
-            indexed_pids: HashSet::new(),
+            shared,
+            clock,
             unwinder: StackUnwinder::default(),
+            sites: HashMap::new(),
             unwound: 0,
             fp_only: 0,
-            busy: std::time::Duration::ZERO,
-            slowest: std::time::Duration::ZERO,
+            busy: Duration::ZERO,
+            slowest: Duration::ZERO,
             events: 0,
-            lookups: 0,
-            cache_hits: 0,
         }
     }
 
-    /// (symbol, offset into it) at a file offset of a module.
-    fn symbol(
-        &mut self,
-        build_id: &[u8],
-        open_path: &std::path::Path,
-        file_offset: u64,
-    ) -> Option<(String, u64)> {
-        self.lookups += 1;
-        let key = (build_id.to_vec(), file_offset);
-        if let Some(hit) = self.cache.get(&key) {
-            self.cache_hits += 1;
-            return hit.clone();
-        }
-        let src = Source::Elf(Elf::new(open_path));
-        let found = match self
-            .symbolizer
-            .symbolize_single(&src, Input::FileOffset(file_offset))
-        {
-            Ok(Symbolized::Sym(s)) => Some((s.name.into_owned(), s.offset as u64)),
-            _ => None,
-        };
-        if self.cache.len() >= CACHE_MAX {
-            self.cache.clear();
-        }
-        self.cache.insert(key, found.clone());
-        found
-    }
-
-    /// The stack: unwound with .eh_frame while the process runs (deeper and
-    /// right through code without frame pointers), else the kernel's
-    /// frame-pointer walk, already normalized to build ids.
-    fn frames(&mut self, pid: u32, c: &Captured) -> Vec<Frame> {
-        let maps = c.maps.as_deref().unwrap_or("");
-        if let Some(addrs) = self.unwinder.unwind(pid, &c.snapshot, maps, MAX_FRAMES) {
-            let kernel_depth = c.ips.len();
-            if addrs.len() > 1 || kernel_depth <= 1 {
-                let frames = self.frames_in(pid, maps, &addrs);
-                if frames.first().is_some_and(|f| f.module.is_some()) {
-                    self.unwound += 1;
-                    return frames;
-                }
-            }
-        }
-        self.fp_only += 1;
-        self.kernel_frames(pid, c)
-    }
-
-    /// Frames for addresses, through a maps snapshot of the process.
-    fn frames_in(&mut self, pid: u32, maps: &str, addrs: &[u64]) -> Vec<Frame> {
-        let located = self.unwinder.locate_all(pid, maps, addrs);
-        let mut frames: Vec<Frame> = Vec::with_capacity(addrs.len());
-        for (&addr, at) in addrs.iter().zip(located) {
-            let mut f = Frame {
-                addr,
-                ..Default::default()
-            };
-            if let Some((path, offset)) = at {
-                if let Some(id) = self.modules.id_of_path(&path) {
-                    f.build_id = Some(hex(&id));
-                    f.file_offset = Some(offset);
-                    f.module = Some(path);
-                    self.fill(&mut f, &id, offset);
-                }
-            }
-            frames.push(f);
-        }
-        if let Some(end) = frames.iter().position(|f| f.module.is_none()) {
-            frames.truncate(end.max(1));
-        }
-        frames
-    }
-
-    fn kernel_frames(&mut self, pid: u32, c: &Captured) -> Vec<Frame> {
-        let mut frames: Vec<Frame> = Vec::with_capacity(c.ips.len().max(c.resolved.len()));
-        let n = c.ips.len().max(c.resolved.len());
-        let mut unresolved = Vec::new();
-        for i in 0..n {
-            let addr = c
-                .ips
-                .get(i)
-                .copied()
-                .or_else(|| c.resolved.get(i).map(|r| r.2))
-                .unwrap_or(0);
-            let mut f = Frame {
-                addr,
-                ..Default::default()
-            };
-            match c.resolved.get(i) {
-                Some(&(status, id, offset)) if status == BUILD_ID_VALID => {
-                    f.build_id = Some(hex(&id));
-                    f.file_offset = Some(offset);
-                    self.fill(&mut f, &id, offset);
-                }
-                _ => unresolved.push(i),
-            }
-            frames.push(f);
-        }
-        if !unresolved.is_empty() {
-            let addrs: Vec<u64> = unresolved.iter().map(|&i| frames[i].addr).collect();
-            for (i, norm) in unresolved.iter().zip(self.normalize(pid, &addrs)) {
-                if let Some((id, path, offset)) = norm {
-                    frames[*i].build_id = Some(hex(&id));
-                    frames[*i].file_offset = Some(offset);
-                    frames[*i].module = Some(path);
-                    let mut f = frames[*i].clone();
-                    self.fill(&mut f, &id, offset);
-                    frames[*i] = f;
-                }
-            }
-        }
-        // A frame-pointer walk through code built without frame pointers
-        // ends in garbage: cut the stack at the first frame in no module.
-        if let Some(end) = frames.iter().position(|f| f.module.is_none()) {
-            frames.truncate(end.max(1));
-        }
-        frames
-    }
-
-    fn fill(&mut self, f: &mut Frame, build_id: &[u8], offset: u64) {
-        let Some(m) = self.modules.find(build_id).cloned() else {
-            return;
-        };
-        // A frame whose mapping named its file keeps that name: another file
-        // with the same build id (a container's copy) only lends symbols.
-        if f.module.is_none() {
-            f.module = Some(m.path.clone());
-        }
-        if let Some((sym, off)) = self.symbol(build_id, &m.open_path, offset) {
-            f.symbol = Some(sym);
-            f.offset = Some(off);
+    fn info(
+        &self,
+        pid: u32,
+        m: &Mapping,
+        snap: &Snapshot,
+    ) -> Result<Arc<modules::Module>, Arc<str>> {
+        match self.shared.module(pid, m, snap, &self.clock) {
+            Resolution::Found(f) => Ok(f),
+            Resolution::Missing(why) => Err(why),
         }
     }
 
-    /// (build id, path, file offset) per address from the live process's
-    /// maps; None for each when it has exited.
-    fn normalize(&mut self, pid: u32, addrs: &[u64]) -> Vec<Option<(Vec<u8>, String, u64)>> {
-        let Ok(out) = self.normalizer.normalize_user_addrs(Pid::from(pid), addrs) else {
-            return vec![None; addrs.len()];
-        };
-        let mut to_index = Vec::new();
-        let result = out
-            .outputs
-            .iter()
-            .map(|&(offset, meta_idx)| match out.meta.get(meta_idx) {
-                Some(UserMeta::Elf(e)) => {
-                    let path = e.path.display().to_string();
-                    let id = e.build_id.as_ref().map(|b| b.to_vec())?;
-                    to_index.push((e.path.clone(), path.clone()));
-                    Some((id, path, offset))
-                }
-                _ => None,
-            })
-            .collect();
-        for (open, path) in to_index {
-            self.modules.add(open, path);
-        }
-        result
-    }
-
-    /// Fills `library`, `module`, `symbol`, `stack` and `start_routine`.
-    pub fn attribute(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) {
-        let t0 = std::time::Instant::now();
-        self.attribute_inner(ev, captured);
+    /// Fills `library`, `module`, `symbol`, `stack`, `caller` and
+    /// `start_routine`; for an mmap/mprotect failure, says whether it came
+    /// from pthread_create at all.
+    pub fn attribute(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) -> Verdict {
+        let t0 = Instant::now();
+        let v = self.attribute_inner(ev, captured);
         let spent = t0.elapsed();
         self.events += 1;
         self.busy += spent;
         self.slowest = self.slowest.max(spent);
+        v
     }
 
-    fn attribute_inner(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) {
+    fn attribute_inner(&mut self, ev: &mut ThreadCreateFailed, c: &Captured) -> Verdict {
         let pid = ev.task.pid;
-        // Index the process while it may still be alive: its libraries are
-        // then known for its next failure, even after it exits.
-        if self.indexed_pids.len() >= CACHE_MAX {
-            self.indexed_pids.clear();
-        }
-        if self.indexed_pids.insert(pid) {
-            self.modules.add_process(pid);
-            // The executable outlives the process: code in it is found even
-            // when the process is gone.
-            if let Some(exe) = &ev.exe {
-                self.modules.add(exe.into(), exe.clone());
+        let stack_setup = ev
+            .syscall
+            .as_deref()
+            .is_some_and(|s| s == Api::Mmap.name() || s == Api::Mprotect.name());
+        let snap = self
+            .shared
+            .spaces
+            .lock()
+            .expect("not poisoned")
+            .snapshot(pid, c.ktime);
+        let Some(snap) = snap else {
+            ev.attribution_gap = Some(
+                "the code that asked is not known: no mapping of this process is known (it \
+                 was neither seen starting nor found in /proc)"
+                    .into(),
+            );
+            ev.stack = c
+                .ips
+                .iter()
+                .map(|&addr| Frame {
+                    addr,
+                    ..Default::default()
+                })
+                .collect();
+            return if stack_setup {
+                Verdict::NotCreation
+            } else {
+                Verdict::Creation
+            };
+        };
+        let mut missing: Vec<(u64, Arc<str>)> = Vec::new();
+        let frames = self.frames(pid, &snap, c, &mut missing);
+        let first_pthread = frames
+            .iter()
+            .position(|f| f.symbol.as_deref().is_some_and(is_pthread_create));
+        if stack_setup {
+            let site = c
+                .snapshot
+                .bytes
+                .get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            let inside = first_pthread.is_some_and(|p| p <= 2);
+            if let Some((m, off)) = site.and_then(|s| snap.locate(s.saturating_sub(1))) {
+                if self.sites.len() >= SITES_KEPT {
+                    self.sites.clear();
+                }
+                self.sites.insert((m.file.clone(), off), inside);
             }
+            if !inside {
+                return Verdict::NotCreation;
+            }
+            ev.api = Api::PthreadCreate.name().into();
         }
-        let frames = self.frames(pid, captured);
-        let exe = ev.exe.clone();
-        let asker = frames.iter().find(|f| {
-            f.module
-                .as_deref()
-                .is_some_and(|m| !classify::is_runtime(&classify::library(m, exe.as_deref())))
-        });
-        // pthread_create's frame 0 is its caller, even when that caller is
-        // libc itself; a clone is looked past libc's wrappers.
-        let asker = if ev.api == "pthread_create" {
-            frames.first().filter(|f| f.module.is_some())
-        } else {
-            asker
+        let is_exe = |f: &Frame| {
+            snap.exe
+                .as_ref()
+                .zip(f.module.as_deref())
+                .is_some_and(|(e, m)| *e.path == *m)
+        };
+        let asker = match first_pthread {
+            // pthread_create's caller, even when that caller is libc itself.
+            Some(p) => frames[p + 1..].first().filter(|f| f.module.is_some()),
+            None => frames.iter().find(|f| {
+                f.module
+                    .as_deref()
+                    .is_some_and(|m| !classify::is_runtime(&classify::library(m, is_exe(f))))
+            }),
         };
         if let Some(f) = asker {
             ev.module = f.module.clone();
+            ev.caller = Some(f.addr);
             // Stripped libraries name only their exported functions: the
             // asker's own may be unnamed (libgomp's gomp_team_start), then
             // the nearest named function of the same module stands for it.
@@ -357,158 +319,173 @@ impl Attributor {
                 .skip_while(|g| !std::ptr::eq(*g, f))
                 .take_while(|g| g.module == f.module)
                 .find_map(|g| g.symbol.clone());
-            ev.library = f
-                .module
-                .as_deref()
-                .map(|m| classify::library(m, exe.as_deref()));
+            ev.library = f.module.as_deref().map(|m| classify::library(m, is_exe(f)));
+            // Named by its path, its file unreadable: the function is not
+            // known, and the event says why rather than guess.
+            if ev.symbol.is_none() {
+                if let Some((_, why)) = missing.iter().find(|(a, _)| *a == f.addr) {
+                    ev.attribution_gap =
+                        Some(format!("the function that asked is not known: {why}"));
+                }
+            }
+        } else {
+            ev.attribution_gap = Some(format!(
+                "the code that asked is not known: {}",
+                unattributed_reason(&frames, &missing)
+            ));
         }
-        if let Some(start) = ev.start_routine_addr {
-            ev.start_routine = Some(self.locate(pid, start, frames.first()));
+        if c.pd != 0 {
+            ev.start_routine = self.start_routine(pid, &snap, c).map(|(addr, loc)| {
+                ev.start_routine_addr = Some(addr);
+                loc
+            });
         }
         ev.stack = frames;
-        if let Some(root) = captured.root.as_deref() {
-            let show = |p: &mut Option<String>| {
-                if let Some(path) = p {
-                    *path = inside_root(path, Some(root));
-                }
-            };
-            show(&mut ev.module);
-            if let Some(s) = ev.start_routine.as_mut() {
-                show(&mut s.module);
-            }
-            for f in &mut ev.stack {
-                show(&mut f.module);
-            }
-        }
+        Verdict::Creation
     }
 
-    /// Where a code address is: through the live process's maps, else, when
-    /// it lies in the same executable segment as a resolved frame, through
-    /// that frame's file.
-    fn locate(&mut self, pid: u32, addr: u64, near: Option<&Frame>) -> Location {
-        if let Some(Some((id, path, offset))) = self.normalize(pid, &[addr]).into_iter().next() {
+    /// The stack, unwound with .eh_frame through the mappings of the
+    /// moment; the frame-pointer walk when that gives nothing better.
+    fn frames(
+        &mut self,
+        pid: u32,
+        snap: &Snapshot,
+        c: &Captured,
+        missing: &mut Vec<(u64, Arc<str>)>,
+    ) -> Vec<Frame> {
+        let shared = self.shared.clone();
+        let clock = self.clock;
+        let mut load = |m: &Mapping| -> Option<Arc<ElfInfo>> {
+            match shared.module(pid, m, snap, &clock) {
+                Resolution::Found(f) => Some(f.info.clone()),
+                Resolution::Missing(_) => None,
+            }
+        };
+        let unwound = self
+            .unwinder
+            .unwind(snap, &c.snapshot, MAX_FRAMES, &mut load)
+            .filter(|a| a.len() > 1 || c.ips.len() <= 1);
+        let addrs = match unwound {
+            Some(a) => {
+                self.unwound += 1;
+                a
+            }
+            None => {
+                self.fp_only += 1;
+                c.ips.clone()
+            }
+        };
+        let mut frames: Vec<Frame> = Vec::with_capacity(addrs.len());
+        for (i, &addr) in addrs.iter().enumerate() {
             let mut f = Frame {
-                module: Some(path.clone()),
+                addr,
                 ..Default::default()
             };
-            self.fill(&mut f, &id, offset);
-            return Location {
-                module: Some(path),
-                symbol: f.symbol,
-            };
+            let at = lookup_address(i, addr);
+            if let Some((m, off)) = snap.locate(at) {
+                f.module = Some(m.file.path.to_string());
+                f.file_offset = Some(off + (addr - at));
+                match self.info(pid, m, snap) {
+                    Ok(module) => {
+                        if let Some((sym, o)) = module.info.symbol_at(off) {
+                            f.symbol = Some(sym);
+                            f.offset = Some(o + (addr - at));
+                        }
+                        f.build_id = module.info.build_id.as_deref().map(hex);
+                        f.identified_by = Some(
+                            if f.build_id.is_some() {
+                                "build_id"
+                            } else {
+                                "inode"
+                            }
+                            .into(),
+                        );
+                    }
+                    Err(why) => missing.push((addr, why)),
+                }
+            }
+            frames.push(f);
         }
-        let Some(near) = near else {
-            return Location::default();
-        };
-        let (Some(id_hex), Some(near_off)) = (&near.build_id, near.file_offset) else {
-            return Location::default();
-        };
-        let Some(id) = unhex(id_hex) else {
-            return Location::default();
-        };
-        let Some(m) = self.modules.find(&id).cloned() else {
-            return Location::default();
-        };
-        let Some(offset) =
-            elf::same_segment_offset(&m.open_path, near_off, addr.wrapping_sub(near.addr) as i64)
-        else {
-            return Location::default();
-        };
-        let symbol = self.symbol(&id, &m.open_path, offset).map(|s| s.0);
-        Location {
-            module: Some(m.path),
-            symbol,
+        // Past code without unwind info a walk ends in garbage: cut the
+        // stack at the first frame in no mapping.
+        if let Some(end) = frames.iter().position(|f| f.module.is_none()) {
+            frames.truncate(end.max(1));
         }
+        frames
+    }
+
+    /// start_routine of the thread that could not be created: the word at
+    /// its libc's offset in the new thread's `struct pthread`.
+    fn start_routine(
+        &mut self,
+        pid: u32,
+        snap: &Snapshot,
+        c: &Captured,
+    ) -> Option<(u64, Location)> {
+        let (libc, _) = threads::glibc_mappings(snap);
+        let libc = libc?;
+        let info = self.info(pid, libc, snap).ok()?;
+        let off = info.info.thread_db.pthread_start_routine?;
+        let addr = c
+            .start_routine
+            .iter()
+            .find(|(o, _)| *o == off)
+            .map(|&(_, v)| v)
+            .filter(|&v| v != 0)?;
+        let (m, file_off) = snap.locate(addr)?;
+        let symbol = self
+            .info(pid, m, snap)
+            .ok()
+            .and_then(|f| f.info.symbol_at(file_off))
+            .map(|s| s.0);
+        Some((
+            addr,
+            Location {
+                module: Some(m.file.path.to_string()),
+                symbol,
+            },
+        ))
+    }
+
+    /// Whether the failures counted at an mmap/mprotect call site of
+    /// process `pid` are pthread_create's: decided by the site's function.
+    pub fn site_in_pthread_create(&mut self, pid: u32, site: u64) -> bool {
+        let snap = self
+            .shared
+            .spaces
+            .lock()
+            .expect("not poisoned")
+            .snapshot(pid, u64::MAX);
+        let Some(snap) = snap else { return false };
+        let Some((m, off)) = snap.locate(site.saturating_sub(1)) else {
+            return false;
+        };
+        if let Some(&v) = self.sites.get(&(m.file.clone(), off)) {
+            return v;
+        }
+        let inside = self
+            .info(pid, m, &snap)
+            .ok()
+            .and_then(|f| f.info.symbol_at(off))
+            .is_some_and(|(s, _)| is_pthread_create(&s));
+        if self.sites.len() >= SITES_KEPT {
+            self.sites.clear();
+        }
+        self.sites.insert((m.file.clone(), off), inside);
+        inside
     }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A failure of a process that no longer exists, whose frames the
-    /// kernel normalized: attributed through the build id alone.
-    #[test]
-    fn attributes_a_process_that_has_exited() {
-        let libc = modules::host_libc();
-        let id = blazesym::helper::read_elf_build_id(&libc)
-            .unwrap()
-            .unwrap()
-            .to_vec();
-        let mut build_id = [0u8; 20];
-        build_id[..id.len()].copy_from_slice(&id);
-        // The file offset of an exported libc function, as the kernel would
-        // report a return address into it.
-        let sym = blazesym::inspect::source::Elf::new(libc);
-        let inspector = blazesym::inspect::Inspector::new();
-        let found = inspector
-            .lookup(&blazesym::inspect::source::Source::Elf(sym), &["qsort"])
-            .unwrap();
-        let offset = found[0][0].file_offset.unwrap() + 4;
-        let mut ev = match crate::events::enrich(
-            crate::events::decode::Raw::PthreadCreateFailed(
-                crate::events::decode::tests::pthread_failed(4_190_000, 4_190_000, 11, 11),
-            ),
-            &mut crate::events::Context::new(crate::proctable::ProcTable::default()),
-        ) {
-            crate::events::Record::ThreadCreateFailed(e) => e,
-            _ => unreachable!(),
-        };
-        let captured = Captured {
-            ips: vec![0x7f00_0000_1234],
-            resolved: vec![(BUILD_ID_VALID, build_id, offset)],
-            ..Default::default()
-        };
-        let mut a = Attributor::new();
-        a.attribute(&mut ev, &captured);
-        assert_eq!(ev.library.as_deref(), Some("libc"));
-        assert_eq!(ev.symbol.as_deref(), Some("qsort"));
-        assert!(ev.module.unwrap().ends_with("libc.so.6"));
-        assert_eq!(ev.stack[0].file_offset, Some(offset));
-        assert_eq!(ev.stack[0].build_id.as_deref(), Some(hex(&id).as_str()));
+/// Why no frame named a library: the frames whose files could not be read.
+fn unattributed_reason(frames: &[Frame], missing: &[(u64, Arc<str>)]) -> String {
+    if let Some((addr, why)) = missing.first() {
+        return format!("the code at {addr:#x} could not be read: {why}");
     }
-
-    #[test]
-    fn paths_are_shown_inside_the_process_root() {
-        assert_eq!(
-            inside_root(
-                "/srv/c1/rootfs/usr/lib/libgomp.so.1",
-                Some("/srv/c1/rootfs")
-            ),
-            "/usr/lib/libgomp.so.1"
-        );
-        assert_eq!(
-            inside_root("/usr/lib/libgomp.so.1", Some("/srv/c1/rootfs")),
-            "/usr/lib/libgomp.so.1"
-        );
-        assert_eq!(
-            inside_root("/srv/c1/rootfsX/lib", Some("/srv/c1/rootfs")),
-            "/srv/c1/rootfsX/lib"
-        );
-        assert_eq!(inside_root("/lib/x", None), "/lib/x");
-    }
-
-    #[test]
-    fn symbolizes_a_live_address_of_this_process() {
-        let mut a = Attributor::new();
-        let addr = symbolizes_a_live_address_of_this_process as fn() as usize as u64;
-        let loc = a.locate(std::process::id(), addr, None);
-        let exe = std::fs::read_link("/proc/self/exe")
-            .unwrap()
-            .display()
-            .to_string();
-        assert_eq!(loc.module.as_deref(), Some(exe.as_str()));
-        assert!(loc
-            .symbol
-            .unwrap()
-            .contains("symbolizes_a_live_address_of_this_process"));
-        assert_eq!(unhex("0aff"), Some(vec![0x0a, 0xff]));
+    match frames.first() {
+        Some(f) if f.module.is_none() => format!(
+            "{:#x} lies in no file this process had mapped (anonymous or JIT code)",
+            f.addr
+        ),
+        _ => "every frame is in libc or the dynamic loader".into(),
     }
 }

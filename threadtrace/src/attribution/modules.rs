@@ -1,215 +1,187 @@
-//! Build id → file. The kernel normalizes stack frames to (build id, file
-//! offset); this finds the file to symbolize them with, even after the
-//! process that failed is gone, from the mappings of live processes.
+//! The files behind mappings, read once each: opened through `files` (the
+//! mapped file and nothing else), read through `elf` (bounded reads), and
+//! kept under a byte budget. The collector (who holds the threads) and the
+//! output stage (attribution) share one cache.
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
-    path::PathBuf,
+    os::fd::OwnedFd,
+    sync::{Arc, Weak},
     time::{Duration, Instant},
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleFile {
-    /// A path the tracer can open (through /proc/PID/root for containers).
-    pub open_path: PathBuf,
-    /// The path as the process that maps it sees it.
-    pub path: String,
+use super::{
+    address_spaces::{MappedFile, Mapping},
+    elf::{self, ElfInfo},
+    files::{self, OpenError, Wanted},
+};
+use crate::clock::Clock;
+
+/// A mapped file, read.
+#[derive(Debug)]
+pub struct Module {
+    pub info: Arc<ElfInfo>,
 }
 
-/// Full rescans of /proc for an unknown build id happen at most this often.
-const RESCAN_EVERY: Duration = Duration::from_secs(2);
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Found(Arc<Module>),
+    /// Why the file could not be read: said in the unattributed frame.
+    Missing(Arc<str>),
+}
+
+/// What the cache may keep, in bytes of file data (symbols, unwind
+/// tables): far more than the libraries of any incident, and bounded
+/// whatever the host maps.
+const BUDGET: usize = 128 << 20;
+/// A file that could not be read is tried again after this long (another
+/// process may map it by then).
+const RETRY: Duration = Duration::from_secs(10);
+/// Other processes tried for a file whose own process has exited.
+const OTHER_USERS: usize = 4;
+
+struct Entry {
+    res: Resolution,
+    at: Instant,
+    used: u64,
+    bytes: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleStats {
+    pub files_read: u64,
+    pub unreadable: u64,
+    pub evicted: u64,
+    pub bytes: usize,
+}
 
 #[derive(Default)]
-pub struct ModuleIndex {
-    by_build_id: HashMap<Vec<u8>, ModuleFile>,
-    /// Build ids already read, by (device, inode): each file is read once.
-    seen: HashMap<(u64, u64), Option<Vec<u8>>>,
-    last_rescan: Option<Instant>,
-    dirs_indexed: bool,
-    /// Build id by the path it was read through: frames of every event
-    /// name their files, and a stat per frame adds up in a storm.
-    by_path: HashMap<PathBuf, Option<Vec<u8>>>,
+pub struct Modules {
+    by_file: HashMap<Arc<MappedFile>, Entry>,
+    /// The same content seen through several mappings: read once.
+    by_content: HashMap<(u64, u64, i64, u64), Weak<ElfInfo>>,
+    bytes: usize,
+    tick: u64,
+    mounts: files::MountFds,
+    pub stats: ModuleStats,
 }
 
-/// Where distributions install shared libraries: searched once, when a
-/// build id is not mapped by any live process (its last user exited).
-const LIB_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-    "/usr/local/lib",
-];
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-impl ModuleIndex {
-    /// The build id of a file by path, read once per path.
-    pub fn id_of_path(&mut self, path: &str) -> Option<Vec<u8>> {
-        if let Some(id) = self.by_path.get(std::path::Path::new(path)) {
-            return id.clone();
-        }
-        if self.by_path.len() >= 65536 {
-            self.by_path.clear();
-        }
-        let id = self.add(path.into(), path.to_string());
-        self.by_path.insert(path.into(), id.clone());
-        id
-    }
-
-    /// Reads a file's build id (once per inode) and indexes it.
-    pub fn add(&mut self, open_path: PathBuf, path: String) -> Option<Vec<u8>> {
-        let meta = std::fs::metadata(&open_path).ok()?;
-        let key = (meta.dev(), meta.ino());
-        let id = match self.seen.get(&key) {
-            Some(id) => id.clone(),
-            None => {
-                let id = blazesym::helper::read_elf_build_id(&open_path)
-                    .ok()
-                    .flatten()
-                    .map(|b| b.to_vec());
-                self.seen.insert(key, id.clone());
-                id
+impl Modules {
+    /// The file of mapping `m` of process `pid`. `others` lists live
+    /// processes that map the same file, tried when `pid` is gone.
+    pub fn resolve(
+        &mut self,
+        pid: u32,
+        m: &Mapping,
+        root: Option<&OwnedFd>,
+        clock: &Clock,
+        others: impl FnOnce() -> Vec<(u32, u64, u64)>,
+    ) -> Resolution {
+        self.tick += 1;
+        if let Some(e) = self.by_file.get_mut(&m.file) {
+            let fresh = matches!(e.res, Resolution::Found(_)) || e.at.elapsed() < RETRY;
+            if fresh {
+                e.used = self.tick;
+                return e.res.clone();
             }
-        }?;
-        self.by_build_id
-            .entry(id.clone())
-            .or_insert(ModuleFile { open_path, path });
-        Some(id)
-    }
-
-    /// Indexes the executable mappings of a process.
-    pub fn add_process(&mut self, pid: u32) {
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            return;
+        }
+        let mut w = Wanted {
+            pid,
+            start: m.start,
+            end: m.end,
+            path: &m.file.path,
+            dev: m.file.dev,
+            ino: m.file.ino,
+            generation: m.file.generation,
+            mapped_at: clock.wall(m.since),
+            root,
         };
-        let own = crate::kernel::libc_targets::mount_ns(std::process::id());
-        let foreign = crate::kernel::libc_targets::mount_ns(pid) != own;
-        let mut last = "";
-        for line in maps.lines() {
-            let mut f = line.split_whitespace();
-            let perms = f.nth(1).unwrap_or("");
-            let Some(path) = f.nth(3) else { continue };
-            if !perms.contains('x') || !path.starts_with('/') || path == last {
-                continue;
-            }
-            last = path;
-            let open = if foreign {
-                PathBuf::from(format!("/proc/{pid}/root{path}"))
-            } else {
-                PathBuf::from(path)
-            };
-            self.add(open, path.to_string());
-        }
-    }
-
-    /// Indexes the mappings of every live process.
-    pub fn index_all(&mut self) {
-        self.last_rescan = Some(Instant::now());
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
-                    self.add_process(pid);
+        let mut opened = files::open_mapped(&w, &mut self.mounts);
+        if matches!(opened, Err(OpenError::Io(_)) | Err(OpenError::Replaced)) {
+            for (other, start, end) in others().into_iter().take(OTHER_USERS) {
+                w.pid = other;
+                w.start = start;
+                w.end = end;
+                if let Ok(o) = files::open_mapped(&w, &mut self.mounts) {
+                    opened = Ok(o);
+                    break;
                 }
             }
         }
-    }
-
-    /// Indexes the shared libraries in the usual directories, one level of
-    /// subdirectories deep (Debian's openblas-pthread/ and the like).
-    pub fn index_dirs(&mut self) {
-        self.dirs_indexed = true;
-        let mut seen_dirs = std::collections::HashSet::new();
-        let mut stack: Vec<(PathBuf, u32)> =
-            LIB_DIRS.iter().map(|d| (PathBuf::from(d), 0)).collect();
-        while let Some((dir, depth)) = stack.pop() {
-            let Ok(canon) = std::fs::canonicalize(&dir) else {
-                continue;
-            };
-            if !seen_dirs.insert(canon) {
-                continue;
+        let (res, bytes) = match opened {
+            Err(e) => {
+                self.stats.unreadable += 1;
+                (
+                    Resolution::Missing(format!("{}: {e}", m.file.path).into()),
+                    0,
+                )
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                let Ok(ft) = e.file_type() else { continue };
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if ft.is_dir() && depth < 1 {
-                    stack.push((path, depth + 1));
-                } else if ft.is_file() && name.contains(".so") {
-                    self.add(path.clone(), path.display().to_string());
+            Ok(o) => match self.read(&o) {
+                Ok((info, bytes)) => {
+                    log::debug!("read {} ({:?})", m.file.path, o.how);
+                    (Resolution::Found(Arc::new(Module { info })), bytes)
                 }
+                Err(e) => {
+                    self.stats.unreadable += 1;
+                    (
+                        Resolution::Missing(format!("{}: {e}", m.file.path).into()),
+                        0,
+                    )
+                }
+            },
+        };
+        self.bytes += bytes;
+        if let Some(old) = self.by_file.insert(
+            m.file.clone(),
+            Entry {
+                res: res.clone(),
+                at: Instant::now(),
+                used: self.tick,
+                bytes,
+            },
+        ) {
+            self.bytes -= old.bytes.min(self.bytes);
+        }
+        self.evict();
+        self.stats.bytes = self.bytes;
+        res
+    }
+
+    /// Reads a file's ELF data, or shares what another mapping of the same
+    /// content already read. Returns the bytes newly kept.
+    fn read(&mut self, o: &files::Opened) -> Result<(Arc<ElfInfo>, usize), elf::ElfError> {
+        let key = (o.dev, o.ino, o.ctime_ns, o.len);
+        if let Some(info) = self.by_content.get(&key).and_then(Weak::upgrade) {
+            return Ok((info, 0));
+        }
+        let info = Arc::new(elf::read(&o.file, o.len)?);
+        self.stats.files_read += 1;
+        let bytes = info.bytes();
+        self.by_content.retain(|_, w| w.strong_count() > 0);
+        self.by_content.insert(key, Arc::downgrade(&info));
+        Ok((info, bytes))
+    }
+
+    /// Least recently used first, until within the budget.
+    fn evict(&mut self) {
+        while self.bytes > BUDGET {
+            let Some(victim) = self
+                .by_file
+                .iter()
+                .filter(|(_, e)| e.bytes > 0)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(e) = self.by_file.remove(&victim) {
+                self.bytes -= e.bytes.min(self.bytes);
+                self.stats.evicted += 1;
             }
         }
-    }
-
-    /// The file with this build id; when unknown, index every live
-    /// process's mappings (rate-limited) and then, once, the library
-    /// directories, and look again.
-    pub fn find(&mut self, build_id: &[u8]) -> Option<&ModuleFile> {
-        if !self.by_build_id.contains_key(build_id)
-            && self.last_rescan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
-        {
-            self.index_all();
+        // Negative entries are small, but a host can map many files.
+        if self.by_file.len() > 65_536 {
+            self.by_file
+                .retain(|_, e| matches!(e.res, Resolution::Found(_)));
         }
-        if !self.by_build_id.contains_key(build_id) && !self.dirs_indexed {
-            let t0 = Instant::now();
-            self.index_dirs();
-            log::debug!(
-                "indexed library directories in {:?}: {} modules",
-                t0.elapsed(),
-                self.by_build_id.len()
-            );
-        }
-        self.by_build_id.get(build_id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_build_id.len()
-    }
-}
-
-/// The host's glibc, for tests that need a real distribution library.
-#[cfg(test)]
-pub(crate) fn host_libc() -> &'static str {
-    [
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        "/usr/lib/x86_64-linux-gnu/libc.so.6",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("glibc")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn indexes_this_process_and_finds_libc_by_build_id() {
-        let mut idx = ModuleIndex::default();
-        idx.add_process(std::process::id());
-        assert!(idx.len() >= 2, "the test binary and libc at least");
-        let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let id = idx
-            .add(exe.clone(), exe.display().to_string())
-            .expect("our binary has a build id");
-        assert_eq!(idx.find(&id).unwrap().path, exe.display().to_string());
-        assert!(idx.find(&[0xde, 0xad]).is_none());
-        // The miss searched the library directories: libc is there.
-        let id = blazesym::helper::read_elf_build_id(&host_libc())
-            .unwrap()
-            .unwrap();
-        assert!(idx.find(&id).is_some());
-        assert_eq!(hex(&[0x0a, 0xff]), "0aff");
     }
 }

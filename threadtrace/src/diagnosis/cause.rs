@@ -73,15 +73,9 @@ fn cause(kind: &str, limit: Option<u64>, current: Option<u64>, detail: String) -
 /// thread's own stack (no clone tried), pids cgroup, RLIMIT_NPROC,
 /// threads-max, pid_max.
 pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
-    if errno == ENOMEM {
-        return cause(
-            "memory",
-            None,
-            None,
-            "the kernel could not allocate memory for the new task (ENOMEM)".into(),
-        );
-    }
-    if api == "pthread_create" && !clone_tried && errno == EAGAIN {
+    // The new thread's stack could not be mapped (mmap or mprotect failed
+    // inside pthread_create): pthread_create says EAGAIN, the syscall ENOMEM.
+    if api == "pthread_create" && !clone_tried {
         let mut why = Vec::new();
         if let Some(as_) = e.rlimit_as {
             why.push(format!("RLIMIT_AS is {} MiB", as_ >> 20));
@@ -97,6 +91,14 @@ pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
             format!("pthread_create failed before any clone: the thread's stack could not be mapped; {}", why.join(", "))
         };
         return cause("stack_alloc", e.rlimit_as, None, detail);
+    }
+    if errno == ENOMEM {
+        return cause(
+            "memory",
+            None,
+            None,
+            "the kernel could not allocate memory for the new task (ENOMEM)".into(),
+        );
     }
     if errno != EAGAIN {
         return cause(

@@ -32,6 +32,10 @@ struct FailureGroup {
     inherited: Option<String>,
     holders: Option<String>,
     remedy: String,
+    /// What attribution could not name, and why (the first such failure).
+    attribution_gap: Option<String>,
+    /// The pods of its processes (a few).
+    pods: BTreeSet<String>,
 }
 
 /// Collects what findings need, bounded: groups, not events.
@@ -77,6 +81,14 @@ impl Findings {
         }
         if g.symbol.is_none() {
             g.symbol = e.symbol.clone();
+        }
+        if g.attribution_gap.is_none() {
+            g.attribution_gap = e.attribution_gap.clone();
+        }
+        if let Some(k) = &e.k8s {
+            if g.pods.len() < 3 {
+                g.pods.insert(k.describe());
+            }
         }
         if let Some(c) = &e.cause {
             if g.detail.is_empty() {
@@ -244,14 +256,21 @@ impl Findings {
                 Some(s) => format!("{lib} ({s})"),
                 None => lib.clone(),
             };
+            let pods = if g.pods.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<&str> = g.pods.iter().map(String::as_str).collect();
+                format!(" ({})", list.join("; "))
+            };
             let mut evidence = vec![format!("{kind}: {}", g.detail)];
             evidence.extend(g.inherited.iter().cloned());
             evidence.extend(g.holders.iter().cloned());
+            evidence.extend(g.attribution_gap.iter().cloned());
             out.push(Finding {
                 kind: "thread_create_failed".into(),
                 impact: 10_000 + exact,
                 title: format!(
-                    "{exact} thread creations failed for {who} in {}{more}, uid {uid}",
+                    "{exact} thread creations failed for {who} in {}{more}{pods}, uid {uid}",
                     procs.join(", ")
                 ),
                 evidence,
@@ -293,6 +312,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_in_a_pod_names_the_pod() {
+        let mut e = crate::tui::app::tests::failure(42, "omp", "libgomp", "rlimit_nproc");
+        e.k8s = Some(crate::pods::K8s {
+            namespace: Some("shop".into()),
+            pod: Some("cart-1".into()),
+            container: Some("app".into()),
+            ..Default::default()
+        });
+        let mut f = Findings::default();
+        f.add_failure(&e);
+        let r = f.ranked(None);
+        assert!(
+            r[0].title
+                .contains("in omp[42] (pod shop/cart-1, container app), uid 65534"),
+            "{}",
+            r[0].title
+        );
+    }
+
+    #[test]
     fn a_hung_pool_outranks_failures_which_outrank_oversubscription() {
         let f = vec![
             Finding {
@@ -331,6 +370,29 @@ mod tests {
         assert_eq!(
             render(&[], 5),
             "no findings: nothing failed, nothing was killed."
+        );
+    }
+}
+
+#[cfg(test)]
+mod unattributed_tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_of_unknown_code_says_why() {
+        let mut e = crate::tui::app::tests::failure(7, "python3", "x", "rlimit_nproc");
+        e.library = None;
+        e.symbol = None;
+        e.attribution_gap = Some("the code that asked is not known: the code at 0x7f00 could not be read: /opt/libx.so: the file changed after it was mapped".into());
+        let mut f = Findings::default();
+        f.add_failure(&e);
+        let ranked = f.ranked(None);
+        assert!(
+            ranked[0]
+                .evidence
+                .iter()
+                .any(|l| l.contains("is not known") && l.contains("the file changed")),
+            "{ranked:#?}"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Where a failing process's limit came from, and who holds the threads
 //! that count against it.
 use super::{evidence::proc_limit, Ancestor, Holder, LimitSet};
-use crate::{clock, events::session::ThreadCount, proctable};
+use crate::{clock, proctable};
 
 /// The oldest living ancestor of `pid` with the same soft RLIMIT_NPROC,
 /// through an unbroken chain of ancestors that all have it.
@@ -34,15 +34,15 @@ pub fn inherited_from(procs: &mut proctable::ProcTable, pid: u32, limit: u64) ->
 
 /// The change seen during the recording that set `limit` on `pid` or one
 /// of its ancestors.
-pub fn set_by(
+pub fn set_by<'a>(
     procs: &proctable::ProcTable,
-    sets: &std::collections::HashMap<u32, LimitSet>,
+    sets: impl Fn(u32) -> Option<&'a LimitSet>,
     pid: u32,
     limit: u64,
 ) -> Option<LimitSet> {
     let mut cur = pid;
     for _ in 0..64 {
-        if let Some(s) = sets.get(&cur).filter(|s| s.soft == limit) {
+        if let Some(s) = sets(cur).filter(|s| s.soft == limit) {
             return Some(s.clone());
         }
         cur = procs.get(cur)?.ppid;
@@ -54,26 +54,29 @@ pub fn set_by(
 }
 
 /// The processes with the most threads among `pids`, with the libraries
-/// that created their live threads.
+/// that created their threads (`libraries(pid, threads)`, asked only of
+/// the `n` kept: reading them costs a walk of the process's memory).
 pub fn top(
     pids: impl Iterator<Item = (u32, String)>,
-    threads: &[ThreadCount],
     n: usize,
+    mut libraries: impl FnMut(u32, i64) -> std::sync::Arc<std::collections::BTreeMap<String, i64>>,
 ) -> Vec<Holder> {
-    let mut out: Vec<Holder> = pids
-        .filter_map(|(pid, comm)| {
-            let t = proctable::num_threads(pid)? as u64;
-            let mut libs: Vec<&ThreadCount> = threads.iter().filter(|r| r.pid == pid).collect();
-            libs.sort_by_key(|r| std::cmp::Reverse(r.live));
-            Some(Holder {
+    let mut out: Vec<(u32, String, i64)> = pids
+        .filter_map(|(pid, comm)| Some((pid, comm, proctable::num_threads(pid)?)))
+        .collect();
+    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    out.truncate(n);
+    out.into_iter()
+        .map(|(pid, comm, threads)| {
+            let libs = libraries(pid, threads);
+            let mut libs: Vec<(&String, &i64)> = libs.iter().filter(|(_, n)| **n > 0).collect();
+            libs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            Holder {
                 pid,
                 comm,
-                threads: t,
-                libraries: libs.iter().map(|r| r.library.clone()).collect(),
-            })
+                threads: threads as u64,
+                libraries: libs.into_iter().map(|(l, _)| l.clone()).collect(),
+            }
         })
-        .collect();
-    out.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.pid.cmp(&b.pid)));
-    out.truncate(n);
-    out
+        .collect()
 }

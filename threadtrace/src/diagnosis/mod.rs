@@ -8,6 +8,7 @@ pub mod limits;
 pub mod oom;
 pub mod oversubscription;
 pub mod remedy;
+pub mod share;
 pub mod storm;
 
 pub use cause::{decide, Ancestor, Cause, Holder, LimitSet};

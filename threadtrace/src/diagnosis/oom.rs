@@ -113,7 +113,9 @@ pub fn pool_of(procs: &ProcTable, victim: u32) -> Option<Pool> {
     if siblings == 0 {
         return None;
     }
-    let mp = |c: &Option<String>| c.as_deref().is_some_and(|c| c.contains("multiprocessing"));
+    let mp = |c: &Option<std::sync::Arc<str>>| {
+        c.as_deref().is_some_and(|c| c.contains("multiprocessing"))
+    };
     // fork workers are copies of the parent; spawn/forkserver ones say so.
     let kind =
         if is_python(v) && (mp(&v.cmdline) || (v.cmdline == parent.cmdline && is_python(parent))) {
@@ -124,7 +126,7 @@ pub fn pool_of(procs: &ProcTable, victim: u32) -> Option<Pool> {
     Some(Pool {
         parent_pid: parent.pid,
         parent_comm: parent.comm.clone(),
-        parent_cmdline: parent.cmdline.clone(),
+        parent_cmdline: parent.cmdline.as_deref().map(String::from),
         siblings_alive: siblings,
         kind: kind.into(),
     })

@@ -18,6 +18,9 @@ pub struct Oversubscribed {
     /// "cgroup cpu.cfs_quota_us", "cgroup cpu.max" or "affinity".
     pub source: String,
     pub remedy: String,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 fn read(path: &std::path::Path) -> Option<String> {
@@ -125,6 +128,7 @@ pub fn check(
             cpus.0, cpus.0, cpus.1
         ),
         source: cpus.1,
+        k8s: None,
     })
 }
 

@@ -38,10 +38,14 @@ pub fn remedy(c: &Cause, library: Option<&str>) -> String {
             }
         }
         "cgroup_pids" => format!(
-            "raise pids.max of {} (now {}): `echo N > {}/pids.max`; or {fewer}",
+            "raise pids.max of {} (now {}): `echo N > {}`; or {fewer}",
             c.cgroup.as_deref().unwrap_or("the cgroup"),
             c.limit.map(|l| l.to_string()).unwrap_or_else(|| "max".into()),
-            c.cgroup.as_deref().unwrap_or("<cgroup>")
+            // Its owner chose the name: quoted, it stays a path.
+            match &c.cgroup {
+                Some(cg) => crate::sanitize::shell(&format!("{cg}/pids.max")).into_owned(),
+                None => "<cgroup>/pids.max".into(),
+            }
         ),
         "stack_alloc" => match c.limit {
             Some(bytes) => format!(
@@ -87,5 +91,25 @@ mod tests {
         );
         assert!(remedy(&c, Some("libgomp")).starts_with("OMP_NUM_THREADS=1"));
         assert_eq!(pool_variable("libmkl"), Some("MKL_NUM_THREADS"));
+    }
+
+    /// A delegated cgroup's name is its owner's choice: in the command a
+    /// person pastes, it stays one word.
+    #[test]
+    fn a_cgroup_path_in_a_command_is_quoted() {
+        let mut c = crate::diagnosis::decide("clone", 11, true, &Evidence::default());
+        c.kind = "cgroup_pids".into();
+        c.limit = Some(5);
+        c.cgroup = Some("/sys/fs/cgroup/pids/x;$(touch /tmp/pwned);#".into());
+        let r = remedy(&c, None);
+        assert!(
+            r.contains("`echo N > '/sys/fs/cgroup/pids/x;$(touch /tmp/pwned);#/pids.max'`"),
+            "{r}"
+        );
+        c.cgroup = Some("/sys/fs/cgroup/pids/app".into());
+        assert!(
+            remedy(&c, None).contains("`echo N > /sys/fs/cgroup/pids/app/pids.max`"),
+            "plain paths stay plain"
+        );
     }
 }

@@ -287,10 +287,10 @@ mod tests {
     use crate::events::{session::ProcessFailures, Task};
 
     fn failure(pid: u32) -> ThreadCreateFailed {
-        let mut c = crate::events::decode::tests::pthread_failed(pid, pid, 11, 11);
+        let mut c = crate::events::decode::tests::create_failed(pid, pid, 11, 3);
         c.header.uid = 1000;
         let mut ctx = crate::events::Context::new(crate::proctable::ProcTable::default());
-        let mut e = crate::events::thread_create_failed::from_pthread(&c, &mut ctx);
+        let mut e = crate::events::thread_create_failed::from_kernel(&c, &mut ctx, &[]);
         e.task = Task {
             time: "t".into(),
             pid,

@@ -1,14 +1,14 @@
 //! Ring-buffer bytes → typed kernel records. Each record is an `Event<T>`
 //! whose header names T; a short or unknown record is an error, not a panic.
 use threadtrace_common::{
-    CgroupAttach, CloneFailed, Event, EventKind, Header, OomVictim, ProcessExec, ProcessExit,
-    ProcessFork, PthreadCreateFailed, RlimitChange,
+    CgroupAttach, CreateFailed, Event, EventKind, Header, OomVictim, ProcessExec, ProcessExit,
+    ProcessFork, RlimitChange,
 };
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Raw {
-    CloneFailed(Event<CloneFailed>),
-    PthreadCreateFailed(Event<PthreadCreateFailed>),
+    /// Boxed: about 4.6 KiB with its stack copy, the others a few hundred.
+    CreateFailed(Box<Event<CreateFailed>>),
     RlimitChange(Event<RlimitChange>),
     OomVictim(Event<OomVictim>),
     ProcessFork(Event<ProcessFork>),
@@ -52,8 +52,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
     let kind_raw = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes"));
     let kind = EventKind::from_u32(kind_raw).ok_or(DecodeError::UnknownKind(kind_raw))?;
     Ok(match kind {
-        EventKind::CloneFailed => Raw::CloneFailed(read(bytes, kind)?),
-        EventKind::PthreadCreateFailed => Raw::PthreadCreateFailed(read(bytes, kind)?),
+        EventKind::CreateFailed => Raw::CreateFailed(Box::new(read(bytes, kind)?)),
         EventKind::RlimitChange => Raw::RlimitChange(read(bytes, kind)?),
         EventKind::OomVictim => Raw::OomVictim(read(bytes, kind)?),
         EventKind::ProcessFork => Raw::ProcessFork(read(bytes, kind)?),
@@ -66,10 +65,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use threadtrace_common::{
-        BuildIdFrame, BuildIdStack, StackCopy, UserStack, MAX_BUILD_ID_FRAMES, MAX_STACK,
-        STACK_COPY,
-    };
+    use threadtrace_common::{StackCopy, UserStack, MAX_STACK, STACK_COPY};
 
     pub fn header(kind: EventKind, tgid: u32, tid: u32, comm: &str) -> Header {
         let mut c = [0u8; 16];
@@ -95,36 +91,27 @@ pub(crate) mod tests {
         .to_vec()
     }
 
-    pub fn pthread_failed(
-        tgid: u32,
-        tid: u32,
-        ret: i32,
-        clone_errno: i32,
-    ) -> Event<PthreadCreateFailed> {
+    /// A clone3 failure inside glibc's pthread_create, as the kernel
+    /// sends it (`syscall` 3: clone3; 6: mmap of the thread's stack).
+    pub fn create_failed(tgid: u32, tid: u32, errno: i32, syscall: u32) -> Event<CreateFailed> {
         let mut ips = [0u64; MAX_STACK];
         ips[0] = 0x7f00_0000_1234;
         Event {
-            header: header(EventKind::PthreadCreateFailed, tgid, tid, "omp"),
-            payload: PthreadCreateFailed {
-                ret,
-                clone_errno,
-                clone_api: if clone_errno != 0 { 3 } else { 0 },
+            header: header(EventKind::CreateFailed, tgid, tid, "omp"),
+            payload: CreateFailed {
+                api: if syscall == 3 { 1 } else { syscall },
+                syscall,
+                errno,
                 _pad: 0,
-                caller: 0x7f00_0000_1234,
-                start_routine: 0x7f00_0000_5678,
+                flags: 0x3d0f00,
+                site: 0,
+                pd: 0x7f00_0010_0000,
+                start_routine: [0x7f00_0000_5678, 0, 0, 0],
+                uretprobes: [[0; 2]; 4],
                 stack: UserStack {
                     len: 1,
                     _pad: 0,
                     ips,
-                },
-                resolved: BuildIdStack {
-                    len: 1,
-                    _pad: 0,
-                    frames: [BuildIdFrame {
-                        status: 1,
-                        build_id: [7; 20],
-                        offset_or_ip: 0x1234,
-                    }; MAX_BUILD_ID_FRAMES],
                 },
                 copy: StackCopy {
                     ip: 0x7f00_0000_1234,
@@ -141,12 +128,12 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_what_the_kernel_writes() {
-        let ev = pthread_failed(10, 11, 11, 11);
+        let ev = create_failed(10, 11, 11, 3);
         match decode(&bytes_of(&ev)).unwrap() {
-            Raw::PthreadCreateFailed(e) => {
+            Raw::CreateFailed(e) => {
                 assert_eq!(e.header.tgid, 10);
-                assert_eq!(e.payload.ret, 11);
-                assert_eq!(e.payload.caller, 0x7f00_0000_1234);
+                assert_eq!(e.payload.errno, 11);
+                assert_eq!(e.payload.pd, 0x7f00_0010_0000);
                 assert_eq!(e.payload.stack.len, 1);
             }
             other => panic!("{other:?}"),
@@ -159,7 +146,7 @@ pub(crate) mod tests {
         let mut b = bytes_of(&header(EventKind::OomVictim, 1, 1, "x"));
         b[0..4].copy_from_slice(&99u32.to_ne_bytes());
         assert_eq!(decode(&b).unwrap_err(), DecodeError::UnknownKind(99));
-        let full = bytes_of(&pthread_failed(1, 1, 11, 0));
+        let full = bytes_of(&create_failed(1, 1, 11, 3));
         for cut in [std::mem::size_of::<Header>(), full.len() - 1] {
             assert!(matches!(
                 decode(&full[..cut]),

@@ -13,6 +13,9 @@ pub struct ProcessFork {
     #[serde(flatten)]
     pub task: Task,
     pub child_pid: u32,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -22,6 +25,9 @@ pub struct ProcessExec {
     pub filename: String,
     pub ppid: Option<u32>,
     pub cmdline: Option<String>,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -40,6 +46,9 @@ pub struct ProcessExit {
     pub pool: Option<crate::diagnosis::oom::Pool>,
     #[serde(default)]
     pub consequence: Option<String>,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 /// A process was moved into a cgroup.
@@ -52,6 +61,9 @@ pub struct ProcessCgroup {
     /// Controllers of the hierarchy ("pids", "memory", "" for cgroup v2).
     pub hierarchy: String,
     pub path: String,
+    /// The moved process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 pub fn cgroup_attach(
@@ -68,6 +80,7 @@ pub fn cgroup_attach(
         moved_pid: e.payload.pid,
         hierarchy: hierarchy.unwrap_or_default(),
         path,
+        k8s: ctx.k8s(e.payload.pid),
     }
 }
 
@@ -76,6 +89,7 @@ pub fn fork(e: &Event<RawFork>, ctx: &mut Context) -> ProcessFork {
     ctx.procs
         .on_fork(e.header.tgid, e.payload.child_pid, e.header.uid, &task.comm);
     ProcessFork {
+        k8s: ctx.k8s(task.pid),
         task,
         child_pid: e.payload.child_pid,
     }
@@ -85,12 +99,14 @@ pub fn exec(e: &Event<RawExec>, ctx: &mut Context) -> ProcessExec {
     let task = ctx.task(&e.header);
     let filename = cstr(&e.payload.filename);
     ctx.procs.on_exec(task.pid, &filename, &task.comm, task.uid);
+    let k8s = ctx.k8s(task.pid);
     let p = ctx.procs.get(task.pid);
     ProcessExec {
         ppid: p.map(|p| p.ppid),
-        cmdline: p.and_then(|p| p.cmdline.clone()),
+        cmdline: p.and_then(|p| p.cmdline.as_deref().map(String::from)),
         task,
         filename,
+        k8s,
     }
 }
 
@@ -98,16 +114,18 @@ pub fn exit(e: &Event<RawExit>, ctx: &mut Context) -> ProcessExit {
     let task = ctx.task(&e.header);
     let code = e.payload.exit_code;
     let (exit_code, signal, core_dumped) = split_exit_code(code);
+    let k8s = ctx.k8s(task.pid);
     let p = ctx.procs.get(task.pid);
     let out = ProcessExit {
         ppid: p.map(|p| p.ppid),
-        cmdline: p.and_then(|p| p.cmdline.clone()),
+        cmdline: p.and_then(|p| p.cmdline.as_deref().map(String::from)),
         task,
         exit_code,
         signal,
         core_dumped,
         pool: None,
         consequence: None,
+        k8s,
     };
     ctx.procs.on_exit(out.task.pid, code);
     out

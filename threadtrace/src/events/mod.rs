@@ -91,10 +91,11 @@ pub fn cstr(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..n]).into_owned()
 }
 
-/// What enrichment needs: the process table and the clock.
+/// What enrichment needs: the process table, the clock, and the pods.
 pub struct Context {
     pub procs: crate::proctable::ProcTable,
     pub clock: crate::clock::Clock,
+    pub pods: crate::pods::Pods,
 }
 
 impl Context {
@@ -102,10 +103,31 @@ impl Context {
         Context {
             procs,
             clock: crate::clock::Clock::new(),
+            pods: crate::pods::Pods::default(),
         }
     }
 
-    fn task(&self, h: &threadtrace_common::Header) -> Task {
+    /// The Kubernetes pod and container of a process in the table, None
+    /// outside one. The table only: reading /proc for a pid it does not
+    /// know would add threads (cgroup moves name them) as processes.
+    pub fn k8s(&mut self, pid: u32) -> Option<crate::pods::K8s> {
+        let p = self.procs.get(pid)?;
+        self.pods.resolve(pid, &p.comm, &p.cgroups)
+    }
+
+    /// The UIDs of the pods with a live process: the metrics delete the
+    /// series of the others.
+    pub fn live_pods(&mut self) -> std::collections::HashSet<String> {
+        let mut uids = std::collections::HashSet::new();
+        for p in self.procs.alive_procs() {
+            if let Some(r) = self.pods.pod_of(&p.cgroups) {
+                uids.insert(r.pod_uid.clone());
+            }
+        }
+        uids
+    }
+
+    pub fn task(&self, h: &threadtrace_common::Header) -> Task {
         Task {
             time: self.clock.rfc3339(h.ktime_ns),
             pid: h.tgid,
@@ -118,14 +140,12 @@ impl Context {
 
 /// A kernel record as a reported event; lifecycle records also update the
 /// process table, before (fork, exec) or after (exit) they are described.
-pub fn enrich(raw: decode::Raw, ctx: &mut Context) -> Record {
+/// `offsets`: the start_routine offsets the kernel reads at, slot by slot.
+pub fn enrich(raw: decode::Raw, ctx: &mut Context, offsets: &[u32]) -> Record {
     use decode::Raw;
     match raw {
-        Raw::CloneFailed(e) => {
-            Record::ThreadCreateFailed(thread_create_failed::from_clone(&e, ctx))
-        }
-        Raw::PthreadCreateFailed(e) => {
-            Record::ThreadCreateFailed(thread_create_failed::from_pthread(&e, ctx))
+        Raw::CreateFailed(e) => {
+            Record::ThreadCreateFailed(thread_create_failed::from_kernel(&e, ctx, offsets))
         }
         Raw::RlimitChange(e) => Record::RlimitChange(rlimit_change::enrich(&e, ctx)),
         Raw::OomVictim(e) => Record::OomKill(oom_kill::enrich(&e, ctx)),

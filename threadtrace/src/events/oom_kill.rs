@@ -47,6 +47,9 @@ pub struct OomKill {
     /// What the kill did beyond the victim (a pool waiting forever).
     pub consequence: Option<String>,
     pub remedy: String,
+    /// The victim's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
@@ -77,7 +80,9 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
     let victim = Victim {
         pid,
         comm: comm.clone(),
-        cmdline: known.as_ref().and_then(|k| k.cmdline.clone()),
+        cmdline: known
+            .as_ref()
+            .and_then(|k| k.cmdline.as_deref().map(String::from)),
         exe: known.as_ref().and_then(|k| k.exe.clone()),
         uid,
         rss_bytes: kb(p.anon_rss_kb + p.file_rss_kb + p.shmem_rss_kb),
@@ -103,6 +108,7 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
         pool: None,
         consequence: None,
         remedy: String::new(),
+        k8s: ctx.k8s(pid),
     }
 }
 

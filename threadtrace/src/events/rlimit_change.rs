@@ -78,6 +78,9 @@ pub struct RlimitChange {
     /// False when a successful call set the value already in force (login
     /// tools re-set every limit): kept in trace files, not printed.
     pub changed: bool,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
 }
 
 pub fn enrich(e: &Event<RawChange>, ctx: &mut Context) -> RlimitChange {
@@ -109,6 +112,7 @@ pub fn enrich(e: &Event<RawChange>, ctx: &mut Context) -> RlimitChange {
         } else {
             Outcome::Err(names::errno_name(-p.result))
         },
+        k8s: ctx.k8s(e.header.tgid),
     }
 }
 

@@ -14,9 +14,8 @@ pub struct Started {
     pub host: String,
     pub kernel: String,
     pub tracer_pid: u32,
-    /// Tracepoints and uprobes attached, all of them, before this line.
+    /// Tracepoints and perf events attached, all of them, before this line.
     pub probes: Vec<String>,
-    pub pthread_create_libcs: Vec<String>,
     /// Processes known at start (seeded from /proc).
     pub processes: usize,
 }
@@ -51,10 +50,29 @@ impl ProcessFailures {
 pub struct ThreadCount {
     pub pid: u32,
     pub comm: String,
-    /// The creating library, or "unattributed" for threads that existed
-    /// before recording started (or were created without pthread_create).
+    /// The library of the threads' start routine, or "unattributed" for
+    /// threads glibc does not list (raw clones, other libcs).
     pub library: String,
     pub live: i64,
+}
+
+/// mmap/mprotect failures counted at one call site: pthread_create's
+/// failures when the site is inside it (the output stage decides).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackSetupCount {
+    pub pid: u32,
+    pub comm: String,
+    pub errno: i32,
+    pub site: u64,
+    pub count: u64,
+}
+
+/// Of the failures captured in detail, how many were attributed to a
+/// library; failures counted but not captured are not attributed.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attribution {
+    pub attributed: u64,
+    pub unattributed: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -75,7 +93,15 @@ pub struct Summary {
     pub events_sampled_out: u64,
     /// Failures counted in no per-process row because the kernel's counter
     /// table was full; they are in `failures_total`.
-    pub failures_unattributed: u64,
+    #[serde(alias = "failures_unattributed")]
+    pub failures_without_process: u64,
+    /// Detailed failures attributed to a library, and not.
+    #[serde(default)]
+    pub attribution: Attribution,
+    /// The kernel's mmap records lost (a full buffer): attribution of the
+    /// processes they described may fail.
+    #[serde(default)]
+    pub mmap_records_lost: u64,
     pub events_delivered: u64,
     pub decode_errors: u64,
     /// Live threads per (process, creating library), largest first.
@@ -93,6 +119,47 @@ pub struct Summary {
     /// remedy (filled at the end of a recording).
     #[serde(default)]
     pub findings: Vec<crate::diagnosis::findings::Finding>,
+    /// Counts at mmap/mprotect sites, until the output stage decides
+    /// which are pthread_create's (`resolve_stack_setup`).
+    #[serde(skip)]
+    pub stack_setup: Vec<StackSetupCount>,
+    /// What the tracer cut, forgot or skipped to stay bounded and
+    /// responsive. The counts above are exact either way.
+    #[serde(default)]
+    pub tracer: Tracer,
+}
+
+/// What the tracer did to itself to stay within its memory and keep
+/// answering: all zero in a quiet recording.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Tracer {
+    /// Command lines longer than 4 KiB, kept cut.
+    pub cmdlines_cut: u64,
+    /// Entries forgotten to stay within their budget in bytes, per table:
+    /// `process_table` (exited processes), `causes`, `rlimit_sets`,
+    /// `oversubscribed`, `oom_victims`.
+    pub evicted: BTreeMap<String, u64>,
+    /// Records dropped while the output stage was stuck (beyond what the
+    /// collector holds back for it).
+    pub records_dropped: u64,
+    /// Seconds whose counter snapshot was not handed to the output stage,
+    /// busy then: the next one has the same counts, later.
+    pub snapshots_skipped: u64,
+    /// Failures whose attribution panicked: reported without a library.
+    pub attribution_panics: u64,
+    /// Failures left unattributed because the recording was stopping.
+    pub attribution_skipped: u64,
+}
+
+impl Tracer {
+    pub fn is_quiet(&self) -> bool {
+        self.cmdlines_cut == 0
+            && self.records_dropped == 0
+            && self.snapshots_skipped == 0
+            && self.attribution_panics == 0
+            && self.attribution_skipped == 0
+            && self.evicted.values().all(|&n| n == 0)
+    }
 }
 
 impl Summary {
@@ -128,13 +195,72 @@ impl Summary {
                 count,
             });
         }
-        s.by_process
-            .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+        for (&(tgid, _api, errno, site), &count) in &c.stack_setup {
+            let comm = comm_of(tgid);
+            if keep(tgid, &comm) {
+                s.stack_setup.push(StackSetupCount {
+                    pid: tgid,
+                    comm,
+                    errno,
+                    site,
+                    count,
+                });
+            }
+        }
+        s.sort_rows();
         s.failures_total += c.failures_overflow;
-        s.failures_unattributed = c.failures_overflow;
+        s.failures_without_process = c.failures_overflow;
         s.events_lost = c.ringbuf_drops;
         s.events_sampled_out = c.detail_sampled_out;
         s
+    }
+
+    fn sort_rows(&mut self) {
+        self.by_process
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+    }
+
+    /// Counts the mmap/mprotect failures whose site `inside(pid, site)`
+    /// says is in pthread_create as pthread_create failures (EAGAIN, as
+    /// pthread_create reports them); the others are not task creation.
+    pub fn resolve_stack_setup(&mut self, mut inside: impl FnMut(u32, u64) -> bool) {
+        const ENOMEM: i32 = 12;
+        const EAGAIN: i32 = 11;
+        let api = Api::PthreadCreate.name();
+        for row in std::mem::take(&mut self.stack_setup) {
+            if !inside(row.pid, row.site) {
+                continue;
+            }
+            let errno = if row.errno == ENOMEM {
+                EAGAIN
+            } else {
+                row.errno
+            };
+            let error = names::errno_name(errno);
+            *self
+                .by_api
+                .entry(api.into())
+                .or_default()
+                .entry(error.clone())
+                .or_default() += row.count;
+            self.failures_total += row.count;
+            match self
+                .by_process
+                .iter_mut()
+                .find(|p| p.pid == row.pid && p.api == api && p.errno == errno)
+            {
+                Some(p) => p.count += row.count,
+                None => self.by_process.push(ProcessFailures {
+                    pid: row.pid,
+                    comm: row.comm,
+                    api: api.into(),
+                    errno,
+                    error,
+                    count: row.count,
+                }),
+            }
+        }
+        self.sort_rows();
     }
 
     /// The same counters, only for the processes `keep` accepts (-p,
@@ -151,7 +277,13 @@ impl Summary {
             s.failures_total += p.count;
             s.by_process.push(p.clone());
         }
-        s.failures_total += s.failures_unattributed;
+        s.failures_total += s.failures_without_process;
+        s.stack_setup = self
+            .stack_setup
+            .iter()
+            .filter(|p| keep(p.pid, &p.comm))
+            .cloned()
+            .collect();
         s.threads = self
             .threads
             .iter()
@@ -171,13 +303,17 @@ impl Summary {
             by_process: Vec::new(),
             events_lost: self.events_lost,
             events_sampled_out: self.events_sampled_out,
-            failures_unattributed: self.failures_unattributed,
+            failures_without_process: self.failures_without_process,
+            attribution: self.attribution,
+            mmap_records_lost: self.mmap_records_lost,
             events_delivered: self.events_delivered,
             decode_errors: self.decode_errors,
             threads: Vec::new(),
             trace_events_dropped: self.trace_events_dropped,
             trace_file: self.trace_file.clone(),
             findings: Vec::new(),
+            stack_setup: Vec::new(),
+            tracer: self.tracer.clone(),
         }
     }
 }
@@ -218,5 +354,22 @@ mod tests {
             "the same as filtering at the source"
         );
         assert_eq!(narrow.failures_total, 8);
+    }
+
+    #[test]
+    fn stack_setup_sites_inside_pthread_create_count_as_its_failures() {
+        let mut c = Counters::default();
+        c.failures.insert((10, 1, 11), 5);
+        c.stack_setup.insert((10, 6, 12, 0x1000), 3);
+        c.stack_setup.insert((10, 6, 12, 0x2000), 4);
+        c.stack_setup.insert((11, 7, 12, 0x1000), 2);
+        let mut s = Summary::from_counters(&c, |p| format!("p{p}"), |_, _| true);
+        assert_eq!(s.failures_total, 5, "undecided sites are not counted yet");
+        s.resolve_stack_setup(|_, site| site == 0x1000);
+        assert_eq!(s.failures_total, 10);
+        assert_eq!(s.by_api["pthread_create"]["EAGAIN"], 10);
+        assert_eq!(s.by_process[0].pid, 10);
+        assert_eq!(s.by_process[0].count, 8, "merged into pid 10's EAGAIN row");
+        assert!(s.stack_setup.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! `thread_create_failed`: pthread_create, clone, clone3, fork or vfork
 //! returned an error.
 use serde::{Deserialize, Serialize};
-use threadtrace_common::{Api, CloneFailed, Event, PthreadCreateFailed, UserStack};
+use threadtrace_common::{Api, CreateFailed, Event, UserStack};
 
 use crate::attribution::{Captured, Frame, Location};
 
@@ -22,8 +22,8 @@ pub struct ThreadCreateFailed {
     pub module: Option<String>,
     /// The function in it that asked (e.g. blas_thread_init).
     pub symbol: Option<String>,
-    /// For pthread_create: the clone syscall that failed inside it, or null
-    /// when none did (the thread's stack could not be mapped).
+    /// The syscall that failed: for pthread_create, the clone inside it, or
+    /// `mmap`/`mprotect` when the new thread's stack could not be set up.
     pub syscall: Option<String>,
     pub syscall_errno: Option<i32>,
     /// The cgroup that limits task creation: pids controller on cgroup v1,
@@ -38,12 +38,18 @@ pub struct ThreadCreateFailed {
     pub start_routine: Option<Location>,
     /// Its address.
     pub start_routine_addr: Option<u64>,
-    /// The user stack, innermost first: for pthread_create it starts at the
-    /// caller.
+    /// The user stack, innermost first, from inside libc's syscall wrapper.
     pub stack: Vec<Frame>,
+    /// What attribution could not name (the library, or its function)
+    /// and why: which frame's file could not be read, and what was wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution_gap: Option<String>,
     /// Which limit was hit, where it came from, who holds the threads, and
     /// the remedy.
     pub cause: Option<Box<crate::diagnosis::Cause>>,
+    /// The process's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<crate::pods::K8s>,
     /// What the kernel captured, until attribution turns it into `stack`.
     #[serde(skip)]
     pub captured: Option<Box<Captured>>,
@@ -51,7 +57,11 @@ pub struct ThreadCreateFailed {
 
 impl PartialEq for Captured {
     fn eq(&self, other: &Self) -> bool {
-        self.ips == other.ips && self.resolved == other.resolved && self.snapshot == other.snapshot
+        self.ktime == other.ktime
+            && self.ips == other.ips
+            && self.snapshot == other.snapshot
+            && self.pd == other.pd
+            && self.start_routine == other.start_routine
     }
 }
 
@@ -76,55 +86,80 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         cgroup,
         ppid: proc_.as_ref().map(|p| p.ppid),
         exe: proc_.as_ref().and_then(|p| p.exe.clone()),
-        cmdline: proc_.and_then(|p| p.cmdline),
+        cmdline: proc_.and_then(|p| p.cmdline.as_deref().map(String::from)),
         caller: None,
         start_routine: None,
         start_routine_addr: None,
         stack: Vec::new(),
+        attribution_gap: None,
         cause: None,
+        k8s: ctx.k8s(pid),
         captured: None,
     }
 }
 
-pub fn from_clone(e: &Event<CloneFailed>, ctx: &mut Context) -> ThreadCreateFailed {
-    let api = Api::from_u32(e.payload.api)
-        .map(Api::name)
-        .unwrap_or("clone");
-    let mut ev = base(ctx.task(&e.header), api, e.payload.errno, ctx);
-    ev.captured = Some(Box::new(Captured::new(
-        stack(&e.payload.stack),
-        &e.payload.resolved,
-        &e.payload.copy,
-    )));
+const ENOMEM: i32 = 12;
+const EAGAIN: i32 = 11;
+
+/// A failure as the kernel sent it. `offsets` are the start_routine
+/// offsets the kernel read at (see `PTHREAD_OFFSETS`), slot by slot.
+pub fn from_kernel(
+    e: &Event<CreateFailed>,
+    ctx: &mut Context,
+    offsets: &[u32],
+) -> ThreadCreateFailed {
+    let p = &e.payload;
+    let syscall = Api::from_u32(p.syscall).unwrap_or(Api::Clone);
+    let api = Api::from_u32(p.api).unwrap_or(syscall);
+    let mut ev = base(ctx.task(&e.header), api.name(), p.errno, ctx);
+    ev.syscall = Some(syscall.name().to_string());
+    ev.syscall_errno = Some(p.errno);
+    let mut c = Captured::new(e.header.ktime_ns, stack(&p.stack), &p.copy);
+    c.pd = p.pd;
+    c.start_routine = offsets
+        .iter()
+        .zip(p.start_routine)
+        .filter(|(o, _)| **o != 0)
+        .map(|(&o, v)| (o, v))
+        .collect();
+    c.restore_returns(&p.uretprobes);
+    ev.captured = Some(Box::new(c));
     ev
 }
 
-pub fn from_pthread(e: &Event<PthreadCreateFailed>, ctx: &mut Context) -> ThreadCreateFailed {
-    let p = &e.payload;
-    let mut ev = base(ctx.task(&e.header), Api::PthreadCreate.name(), p.ret, ctx);
-    if p.clone_errno != 0 {
-        ev.syscall = Api::from_u32(p.clone_api).map(|a| a.name().to_string());
-        ev.syscall_errno = Some(p.clone_errno);
+impl ThreadCreateFailed {
+    /// Whether the syscall that failed was setting up a thread's stack
+    /// (mmap, mprotect), not creating the task.
+    pub fn is_stack_setup(&self) -> bool {
+        self.syscall
+            .as_deref()
+            .is_some_and(|s| s == Api::Mmap.name() || s == Api::Mprotect.name())
     }
-    ev.caller = (p.caller != 0).then_some(p.caller);
-    ev.start_routine_addr = (p.start_routine != 0).then_some(p.start_routine);
-    ev.captured = Some(Box::new(Captured::new(
-        stack(&p.stack),
-        &p.resolved,
-        &p.copy,
-    )));
-    ev
+
+    /// A stack-setup failure found to be inside pthread_create: reported as
+    /// pthread_create does, which says EAGAIN when memory ran out.
+    pub fn as_pthread_create(&mut self) {
+        self.api = Api::PthreadCreate.name().into();
+        if self.errno == ENOMEM {
+            self.errno = EAGAIN;
+            self.error = names::errno_name(EAGAIN);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::decode::tests::pthread_failed, proctable::ProcTable};
+    use crate::{events::decode::tests::create_failed, proctable::ProcTable};
 
     #[test]
-    fn pthread_failure_folds_in_the_clone_syscall() {
+    fn a_clone3_failure_inside_pthread_create() {
         let mut ctx = Context::new(ProcTable::default());
-        let ev = from_pthread(&pthread_failed(4_100_000, 4_100_001, 11, 11), &mut ctx);
+        let ev = from_kernel(
+            &create_failed(4_100_000, 4_100_001, 11, 3),
+            &mut ctx,
+            &[1592],
+        );
         assert_eq!(
             (ev.api.as_str(), ev.errno, ev.error.as_str()),
             ("pthread_create", 11, "EAGAIN")
@@ -132,18 +167,27 @@ mod tests {
         assert_eq!(ev.syscall.as_deref(), Some("clone3"));
         assert_eq!(ev.syscall_errno, Some(11));
         assert_eq!(ev.task.comm, "omp");
-        assert_eq!(ev.captured.as_ref().unwrap().ips, vec![0x7f00_0000_1234]);
+        let c = ev.captured.as_ref().unwrap();
+        assert_eq!(c.ips, vec![0x7f00_0000_1234]);
+        assert_eq!(c.start_routine, vec![(1592, 0x7f00_0000_5678)]);
         // A process that is gone and was never seen: still an event.
         assert_eq!(ev.exe, None);
     }
 
     #[test]
-    fn failure_without_clone_has_no_syscall() {
+    fn a_stack_that_could_not_be_mapped_becomes_pthread_create_eagain() {
         let mut ctx = Context::new(ProcTable::default());
-        let ev = from_pthread(&pthread_failed(4_100_000, 4_100_000, 11, 0), &mut ctx);
-        assert_eq!(ev.syscall, None);
+        let mut ev = from_kernel(&create_failed(4_100_000, 4_100_000, 12, 6), &mut ctx, &[]);
+        assert!(ev.is_stack_setup());
+        assert_eq!((ev.api.as_str(), ev.errno), ("mmap", 12));
+        ev.as_pthread_create();
+        assert_eq!(
+            (ev.api.as_str(), ev.error.as_str()),
+            ("pthread_create", "EAGAIN")
+        );
+        assert_eq!(ev.syscall_errno, Some(12));
         let json = serde_json::to_value(&ev).unwrap();
-        assert_eq!(json["syscall"], serde_json::Value::Null);
+        assert_eq!(json["syscall"], "mmap");
         assert_eq!(json["pid"], 4_100_000);
     }
 }

@@ -45,14 +45,11 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     let damage = input.damage();
     if read == 0 {
-        eprintln!(
-            "threadtrace: {}: no intact record could be read",
-            input.name()
-        );
+        input::say(&format!("{}: no intact record could be read", input.name()));
         return Ok(ExitCode::from(2));
     }
     if let Some(d) = input::damage_line(&damage, 0) {
-        eprintln!("threadtrace: {}: {d}", input.name());
+        input::say(&format!("{}: {d}", input.name()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -78,8 +75,7 @@ pub fn export(
         for item in &mut *input {
             read += 1;
             if let Item::Event(v) = item {
-                serde_json::to_writer(&mut *out, &v)?;
-                out.write_all(b"\n")?;
+                writeln!(out, "{}", crate::sanitize::to_json(&v)?)?;
             }
         }
     } else {
@@ -88,11 +84,12 @@ pub fn export(
             read += 1;
             t.add(item);
         }
+        // Names and args are what a person reads in the viewer.
+        t.escape_strings();
         if format == Format::Perfetto {
             out.write_all(&perfetto::render(&t))?;
         } else {
-            serde_json::to_writer(&mut *out, &chrome::render(&t))?;
-            out.write_all(b"\n")?;
+            writeln!(out, "{}", crate::sanitize::to_json(&chrome::render(&t))?)?;
         }
     }
     out.flush()?;

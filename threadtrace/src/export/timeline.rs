@@ -217,6 +217,42 @@ impl Timeline {
         }
     }
 
+    /// Every name and arg escaped by `sanitize`: the viewers draw bidi
+    /// overrides and invisible characters as they are.
+    pub fn escape_strings(&mut self) {
+        use crate::sanitize;
+        let text = |s: &mut String| {
+            if let std::borrow::Cow::Owned(clean) = sanitize::text(s) {
+                *s = clean;
+            }
+        };
+        let args = |m: &mut Map<String, Value>| {
+            let mut v = Value::Object(std::mem::take(m));
+            sanitize::value(&mut v);
+            *m = object(v);
+        };
+        self.processes.values_mut().for_each(text);
+        for i in &mut self.instants {
+            text(&mut i.name);
+            args(&mut i.args);
+        }
+        for s in &mut self.spans {
+            text(&mut s.name);
+            args(&mut s.args);
+        }
+        for c in &mut self.counters {
+            if c.live
+                .keys()
+                .any(|k| matches!(sanitize::text(k), std::borrow::Cow::Owned(_)))
+            {
+                c.live = std::mem::take(&mut c.live)
+                    .into_iter()
+                    .map(|(k, v)| (sanitize::text(&k).into_owned(), v))
+                    .collect();
+            }
+        }
+    }
+
     /// A counters snapshot: live threads per process and library.
     pub fn add_counters(&mut self, summary: &Value) {
         let Some(ts_us) = summary.get("time").and_then(Value::as_str).and_then(micros) else {
@@ -251,6 +287,27 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_args_are_escaped_for_the_viewers() {
+        let mut t = Timeline::default();
+        t.add_counters(&json!({"time": "1970-01-01T00:00:01Z", "threads": [
+            {"pid": 7, "comm": "\u{1b}]0;PWNED\u{7}", "library": "lib\u{202e}", "live": 3}]}));
+        t.instants.push(Instant {
+            pid: 7,
+            tid: 7,
+            ts_us: 1,
+            name: "\u{9b}2J".into(),
+            category: "failure",
+            args: object(json!({"cgroup": "/x\u{2066}", "keys\u{1b}": 1})),
+        });
+        t.escape_strings();
+        assert_eq!(t.processes[&7], r"\x1b]0;PWNED\x07 [7]");
+        assert_eq!(t.counters[0].live[r"lib\u{202e}"], 3);
+        assert_eq!(t.instants[0].name, r"\u{9b}2J");
+        assert_eq!(t.instants[0].args["cgroup"], r"/x\u{2066}");
+        assert_eq!(t.instants[0].args[r"keys\x1b"], 1);
+    }
 
     #[test]
     fn rfc3339_to_micros() {

@@ -1,17 +1,18 @@
-//! Loading and attaching the kernel programs (threadtrace-ebpf).
+//! Loading and attaching the kernel programs (threadtrace-ebpf): syscall,
+//! task and OOM tracepoints only. Nothing is attached to a library, so
+//! every libc of every container is covered from its first instruction,
+//! and a call that succeeds costs a tracepoint's compare.
 pub mod btf;
 pub mod counters;
-pub mod libc_targets;
+pub mod mmap_events;
 pub mod tracefs;
 
-use std::path::Path;
-
 use aya::{
-    maps::RingBuf,
-    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+    maps::{Array, MapData, RingBuf},
+    programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use threadtrace_common::{Config, ABSENT};
+use threadtrace_common::{Config, ABSENT, START_ROUTINE_SLOTS};
 
 /// (program, category, tracepoint). Every one is required: without it a
 /// class of failure would go unseen, and we say so rather than run blind.
@@ -20,6 +21,8 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_exit_clone3", "syscalls", "sys_exit_clone3"),
     ("sys_exit_fork", "syscalls", "sys_exit_fork"),
     ("sys_exit_vfork", "syscalls", "sys_exit_vfork"),
+    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
+    ("sys_exit_mprotect", "syscalls", "sys_exit_mprotect"),
     ("sys_enter_setrlimit", "syscalls", "sys_enter_setrlimit"),
     ("sys_exit_setrlimit", "syscalls", "sys_exit_setrlimit"),
     ("sys_enter_prlimit64", "syscalls", "sys_enter_prlimit64"),
@@ -80,6 +83,11 @@ pub fn build_config() -> Result<Config, KernelError> {
         cred_ucounts: member("cred", "ucounts"),
         ucounts_rlimit: member("ucounts", "rlimit"),
         detail_per_sec: 0,
+        task_utask: member("task_struct", "utask"),
+        utask_return_instances: member("uprobe_task", "return_instances"),
+        ri_stack: member("return_instance", "stack"),
+        ri_orig_ret_vaddr: member("return_instance", "orig_ret_vaddr"),
+        ri_next: member("return_instance", "next"),
     })
 }
 
@@ -87,7 +95,9 @@ pub struct Kernel {
     pub ebpf: Ebpf,
     /// What is attached, for the `started` line and `doctor`.
     pub attached: Vec<String>,
-    pub libcs: libc_targets::LibcTargets,
+    /// start_routine offsets the kernel reads at, slot by slot (0: free).
+    offsets: Array<MapData, u32>,
+    pub offsets_in_use: Vec<u32>,
 }
 
 impl Kernel {
@@ -126,70 +136,41 @@ impl Kernel {
                 })?;
             attached.push(format!("{category}:{name}"));
         }
-        for prog in ["pthread_create_enter", "pthread_create_exit"] {
-            let p: &mut UProbe = ebpf
-                .program_mut(prog)
-                .ok_or(KernelError::MissingProgram(if prog.ends_with("enter") {
-                    "pthread_create_enter"
-                } else {
-                    "pthread_create_exit"
-                }))?
-                .try_into()
-                .map_err(|source| KernelError::Program {
-                    what: prog.into(),
-                    source,
-                })?;
-            p.load().map_err(|source| KernelError::Program {
-                what: prog.into(),
-                source,
-            })?;
-        }
+        let map = ebpf.take_map("PTHREAD_OFFSETS").ok_or(KernelError::Map(
+            "PTHREAD_OFFSETS",
+            aya::maps::MapError::InvalidName {
+                name: "PTHREAD_OFFSETS".into(),
+            },
+        ))?;
+        let offsets = Array::try_from(map).map_err(|e| KernelError::Map("PTHREAD_OFFSETS", e))?;
         Ok(Kernel {
             ebpf,
             attached,
-            libcs: libc_targets::LibcTargets::default(),
+            offsets,
+            offsets_in_use: Vec::new(),
         })
     }
 
-    /// Attaches pthread_create's entry and return probes to one libc.
-    pub fn attach_pthread_create(&mut self, path: &Path) -> Result<(), KernelError> {
-        for prog in ["pthread_create_enter", "pthread_create_exit"] {
-            let what = || format!("pthread_create in {}", path.display());
-            let p: &mut UProbe = self
-                .ebpf
-                .program_mut(prog)
-                .expect("loaded in Kernel::load")
-                .try_into()
-                .map_err(|source| KernelError::Program {
-                    what: what(),
-                    source,
-                })?;
-            p.attach("pthread_create", path, UProbeScope::AllProcesses)
-                .map_err(|source| KernelError::Program {
-                    what: what(),
-                    source,
-                })?;
+    /// Has the kernel read start_routine at `offset` too (a libc build not
+    /// seen before). Returns false when every slot is taken.
+    pub fn add_start_routine_offset(&mut self, offset: u32) -> bool {
+        if offset == 0 || self.offsets_in_use.contains(&offset) {
+            return true;
         }
-        Ok(())
-    }
-
-    /// Finds libcs (host, containers, new ones) and probes the new ones.
-    /// Returns the paths newly probed, as the owning process sees them.
-    pub fn probe_new_libcs(&mut self, found: Vec<libc_targets::Found>) -> Vec<String> {
-        let mut added = Vec::new();
-        for f in self.libcs.unseen(found) {
-            match self.attach_pthread_create(&f.host_path) {
-                Ok(()) => {
-                    log::debug!("probing pthread_create in {}", f.display);
-                    self.attached
-                        .push(format!("uprobe:{}:pthread_create", f.display));
-                    added.push(f.display);
-                }
-                // libpthread.so.0 of glibc >= 2.34 is a stub without it.
-                Err(e) => log::debug!("{e}"),
+        let slot = self.offsets_in_use.len();
+        if slot >= START_ROUTINE_SLOTS {
+            return false;
+        }
+        match self.offsets.set(slot as u32, offset, 0) {
+            Ok(()) => {
+                self.offsets_in_use.push(offset);
+                true
+            }
+            Err(e) => {
+                log::debug!("PTHREAD_OFFSETS[{slot}] = {offset}: {e}");
+                false
             }
         }
-        added
     }
 
     pub fn take_ring_buffer(&mut self) -> Result<RingBuf<aya::maps::MapData>, KernelError> {

@@ -1,4 +1,5 @@
 //! Where records go: stdout (JSON lines or readable text) and the trace file.
+pub mod metrics;
 pub mod output;
 pub mod text;
 pub mod trace;
@@ -72,8 +73,8 @@ impl Console {
 
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
         if self.json {
-            serde_json::to_writer(&mut self.out, r)?;
-            self.out.write_all(b"\n")
+            let line = crate::sanitize::to_json(r)?;
+            writeln!(self.out, "{line}")
         } else {
             writeln!(self.out, "{}", text::render(r))
         }

@@ -1,11 +1,16 @@
 //! The output stage, on its own thread (started with the collector, so no
 //! thread is created while recording): attributes failures, then writes
 //! the console (or feeds the dashboard) and the trace file. Records arrive
-//! in order on a bounded channel; when it is full the collector waits, the
-//! ring buffer absorbs the burst, and what overflows it is counted by the
-//! kernel.
+//! in order on a channel bounded in messages and in bytes; the collector
+//! never waits on it ([`Sender::try_send`]): when it is full the collector
+//! stops reading the ring buffer, which absorbs the burst (what overflows
+//! it is counted by the kernel), and goes on answering signals.
 use std::{
-    sync::mpsc::{sync_channel, Receiver, SyncSender},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc,
+    },
     thread::JoinHandle,
 };
 
@@ -13,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::Console;
 use crate::{
-    attribution::Attributor,
+    attribution::{Attributor, Shared, Verdict},
+    clock::Clock,
     diagnosis::{findings::Findings, limits::ProcessLimits, storm::StormDetector},
     events::{Record, Summary},
     record::Filter,
@@ -26,7 +32,7 @@ use super::trace::TraceSink;
 pub enum Msg {
     Record(Box<Record>),
     /// Once a second: the exact counters for the trace file, and a flush.
-    Checkpoint(Summary),
+    Checkpoint(Box<Summary>),
     /// Once a second with a dashboard, after the checkpoint: its counters
     /// (narrowed by -p/--comm) and the processes against their limits.
     Dashboard(Box<(Summary, Vec<ProcessLimits>)>),
@@ -37,11 +43,10 @@ pub enum Msg {
         time: String,
         why: &'static str,
     },
+    /// Every 10 s with --metrics: the UIDs of the pods with a live process.
+    LivePods(std::collections::HashSet<String>),
     /// The end: the summary for the console (filtered) and the file.
-    Finish {
-        console: Summary,
-        file: Summary,
-    },
+    Finish(Box<(Summary, Summary)>),
 }
 
 /// Per-process rows in the trace file's counter snapshots.
@@ -49,8 +54,87 @@ const SNAPSHOT_ROWS: usize = 100;
 
 /// Records waiting for the output thread at most.
 const QUEUE: usize = 2048;
+/// And their bytes at most: a failure carries a stack copy and its
+/// process's maps, which any process can make large.
+const QUEUE_BYTES: usize = 64 << 20;
+
+/// Bytes a message holds, roughly: what it carries that can be large.
+fn message_bytes(m: &Msg) -> usize {
+    const BASE: usize = 1024;
+    let summary =
+        |s: &Summary| BASE + 128 * (s.by_process.len() + s.threads.len()) + 1024 * s.findings.len();
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    match m {
+        Msg::Record(r) => match &**r {
+            Record::ThreadCreateFailed(e) => {
+                BASE + text(&e.cmdline)
+                    + text(&e.exe)
+                    + 64 * e.stack.len()
+                    + e.captured.as_ref().map_or(0, |c| {
+                        8 * c.ips.len() + 12 * c.start_routine.len() + c.snapshot.bytes.len()
+                    })
+            }
+            Record::ProcessExec(e) => BASE + text(&e.cmdline),
+            Record::ProcessExit(e) => BASE + text(&e.cmdline),
+            Record::OomKill(e) => BASE + text(&e.victim.cmdline),
+            _ => BASE,
+        },
+        Msg::Checkpoint(s) => summary(s),
+        Msg::Dashboard(d) => summary(&d.0) + 256 * d.1.len(),
+        Msg::LivePods(uids) => BASE + 64 * uids.len(),
+        Msg::Reopen { processes, .. } => BASE + 512 * processes.len(),
+        // The last one always fits.
+        Msg::Finish(_) => 0,
+    }
+}
+
+/// Why the output stage did not take a message.
+pub enum Refused {
+    /// Full: the message is handed back, to be tried again.
+    Full(Msg),
+    /// The output thread is gone (it returned or panicked).
+    Gone,
+}
+
+/// The collector's end of the channel: it never waits.
+pub struct Sender {
+    tx: SyncSender<(usize, Msg)>,
+    in_flight: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Sender {
+    pub fn try_send(&self, m: Msg) -> Result<(), Refused> {
+        let size = message_bytes(&m);
+        // Counted before the send: the output thread may take it at once.
+        let before = self.in_flight.fetch_add(size, Ordering::SeqCst);
+        if before > 0 && before + size > QUEUE_BYTES {
+            self.in_flight.fetch_sub(size, Ordering::SeqCst);
+            return Err(Refused::Full(m));
+        }
+        match self.tx.try_send((size, m)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.in_flight.fetch_sub(size, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full((_, m)) => Err(Refused::Full(m)),
+                    TrySendError::Disconnected(_) => Err(Refused::Gone),
+                }
+            }
+        }
+    }
+
+    /// The recording is stopping: failures still queued are written
+    /// without attribution, so that the summary comes promptly.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}
 
 pub struct Output {
+    /// Address spaces and files, fed by the collector.
+    pub shared: Shared,
+    pub clock: Clock,
     pub console: Console,
     pub trace: Option<TraceSink>,
     pub filter: Filter,
@@ -61,34 +145,81 @@ pub struct Output {
     /// Instead of lines on the console while recording; the summary is
     /// still printed, once the terminal is back.
     pub dashboard: Option<Feed>,
+    /// Prometheus counters (`record --metrics`).
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
-pub fn spawn(out: Output) -> std::io::Result<(SyncSender<Msg>, JoinHandle<anyhow::Result<()>>)> {
+pub fn spawn(out: Output) -> std::io::Result<(Sender, JoinHandle<anyhow::Result<()>>)> {
     let (tx, rx) = sync_channel(QUEUE);
+    let sender = Sender {
+        tx,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
+    let (in_flight, stopping) = (sender.in_flight.clone(), sender.stopping.clone());
+    // Before the thread: the hook is global, and goes after the dashboard's.
+    crate::panics::install_catch_hook();
     let handle = std::thread::Builder::new()
         .name("output".into())
-        .spawn(move || out.run(rx))?;
-    Ok((tx, handle))
+        .spawn(move || out.run(rx, &in_flight, &stopping))?;
+    Ok((sender, handle))
 }
 
 impl Output {
-    fn run(mut self, rx: Receiver<Msg>) -> anyhow::Result<()> {
-        // blazesym's Symbolizer is neither Send nor Sync: it is made, and
-        // stays, here. Libraries mapped now are indexed before the first
-        // failure, in case the process that fails exits before its turn.
-        let mut attributor = Attributor::new();
-        attributor.modules.index_all();
+    fn run(
+        mut self,
+        rx: Receiver<(usize, Msg)>,
+        in_flight: &AtomicUsize,
+        stopping: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        // Attribution is the slow part of an event: it runs here, off the
+        // collector's thread.
+        let mut attributor = Attributor::new(self.shared.clone(), self.clock);
+        let mut attribution = crate::events::session::Attribution::default();
         let mut console_ok = true;
         let mut checkpoints = 0u32;
         let mut storms = StormDetector::new(self.storm_threshold, self.storm_window, self.storm_by);
         let mut findings = Findings::default();
-        for msg in rx {
+        let (mut panics, mut skipped) = (0u64, 0u64);
+        for (size, msg) in rx {
+            in_flight.fetch_sub(size, Ordering::SeqCst);
             match msg {
                 Msg::Record(r) => {
                     let mut r = *r;
                     if let Record::ThreadCreateFailed(e) = &mut r {
                         if let Some(c) = e.captured.take() {
-                            attributor.attribute(e, &c);
+                            if stopping.load(Ordering::SeqCst) {
+                                skipped += 1;
+                            } else {
+                                match crate::panics::catch(|| attributor.attribute(e, &c)) {
+                                    // An mmap that failed outside pthread_create.
+                                    Ok(Verdict::NotCreation) => continue,
+                                    Ok(Verdict::Creation) => {
+                                        if e.is_stack_setup() {
+                                            e.as_pthread_create();
+                                        }
+                                    }
+                                    // A bug reached by what a process mapped:
+                                    // this failure goes on without a library,
+                                    // the next ones are attributed as usual.
+                                    Err(why) => {
+                                        panics += 1;
+                                        if panics <= 3 {
+                                            log::warn!(
+                                                "attribution of a failure of {}[{}] panicked ({why}); \
+                                                 it is reported without its library (counted in the summary)",
+                                                e.task.comm,
+                                                e.task.pid
+                                            );
+                                        }
+                                    }
+                                }
+                            }
+                            if e.library.is_some() {
+                                attribution.attributed += 1;
+                            } else {
+                                attribution.unattributed += 1;
+                            }
                         }
                         // The remedy names the pool library: known only now.
                         let library = e.library.clone();
@@ -97,6 +228,9 @@ impl Output {
                                 crate::diagnosis::remedy::remedy(cause, library.as_deref());
                         }
                         findings.add_failure(e);
+                        if let Some(m) = &mut self.metrics {
+                            m.failure(e);
+                        }
                         // Every failure, storms included: the console
                         // summarizes those, the dashboard counts them.
                         if let Some(d) = &mut self.dashboard {
@@ -126,11 +260,18 @@ impl Output {
                     }
                     self.write(&r, &mut console_ok);
                 }
-                Msg::Checkpoint(s) => {
+                Msg::Checkpoint(mut s) => {
+                    s.resolve_stack_setup(|pid, site| attributor.site_in_pthread_create(pid, site));
+                    s.attribution = attribution;
+                    s.tracer.attribution_panics = panics;
+                    s.tracer.attribution_skipped = skipped;
                     for storm in storms.tick(&s, Instant::now(), &s.time) {
                         self.write(&Record::Storm(storm), &mut console_ok);
                     }
                     self.write_counters(&s);
+                    if let Some(m) = &mut self.metrics {
+                        m.second(&s, false);
+                    }
                     checkpoints += 1;
                     if let Some(t) = &mut self.trace {
                         // Flushed every second; on disk every 5 s, so a host
@@ -143,6 +284,10 @@ impl Output {
                 }
                 Msg::Dashboard(d) => {
                     let (mut summary, processes) = *d;
+                    summary.resolve_stack_setup(|pid, site| {
+                        attributor.site_in_pthread_create(pid, site)
+                    });
+                    summary.attribution = attribution;
                     if let Some(feed) = &mut self.dashboard {
                         summary.findings = findings.ranked(Some(&summary));
                         feed.second(summary, processes);
@@ -160,10 +305,24 @@ impl Output {
                         self.console.reopen();
                     }
                 }
-                Msg::Finish {
-                    mut console,
-                    mut file,
-                } => {
+                Msg::LivePods(uids) => {
+                    if let Some(m) = &mut self.metrics {
+                        m.live_pods(&uids, Instant::now());
+                    }
+                }
+                Msg::Finish(both) => {
+                    let (mut console, mut file) = *both;
+                    for s in [&mut console, &mut file] {
+                        s.resolve_stack_setup(|pid, site| {
+                            attributor.site_in_pthread_create(pid, site)
+                        });
+                        s.attribution = attribution;
+                        s.tracer.attribution_panics = panics;
+                        s.tracer.attribution_skipped = skipped;
+                    }
+                    if let Some(m) = &mut self.metrics {
+                        m.second(&file, true);
+                    }
                     file.findings = findings.ranked(Some(&file));
                     console.findings = file.findings.clone();
                     if let Some(t) = &self.trace {
@@ -201,18 +360,36 @@ impl Output {
                         self.console.write(&Record::Summary(console))?;
                         self.console.flush()?;
                     }
+                    let files = self
+                        .shared
+                        .modules
+                        .lock()
+                        .map(|m| m.stats)
+                        .unwrap_or_default();
+                    let spaces = self
+                        .shared
+                        .spaces
+                        .lock()
+                        .map(|s| s.stats())
+                        .unwrap_or_default();
                     log::info!(
                         "attribution: {} events, {:.1} µs each on average, slowest {:.1} ms; \
                          {} stacks unwound with .eh_frame, {} from frame pointers only; \
-                         {} symbol lookups, {} from cache; {} modules indexed",
+                         {} files read ({} KiB kept, {} evicted, {} unreadable); \
+                         {} processes, {} mappings, {} files mapped ({} mappings evicted)",
                         attributor.events,
                         attributor.busy.as_secs_f64() * 1e6 / attributor.events.max(1) as f64,
                         attributor.slowest.as_secs_f64() * 1e3,
                         attributor.unwound,
                         attributor.fp_only,
-                        attributor.lookups,
-                        attributor.cache_hits,
-                        attributor.modules.len()
+                        files.files_read,
+                        files.bytes >> 10,
+                        files.evicted,
+                        files.unreadable,
+                        spaces.processes,
+                        spaces.mappings,
+                        spaces.files,
+                        spaces.evicted,
                     );
                     break;
                 }
@@ -224,6 +401,9 @@ impl Output {
     /// To the trace file, and to the console if it passes the filters.
     fn write(&mut self, r: &Record, console_ok: &mut bool) {
         self.write_trace(kind::EVENT, r);
+        if let Some(m) = &mut self.metrics {
+            m.record(r);
+        }
         let show = self.filter.keeps_record(r) && (self.lifecycle || r.is_noteworthy());
         if let Some(d) = &mut self.dashboard {
             if show {

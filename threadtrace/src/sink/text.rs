@@ -36,21 +36,18 @@ fn failed(e: &ThreadCreateFailed) -> String {
         e.task.pid,
         e.task.uid
     );
-    match (&e.syscall, e.syscall_errno) {
-        (Some(sc), Some(n)) => {
-            let _ = write!(
-                s,
-                "  ({sc} failed with {})",
-                crate::events::names::errno_name(n)
-            );
-        }
-        _ if e.api == "pthread_create" => {
-            s.push_str("  (no clone was attempted: stack/TLS setup failed)")
-        }
-        _ => {}
+    if let (Some(sc), Some(n)) = (&e.syscall, e.syscall_errno) {
+        let _ = write!(
+            s,
+            "  ({sc} failed with {})",
+            crate::events::names::errno_name(n)
+        );
     }
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
+    }
+    if let Some(gap) = &e.attribution_gap {
+        let _ = write!(s, "\n    who: {gap}");
     }
     if let Some(c) = &e.cause {
         let _ = write!(s, "\n    why: {}: {}", c.kind, c.detail);
@@ -168,12 +165,12 @@ fn exit(e: &ProcessExit) -> String {
 
 fn started(e: &Started) -> String {
     format!(
-        "threadtrace {} recording on {} (kernel {}): {} probes attached, pthread_create probed in {}. Ctrl-C to stop.",
+        "threadtrace {} recording on {} (kernel {}): {} probes attached, {} processes known. Ctrl-C to stop.",
         e.version,
         e.host,
         e.kernel,
         e.probes.len(),
-        if e.pthread_create_libcs.is_empty() { "no libc (!)".to_string() } else { e.pthread_create_libcs.join(", ") }
+        e.processes
     )
 }
 
@@ -227,7 +224,59 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
     out
 }
 
+/// What the tracer cut or skipped to stay bounded, in one line.
+fn tracer(t: &crate::events::session::Tracer) -> String {
+    let mut parts = Vec::new();
+    let forgotten: u64 = t.evicted.values().sum();
+    if forgotten > 0 {
+        let per: Vec<String> = t
+            .evicted
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect();
+        parts.push(format!("forgot the oldest entries ({})", per.join(", ")));
+    }
+    if t.cmdlines_cut > 0 {
+        parts.push(format!("cut {} command lines at 4 KiB", t.cmdlines_cut));
+    }
+    if t.records_dropped > 0 {
+        parts.push(format!(
+            "dropped {} records while its output was stuck",
+            t.records_dropped
+        ));
+    }
+    if t.snapshots_skipped > 0 {
+        parts.push(format!(
+            "skipped {} counter snapshots while its output was busy",
+            t.snapshots_skipped
+        ));
+    }
+    if t.attribution_panics > 0 {
+        parts.push(format!(
+            "caught {} panics in attribution (those failures show no library)",
+            t.attribution_panics
+        ));
+    }
+    if t.attribution_skipped > 0 {
+        parts.push(format!(
+            "left {} failures unattributed to stop promptly",
+            t.attribution_skipped
+        ));
+    }
+    format!("to stay bounded, the tracer {}.", parts.join("; "))
+}
+
+/// The summary, safe for a terminal: every string in it escaped first
+/// (`sanitize`), then the text laid out.
 pub fn summary(s: &Summary) -> String {
+    match crate::sanitize::for_display(s) {
+        Some(clean) => crate::sanitize::block(&summary_of(&clean)).into_owned(),
+        None => crate::sanitize::line(&summary_of(s), usize::MAX).into_owned(),
+    }
+}
+
+fn summary_of(s: &Summary) -> String {
     let mut out = String::new();
     if !s.findings.is_empty() {
         out.push_str(&crate::diagnosis::findings::render(&s.findings, 6));
@@ -297,7 +346,7 @@ pub fn summary(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "the trace file {} is incomplete: {} records lost and {} bytes unwritten{}{}; the counts above are complete.",
-            t.path,
+            crate::sanitize::text(&t.path),
             t.records_lost,
             t.bytes_unwritten,
             match t.records_too_large {
@@ -307,17 +356,47 @@ pub fn summary(s: &Summary) -> String {
             t.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
         );
     }
-    if s.failures_unattributed > 0 {
+    if !s.tracer.is_quiet() {
+        let _ = writeln!(out, "{}", tracer(&s.tracer));
+    }
+    if s.failures_without_process > 0 {
         let _ = writeln!(
             out,
             "{} failures counted without a process (counter table full).",
-            s.failures_unattributed
+            s.failures_without_process
+        );
+    }
+    let a = s.attribution;
+    if a.unattributed > 0 {
+        let _ = writeln!(
+            out,
+            "{} of {} failures captured in detail could not be attributed to a library (each says why).",
+            a.unattributed,
+            a.attributed + a.unattributed
+        );
+    }
+    if s.mmap_records_lost > 0 {
+        let _ = writeln!(
+            out,
+            "{} of the kernel's mapping records were lost (buffer full): some failures may lack their library.",
+            s.mmap_records_lost
         );
     }
     out.trim_end().to_string()
 }
 
+/// A record's readable line(s), safe for a terminal: every string in the
+/// record escaped first (`sanitize`), so that a name cannot end a line or
+/// draw on the screen, then laid out. Should the escaped copy not
+/// deserialize, the whole text is escaped, newlines included.
 pub fn render(r: &Record) -> String {
+    match crate::sanitize::for_display(r) {
+        Some(clean) => crate::sanitize::block(&render_clean(&clean)).into_owned(),
+        None => crate::sanitize::line(&render_clean(r), usize::MAX).into_owned(),
+    }
+}
+
+fn render_clean(r: &Record) -> String {
     match r {
         Record::Started(e) => started(e),
         Record::ThreadCreateFailed(e) => failed(e),
@@ -347,7 +426,7 @@ pub fn render(r: &Record) -> String {
             e.hierarchy,
             e.path
         ),
-        Record::Summary(s) => summary(s),
+        Record::Summary(s) => summary_of(s),
         Record::Storm(s) => storm(s),
         Record::Oversubscribed(o) => format!(
             "{} OVERSUBSCRIBED  {}[{}]: {} runs {} threads on {} CPUs allowed ({})\n    do: {}",
@@ -394,7 +473,9 @@ mod tests {
             start_routine: None,
             start_routine_addr: None,
             stack: vec![],
+            attribution_gap: None,
             cause: None,
+            k8s: None,
             captured: None,
         };
         let l = render(&Record::ThreadCreateFailed(e));

@@ -132,7 +132,7 @@ pub fn process_table(procs: &ProcTable) -> Vec<Value> {
         .alive_procs()
         .map(|p| {
             json!({
-                "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline, "uid": p.uid,
+                "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "cmdline": p.cmdline.as_deref(), "uid": p.uid,
                 "started": p.start_ticks.and_then(proctable::started_at).map(clock::rfc3339),
                 "cgroups": p.cgroups.iter().map(|(c, path)| format!("{c}:{path}")).collect::<Vec<_>>(),
             })

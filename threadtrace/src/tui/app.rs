@@ -549,7 +549,9 @@ pub mod tests {
                 offset: Some(0x131),
                 file_offset: Some(0x1234),
                 build_id: None,
+                identified_by: Some("inode".into()),
             }],
+            attribution_gap: None,
             cause: Some(Box::new(Cause {
                 kind: cause.into(),
                 limit: Some(6),
@@ -561,6 +563,7 @@ pub mod tests {
                 holders: vec![],
                 remedy: "OMP_NUM_THREADS=1; or raise RLIMIT_NPROC (now 6) for this user".into(),
             })),
+            k8s: None,
             captured: None,
         }
     }
@@ -651,6 +654,7 @@ pub mod tests {
                 format!("python3[{}] is a multiprocessing pool: map/map_async/join on it will wait forever", victim - 3)
             }),
             remedy: "raise the limit of /sys/fs/cgroup/memory/consumer".into(),
+            k8s: None,
         })
     }
 

@@ -63,6 +63,9 @@ fn failure_lines(e: &ThreadCreateFailed) -> Vec<String> {
     if let Some(c) = &e.cmdline {
         lines.push(format!("command: {c}"));
     }
+    if let Some(k) = &e.k8s {
+        lines.push(format!("kubernetes: {}", k.describe()));
+    }
     if let Some(r) = &e.start_routine {
         lines.push(format!(
             "thread function: {} in {}",

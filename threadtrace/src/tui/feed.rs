@@ -14,7 +14,7 @@ use std::{
 
 use super::app::{FailureGroup, Second, Update};
 use crate::{
-    diagnosis::limits::ProcessLimits,
+    diagnosis::{limits::ProcessLimits, share},
     events::{Record, Summary, ThreadCreateFailed},
 };
 
@@ -34,29 +34,15 @@ struct Tally {
     example: Option<(Instant, Arc<ThreadCreateFailed>)>,
 }
 
+/// (library, cause).
+type Group<'a> = (&'a str, &'a str);
+
 pub struct Feed {
     tx: SyncSender<Update>,
     dropped: u64,
     /// library → cause → tally.
     groups: HashMap<String, HashMap<String, Tally>>,
     tallied: usize,
-    /// Failures seen in detail per process, all groups.
-    seen: HashMap<u32, u64>,
-}
-
-/// A group's exact failures: each process's exact count (the kernel's,
-/// which --detail-rate and a full ring buffer do not thin out), shared
-/// among its groups as its detailed failures were.
-fn exact(by_pid: &HashMap<u32, u64>, seen: &HashMap<u32, u64>, exact: &HashMap<u32, u64>) -> u64 {
-    by_pid
-        .iter()
-        .map(|(pid, &n)| {
-            let seen = seen.get(pid).copied().unwrap_or(n).max(n);
-            // Events can arrive before the counters that include them.
-            let total = exact.get(pid).copied().unwrap_or(0).max(seen);
-            ((n as f64 * total as f64 / seen as f64).round() as u64).max(n)
-        })
-        .sum()
 }
 
 pub fn channel() -> (Feed, Receiver<Update>) {
@@ -67,13 +53,38 @@ pub fn channel() -> (Feed, Receiver<Update>) {
             dropped: 0,
             groups: HashMap::new(),
             tallied: 0,
-            seen: HashMap::new(),
         },
         rx,
     )
 }
 
 impl Feed {
+    /// Each group's exact failures: each process's exact count (the
+    /// kernel's, which --detail-rate and a full ring buffer do not thin
+    /// out), shared among its groups as its detailed failures were.
+    fn exact_by_group(&self, counted: &HashMap<u32, u64>) -> HashMap<Group<'_>, u64> {
+        let mut by_pid: HashMap<u32, Vec<(Group<'_>, u64)>> = HashMap::new();
+        for (library, causes) in &self.groups {
+            for (cause, t) in causes {
+                for (&pid, &n) in &t.by_pid {
+                    by_pid
+                        .entry(pid)
+                        .or_default()
+                        .push(((library.as_str(), cause.as_str()), n));
+                }
+            }
+        }
+        let mut out: HashMap<Group<'_>, u64> = HashMap::new();
+        for (pid, groups) in by_pid {
+            let detailed: Vec<u64> = groups.iter().map(|g| g.1).collect();
+            let exact = counted.get(&pid).copied().unwrap_or(0);
+            for (g, n) in groups.iter().zip(share::exact_by_group(exact, &detailed)) {
+                *out.entry(g.0).or_default() += n;
+            }
+        }
+        out
+    }
+
     fn send(&mut self, u: Update) {
         match self.tx.try_send(u) {
             Ok(()) => {}
@@ -110,7 +121,6 @@ impl Feed {
             }
         };
         *t.by_pid.entry(e.task.pid).or_default() += 1;
-        *self.seen.entry(e.task.pid).or_default() += 1;
         if t.processes.len() < GROUP_PROCESSES {
             t.processes
                 .entry(e.task.pid)
@@ -132,16 +142,19 @@ impl Feed {
         for p in &summary.by_process {
             *counted.entry(p.pid).or_default() += p.count;
         }
-        let seen = &self.seen;
+        let exact = self.exact_by_group(&counted);
         let mut failures: Vec<FailureGroup> = self
             .groups
             .iter()
             .flat_map(|(library, causes)| {
-                let counted = &counted;
+                let exact = &exact;
                 causes.iter().map(move |(cause, t)| FailureGroup {
                     library: library.clone(),
                     cause: cause.clone(),
-                    failures: exact(&t.by_pid, seen, counted),
+                    failures: exact
+                        .get(&(library.as_str(), cause.as_str()))
+                        .copied()
+                        .unwrap_or(0),
                     processes: t
                         .processes
                         .iter()

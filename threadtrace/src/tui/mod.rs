@@ -10,6 +10,7 @@
 //! It runs on one thread, started with the collector's and the output
 //! stage's, before `started`: no thread is created while recording.
 pub mod app;
+mod clean;
 pub mod detail;
 pub mod feed;
 pub mod logs;
@@ -185,7 +186,10 @@ fn run(
         loop {
             match rx.try_recv() {
                 Ok(u) => {
-                    app.update(u);
+                    // Escaped once, here: everything drawn comes from updates.
+                    if let Some(u) = u.for_display() {
+                        app.update(u);
+                    }
                     dirty = true;
                 }
                 Err(TryRecvError::Empty) => break,
@@ -197,7 +201,9 @@ fn run(
         if now >= next_sample {
             app.update(Update::Usage(sampler.sample()));
             for l in logs::unseen() {
-                app.update(Update::Log(l));
+                if let Some(u) = Update::Log(l).for_display() {
+                    app.update(u);
+                }
             }
             next_sample = now + Duration::from_secs(1);
             dirty = true;

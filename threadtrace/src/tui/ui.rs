@@ -882,7 +882,6 @@ mod tests {
             kernel: "6.18".into(),
             tracer_pid: 1,
             probes: (0..13).map(|i| format!("probe{i}")).collect(),
-            pthread_create_libcs: vec!["/lib/x86_64-linux-gnu/libc.so.6".into()],
             processes: 100,
         })))
     }
@@ -1060,6 +1059,7 @@ mod tests {
             cpus_allowed: 4,
             source: "cgroup cpu.max".into(),
             remedy: "set OPENBLAS_NUM_THREADS=4".into(),
+            k8s: None,
         });
         let mut procs = vec![over];
         procs.extend((0..30).map(|i| limits(5000 + i, 10)));
