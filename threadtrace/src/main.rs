@@ -55,6 +55,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Record(a) => {
+            let rss = a.rss().map_err(|e| anyhow::anyhow!("{e}"))?;
             let opts = record::Options {
                 json: a.json,
                 output: a.output,
@@ -69,6 +70,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                 storm_by: a.storm_by,
                 verbose: cli.verbose,
                 dashboard,
+                rss,
             };
             // One thread: the collector must not need new threads while
             // thread creation is failing on the host.

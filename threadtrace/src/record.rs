@@ -27,6 +27,7 @@ use crate::{
     diagnosis::{
         decide,
         evidence::{self, Evidence, Nproc, PidsWatch},
+        growth::{self, RssHistory},
         holders,
         limits::{self, ProcessLimits},
         oom, oversubscription, remedy, Cause, LimitSet,
@@ -61,6 +62,9 @@ pub struct Options {
     /// The live dashboard instead of lines (stdout is a terminal, no
     /// --json, no --no-tui).
     pub dashboard: bool,
+    /// How often resident memory is sampled for OOM kills' growers, and
+    /// how far back they look; None turns sampling off.
+    pub rss: Option<(Duration, Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,7 @@ impl Filter {
             Record::OomKill(e) => {
                 self.keeps(e.victim.pid, &e.victim.comm)
                     || self.keeps(e.trigger.pid, &e.trigger.comm)
+                    || e.growers.iter().any(|g| self.keeps(g.pid, &g.comm))
             }
             Record::RlimitChange(e) => {
                 self.keeps(e.task.pid, &e.task.comm)
@@ -161,6 +166,8 @@ struct Collector {
     scan: Vec<(u32, String, i64)>,
     /// The dashboard's per-process limits, read every few seconds.
     known_limits: limits::PerProcess,
+    /// Resident memory over the last minute: who grew before an OOM kill.
+    growth: Option<RssHistory>,
 }
 
 impl Collector {
@@ -231,30 +238,65 @@ impl Collector {
         self.emit(r);
     }
 
-    /// The memory cgroup, the top holders and the pool the victim belonged
-    /// to, read while the victim is still being killed.
+    /// The memory cgroup, the top holders, who grew, and the pool the
+    /// victim belonged to, read while the victim is still being killed.
     fn diagnose_oom(&mut self, e: &mut events::OomKill) {
+        let t0 = Instant::now();
         if self.oom_victims.len() >= MAPS_KEPT {
             self.oom_victims.clear();
         }
         self.oom_victims.insert(e.victim.pid);
         e.memory_cgroup = e.victim.cgroup.as_deref().and_then(oom::memory_cgroup);
         let procs = &self.ctx.procs;
-        e.top_holders = match &e.memory_cgroup {
-            Some(cg) => oom::top_holders(
-                procs.alive_procs().filter(|p| {
+        let scope: Vec<&proctable::Proc> = procs
+            .alive_procs()
+            .filter(|p| {
+                e.memory_cgroup.as_ref().is_none_or(|cg| {
                     procs
                         .mounts
                         .path(&p.cgroups, "memory")
-                        .is_some_and(|m| m.starts_with(&cg.path))
-                }),
-                HOLDERS,
-            ),
-            None => oom::top_holders(procs.alive_procs(), HOLDERS),
-        };
+                        .is_some_and(|m| std::path::Path::new(&m).starts_with(&cg.path))
+                })
+            })
+            .collect();
+        e.top_holders = oom::top_holders(scope.iter().copied(), HOLDERS);
+        oom::victim_as_killed(e);
+        if let Some(h) = &self.growth {
+            let now = clock::monotonic_ns();
+            let members: Vec<growth::Member> = scope
+                .iter()
+                .map(|p| growth::Member {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    start_ticks: p.start_ticks,
+                })
+                .collect();
+            let g = h.at_kill(
+                &members,
+                (e.victim.pid, e.victim.rss_bytes),
+                now,
+                growth::StartClock::now(),
+                oom::rss_bytes,
+            );
+            e.growers = g.growers;
+            e.victim_growth = g.victim.map(Box::new);
+            e.growth_unknown = g.unknown;
+            if let Some(cg) = e.memory_cgroup.as_mut() {
+                if let Some((grew, s)) = h.cgroup_growth(&cg.path, cg.limit_bytes, now) {
+                    cg.grew_bytes = Some(grew);
+                    cg.window_s = Some(s);
+                }
+            }
+        }
         e.pool = oom::pool_of(procs, e.victim.pid);
         e.consequence = e.pool.as_ref().map(oom::consequence);
-        e.remedy = oom::remedy(e.memory_cgroup.as_ref(), &e.top_holders, e.pool.as_ref());
+        e.remedy = oom::remedy(e);
+        log::debug!(
+            "OOM kill of {}: {} processes in scope, diagnosed in {:?}",
+            e.victim.pid,
+            scope.len(),
+            t0.elapsed()
+        );
     }
 
     /// Remembers who set RLIMIT_NPROC on whom: the evidence of where a
@@ -392,6 +434,16 @@ impl Collector {
             self.handle(&copy);
         }
         false
+    }
+
+    /// One slice of resident-memory sampling; returns how long until the
+    /// next one.
+    fn sample_rss(&mut self) -> Duration {
+        let Some(h) = self.growth.as_mut() else {
+            return Duration::from_secs(3600);
+        };
+        h.step(&self.ctx.procs, clock::monotonic_ns());
+        h.wait(clock::monotonic_ns())
     }
 
     /// Libraries a process mapped after exec: a libc at a path we have not
@@ -690,6 +742,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dashboard: dashboard.is_some(),
         scan: Vec::new(),
         known_limits: limits::PerProcess::default(),
+        growth: opts
+            .rss
+            .map(|(interval, window)| RssHistory::new(interval, window, clock::monotonic_ns())),
     };
     c.emit(Record::Started(started));
     c.checkpoint();
@@ -698,6 +753,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut scan_tick = tokio::time::interval(Duration::from_millis(20));
+    // Sampling resident memory, a slice at a time: the ring buffer is
+    // drained between slices.
+    let rss_due = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(rss_due);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -715,6 +774,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = scan_tick.tick(), if !c.exec_scans.is_empty() => c.scan_new_processes(),
             _ = second.tick() => c.checkpoint(),
+            _ = &mut rss_due, if c.growth.is_some() => {
+                let wait = c.sample_rss();
+                rss_due.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             // q or Ctrl-C on the dashboard (raw mode: not a SIGINT), or

@@ -3,13 +3,24 @@
 //! for a result that will never come (seeds/002, seeds/004).
 use serde::{Deserialize, Serialize};
 
-use crate::proctable::{Proc, ProcTable};
+use super::growth::{self, Verdict};
+use crate::{
+    events::OomKill,
+    proctable::{Proc, ProcTable},
+};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MemoryCgroup {
     pub path: String,
     pub limit_bytes: u64,
     pub usage_bytes: Option<u64>,
+    /// How much its usage grew in the window before the kill, up to the
+    /// limit it reached; null when it was not sampled.
+    #[serde(default)]
+    pub grew_bytes: Option<u64>,
+    /// The time `grew_bytes` is measured over.
+    #[serde(default)]
+    pub window_s: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -60,18 +71,23 @@ pub fn memory_cgroup(victim_cgroup: &str) -> Option<MemoryCgroup> {
                 path: dir.display().to_string(),
                 limit_bytes: l,
                 usage_bytes: usage,
+                grew_bytes: None,
+                window_s: None,
             });
         }
         dir = dir.parent()?;
     }
 }
 
+/// A memory cgroup's usage now (v1 or v2).
+pub fn usage_bytes(path: &str) -> Option<u64> {
+    let dir = std::path::Path::new(path);
+    read_u64(&dir.join("memory.usage_in_bytes")).or_else(|| read_u64(&dir.join("memory.current")))
+}
+
 /// Resident memory of a process now (/proc/PID/statm), in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64)
+    growth::statm(pid).map(|(_, rss)| rss)
 }
 
 /// The largest resident processes among `procs`.
@@ -88,6 +104,24 @@ pub fn top_holders<'a>(procs: impl Iterator<Item = &'a Proc>, n: usize) -> Vec<M
     v.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
     v.truncate(n);
     v
+}
+
+/// The victim's size among the holders is the kernel's at the kill: read
+/// later, its memory may already be freed by the OOM reaper.
+pub fn victim_as_killed(k: &mut OomKill) {
+    let Some(rss) = k.victim.rss_bytes else {
+        return;
+    };
+    let n = k.top_holders.len().max(1);
+    k.top_holders.retain(|h| h.pid != k.victim.pid);
+    k.top_holders.push(MemHolder {
+        pid: k.victim.pid,
+        comm: k.victim.comm.clone(),
+        rss_bytes: rss,
+    });
+    k.top_holders
+        .sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+    k.top_holders.truncate(n);
 }
 
 fn is_python(p: &Proc) -> bool {
@@ -153,18 +187,45 @@ pub fn consequence(pool: &Pool) -> String {
     }
 }
 
-pub fn remedy(cg: Option<&MemoryCgroup>, top: &[MemHolder], pool: Option<&Pool>) -> String {
+/// What to do: aimed at the process that grew when it is not the victim,
+/// else at the largest holder; then at the pool left waiting.
+pub fn remedy(k: &OomKill) -> String {
     let mib = |b: u64| b >> 20;
-    let mut r = match (cg, top.first()) {
-        (Some(c), Some(t)) => format!(
-            "the memory limit of {} ({} MiB) was reached; the largest holder is {}[{}] with {} MiB: raise the limit or cut that process's memory",
-            c.path, mib(c.limit_bytes), t.comm, t.pid, mib(t.rss_bytes)
+    let v = &k.victim;
+    let ran_out = match &k.memory_cgroup {
+        Some(c) => format!(
+            "the memory limit of {} ({} MiB) was reached",
+            c.path,
+            mib(c.limit_bytes)
         ),
-        (Some(c), None) => format!("the memory limit of {} ({} MiB) was reached: raise it or use less", c.path, mib(c.limit_bytes)),
-        (None, Some(t)) => format!("the host ran out of memory; the largest holder is {}[{}] with {} MiB", t.comm, t.pid, mib(t.rss_bytes)),
-        (None, None) => "the host ran out of memory".into(),
+        None => "the host ran out of memory".into(),
     };
-    if let Some(p) = pool {
+    let mut r = match (growth::verdict(k), &k.memory_cgroup, k.top_holders.first()) {
+        (Verdict::NotTheGrower(o), _, _) => format!(
+            "{ran_out}; {}[{}] {} while {}[{}] (killed) did not: cut {}[{}]'s memory or find its leak (it is still running); \
+             to have the OOM killer take it rather than {}[{}], `choom -n 500 -p {}` (or lower {}'s oom_score_adj when it restarts: OOMScoreAdjust= in a systemd unit){}",
+            o.comm, o.pid, growth::grew(o), v.comm, v.pid, o.comm, o.pid, v.comm, v.pid, o.pid, v.comm,
+            if k.memory_cgroup.is_some() { "; raise the limit if both need that memory" } else { "" }
+        ),
+        (Verdict::Grower(g), cg, _) => format!(
+            "{ran_out}; {}[{}] grew the most ({}) and was killed: cut its memory or find its leak{}",
+            v.comm,
+            v.pid,
+            growth::grew(g).trim_start_matches("grew "),
+            if cg.is_some() { ", or raise the limit" } else { "" }
+        ),
+        (Verdict::Unknown, Some(_), Some(t)) => format!(
+            "{ran_out}; the largest holder is {}[{}] with {} MiB: raise the limit or cut that process's memory",
+            t.comm, t.pid, mib(t.rss_bytes)
+        ),
+        (Verdict::Unknown, Some(_), None) => format!("{ran_out}: raise it or use less"),
+        (Verdict::Unknown, None, Some(t)) => format!(
+            "{ran_out}; the largest holder is {}[{}] with {} MiB",
+            t.comm, t.pid, mib(t.rss_bytes)
+        ),
+        (Verdict::Unknown, None, None) => ran_out,
+    };
+    if let Some(p) = &k.pool {
         r.push_str(&format!(
             "; restart {}[{}] (its pool will not recover the lost task){}",
             p.parent_comm,
@@ -210,7 +271,9 @@ mod tests {
             (me, 2, "python-multiprocessing")
         );
         assert!(consequence(&p).contains("wait forever"));
-        let r = remedy(None, &[], Some(&p));
+        let mut k = crate::events::oom_kill::tests::kill(4_300_001, "python3");
+        k.pool = Some(p);
+        let r = remedy(&k);
         assert!(
             r.contains("ProcessPoolExecutor") && r.contains(&format!("restart python3[{me}]")),
             "{r}"
