@@ -28,6 +28,12 @@ pub fn boottime_ns() -> u64 {
     now_ns(libc::CLOCK_BOOTTIME) as u64
 }
 
+/// CPU time of the calling thread: what a piece of work cost, without
+/// the time the thread waited for a CPU.
+pub fn thread_cpu_ns() -> u64 {
+    now_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
+}
+
 impl Clock {
     pub fn new() -> Self {
         let mono = now_ns(libc::CLOCK_MONOTONIC);

@@ -3,6 +3,7 @@
 //! Everything a fresh machine needs is set up here, idempotently, so that
 //! the README's two commands are the only ones anybody types.
 mod bench;
+mod bench_growth;
 mod bootstrap;
 mod fuzz;
 
@@ -29,6 +30,8 @@ usage: cargo xtask <command>
                    each, 10k threads, a 10 s storm, to try it out
   bench --storm-seconds N   the storm's length (default 60)
   bench --storm-only        only the storm: bench/storm-{N}s.md
+  bench --growth-only       what sampling memory for OOM growers costs with
+                            1,000 idle processes: bench/growth.md
 ";
 
 fn main() -> ExitCode {
@@ -134,6 +137,16 @@ fn run(args: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
         }
         "test" => test()?,
+        "bench" if args.iter().any(|a| a == "--growth-only") => {
+            let mut o = bench_growth::Options::default();
+            if args.iter().any(|a| a == "--quick") {
+                o.reps = 1;
+                o.seconds = 10;
+            }
+            let md = bench_growth::run(&build(true)?, &o)?;
+            std::fs::write(root_dir().join("bench/growth.md"), &md)?;
+            print!("{md}");
+        }
         "bench" => {
             let mut o = bench::Options::default();
             let mut rest = args.iter().skip(1);

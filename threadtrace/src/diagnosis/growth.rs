@@ -202,13 +202,36 @@ enum Phase {
     Cgroups,
 }
 
-/// Sampling figures, logged once a minute with -v.
+/// Sampling figures: each round's with -vv, each minute's with -v.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    reads: u64,
+    slices: u64,
+    /// Wall time of the slices: what draining the ring buffer waited.
+    busy: Duration,
+    longest_slice: Duration,
+    /// CPU time of the slices: what sampling cost.
+    cpu_ns: u64,
+    longest_cpu_ns: u64,
+}
+
+impl Tally {
+    fn add(&mut self, reads: usize, took: Duration, cpu_ns: u64) {
+        self.reads += reads as u64;
+        self.slices += 1;
+        self.busy += took;
+        self.longest_slice = self.longest_slice.max(took);
+        self.cpu_ns += cpu_ns;
+        self.longest_cpu_ns = self.longest_cpu_ns.max(cpu_ns);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stats {
     rounds: u64,
-    reads: u64,
-    busy: Duration,
-    longest_slice: Duration,
+    round: Tally,
+    minute: Tally,
+    warned: bool,
 }
 
 /// The history of resident memory: fed by `step`, read by `at_kill`.
@@ -351,6 +374,7 @@ impl RssHistory {
             self.start_round(procs, now_ns);
         }
         let t0 = Instant::now();
+        let cpu0 = clock::thread_cpu_ns();
         let mut reads = 0;
         while reads < SLICE_READS && t0.elapsed() < SLICE_BUDGET {
             match self.phase {
@@ -375,9 +399,41 @@ impl RssHistory {
             }
         }
         let took = t0.elapsed();
-        self.stats.reads += reads as u64;
-        self.stats.busy += took;
-        self.stats.longest_slice = self.stats.longest_slice.max(took);
+        let cpu = clock::thread_cpu_ns().saturating_sub(cpu0);
+        self.stats.round.add(reads, took, cpu);
+        self.stats.minute.add(reads, took, cpu);
+        if self.phase == Phase::Idle {
+            self.log_round();
+        }
+    }
+
+    /// The figures `cargo xtask bench --growth-only` reads (-vv), and once
+    /// a minute a summary (-v).
+    fn log_round(&mut self) {
+        let s = &mut self.stats;
+        let r = std::mem::take(&mut s.round);
+        log::debug!(
+            "memory growth: round of {} reads in {} slices took {} µs ({} µs on CPU), longest slice {} µs ({} µs on CPU)",
+            r.reads,
+            r.slices,
+            r.busy.as_micros(),
+            r.cpu_ns / 1000,
+            r.longest_slice.as_micros(),
+            r.longest_cpu_ns / 1000
+        );
+        let per_minute = (60_000 / self.interval.as_millis().max(1)).max(1) as u64;
+        if s.rounds.is_multiple_of(per_minute) {
+            let m = std::mem::take(&mut s.minute);
+            log::info!(
+                "memory growth: {} processes, {} cgroups; {} reads in {per_minute} rounds took {:?} ({:?} on CPU), longest slice {:?}",
+                self.procs.len(),
+                self.cgroups.len(),
+                m.reads,
+                m.busy,
+                Duration::from_nanos(m.cpu_ns),
+                m.longest_slice
+            );
+        }
     }
 
     fn start_round(&mut self, procs: &ProcTable, now_ns: u64) {
@@ -469,27 +525,12 @@ impl RssHistory {
         self.untracked = self.untracked_now;
         self.phase = Phase::Idle;
         self.stats.rounds += 1;
-        if self.untracked > 0 && self.stats.rounds == 1 {
+        if self.untracked > 0 && !self.stats.warned {
+            self.stats.warned = true;
             log::warn!(
                 "memory growth: {} processes have no history (more than {MAX_PROCESSES}); at an OOM kill their growth is known only if they started inside the window",
                 self.untracked
             );
-        }
-        let per_minute = (60_000 / self.interval.as_millis().max(1)).max(1) as u64;
-        if self.stats.rounds.is_multiple_of(per_minute) {
-            log::info!(
-                "memory growth: {} processes, {} cgroups; {} reads in {} rounds took {:?}, longest slice {:?}",
-                self.procs.len(),
-                self.cgroups.len(),
-                self.stats.reads,
-                per_minute,
-                self.stats.busy,
-                self.stats.longest_slice
-            );
-            self.stats = Stats {
-                rounds: self.stats.rounds,
-                ..Default::default()
-            };
         }
     }
 
