@@ -259,7 +259,13 @@ impl Collector {
                 })
             })
             .collect();
-        e.top_holders = oom::top_holders(scope.iter().copied(), HOLDERS);
+        let growth = self.growth.as_ref();
+        e.top_holders = oom::top_holders(
+            &scope,
+            HOLDERS,
+            |p| growth.and_then(|h| h.latest(p.pid, p.start_ticks)),
+            oom::rss_bytes,
+        );
         oom::victim_as_killed(e);
         if let Some(h) = &self.growth {
             let now = clock::monotonic_ns();

@@ -29,17 +29,17 @@ use crate::{clock, events::OomKill, proctable::ProcTable, sink::text::bytes};
 /// Processes with a history at most (about 330 bytes each: 1.3 MiB).
 pub const MAX_PROCESSES: usize = 4096;
 /// Memory cgroups with a history at most.
-pub const MAX_CGROUPS: usize = 256;
+const MAX_CGROUPS: usize = 256;
 /// Samples per history at most: a window longer than this many intervals
 /// keeps samples further apart (the newest is always the latest reading).
-pub const MAX_SAMPLES: usize = 32;
+const MAX_SAMPLES: usize = 32;
 /// Files read per slice at most, and the time a slice may take.
 const SLICE_READS: usize = 64;
 const SLICE_BUDGET: Duration = Duration::from_millis(1);
 /// Pause between the slices of a round.
-pub const SLICE_GAP: Duration = Duration::from_millis(20);
+const SLICE_GAP: Duration = Duration::from_millis(20);
 /// Growers named in an `oom_kill` event.
-pub const GROWERS: usize = 5;
+const GROWERS: usize = 5;
 /// Processes read again at a kill, the likeliest growers first: bounds
 /// the time a kill takes on a host with thousands of processes.
 const FRESH_READS: usize = 64;
@@ -547,13 +547,9 @@ impl RssHistory {
         starts: StartClock,
         mut read: impl FnMut(u32) -> Option<u64>,
     ) -> AtKill {
-        let now_ms = now_ns.saturating_sub(self.origin_ns) / 1_000_000;
+        let (now_ms, from_ms) = self.window_ms_at(now_ns);
         let from_ns = now_ns.saturating_sub(u64::from(self.window_ms) * 1_000_000);
-        let from_ms = now_ms
-            .saturating_sub(self.window_ms.into())
-            .min(u32::MAX.into()) as u32;
         let mut out = AtKill::default();
-        // (member, baseline bytes, baseline time ns, started inside, track, estimate)
         let mut cands = Vec::new();
         for m in members {
             let track = self
@@ -564,65 +560,58 @@ impl RssHistory {
                 .start_ticks
                 .map(|t| starts.monotonic_ns(t))
                 .filter(|&s| s >= from_ns && s <= now_ns);
-            let base = match (started, track.and_then(|t| t.series.first_from(from_ms))) {
-                (Some(s), _) => Some((0, s, true)),
-                (None, Some(first)) => Some((
-                    first.bytes(),
-                    self.origin_ns + u64::from(first.at_ms) * 1_000_000,
+            let first = track.and_then(|t| t.series.first_from(from_ms));
+            let (base, base_ns, inside) = match (started, first) {
+                (Some(s), _) => (0, s, true),
+                (None, Some(f)) => (
+                    f.bytes(),
+                    self.origin_ns + u64::from(f.at_ms) * 1_000_000,
                     false,
-                )),
-                (None, None) => None,
-            };
-            let Some((base, base_ns, inside)) = base else {
-                out.unknown += 1;
-                continue;
+                ),
+                (None, None) => {
+                    out.unknown += 1;
+                    continue;
+                }
             };
             // Without a sample, it may have grown any amount: read it.
             let estimate = track
                 .and_then(|t| t.series.last())
                 .map_or(u64::MAX, |s| s.bytes().saturating_sub(base));
-            cands.push((m, base, base_ns, inside, track, estimate));
+            cands.push(Candidate {
+                member: m,
+                track,
+                base,
+                base_ns,
+                inside,
+                estimate,
+            });
         }
         let (victim_pid, victim_rss) = victim;
+        let is_victim = |c: &Candidate| c.member.pid == victim_pid;
         cands.sort_by(|a, b| {
-            (b.0.pid == victim_pid)
-                .cmp(&(a.0.pid == victim_pid))
-                .then(b.5.cmp(&a.5))
-                .then(a.0.pid.cmp(&b.0.pid))
+            is_victim(b)
+                .cmp(&is_victim(a))
+                .then(b.estimate.cmp(&a.estimate))
+                .then(a.member.pid.cmp(&b.member.pid))
         });
-        for (i, (m, base, base_ns, inside, track, _)) in cands.into_iter().enumerate() {
-            let rss = if m.pid == victim_pid {
-                victim_rss.or_else(|| track.and_then(|t| t.series.last()).map(|s| s.bytes()))
-            } else if i <= FRESH_READS {
-                read(m.pid)
+        let mut reads = 0;
+        for c in &cands {
+            let last = || c.track.and_then(|t| t.series.last()).map(|s| s.bytes());
+            let rss = if is_victim(c) {
+                victim_rss.or_else(last)
+            } else if reads < FRESH_READS {
+                reads += 1;
+                read(c.member.pid)
             } else {
+                // The rest grew less in the samples than those read.
                 break;
             };
             let Some(rss) = rss else { continue };
-            let grew = rss.saturating_sub(base);
-            let visible_s = track.and_then(|t| {
-                let quarter = grew.div_ceil(4).max(1);
-                let base_ms = base_ns.saturating_sub(self.origin_ns) / 1_000_000;
-                t.series
-                    .samples
-                    .iter()
-                    .filter(|s| u64::from(s.at_ms) >= base_ms)
-                    .find(|s| grew > 0 && s.bytes().saturating_sub(base) >= quarter)
-                    .map(|s| tenths(now_ms.saturating_sub(s.at_ms.into()) as f64 / 1e3))
-            });
-            let g = Grower {
-                pid: m.pid,
-                comm: m.comm.clone(),
-                rss_bytes: rss,
-                grew_bytes: grew,
-                window_s: tenths(now_ns.saturating_sub(base_ns) as f64 / 1e9),
-                started_in_window: inside,
-                visible_s,
-            };
-            if m.pid == victim_pid {
+            let g = c.grower(rss, now_ns, now_ms, self.origin_ns);
+            if is_victim(c) {
                 out.victim = Some(g.clone());
             }
-            if grew > 0 {
+            if g.grew_bytes > 0 {
                 out.growers.push(g);
             }
         }
@@ -635,15 +624,66 @@ impl RssHistory {
     /// How much a memory cgroup grew in the window before a kill at
     /// `now_ns`, up to `at_kill` bytes: (grew, seconds measured over).
     pub fn cgroup_growth(&self, path: &str, at_kill: u64, now_ns: u64) -> Option<(u64, f64)> {
-        let now_ms = now_ns.saturating_sub(self.origin_ns) / 1_000_000;
-        let from_ms = now_ms
-            .saturating_sub(self.window_ms.into())
-            .min(u32::MAX.into()) as u32;
+        let (now_ms, from_ms) = self.window_ms_at(now_ns);
         let first = self.cgroups.get(path)?.0.first_from(from_ms)?;
         Some((
             at_kill.saturating_sub(first.bytes()),
             tenths(now_ms.saturating_sub(first.at_ms.into()) as f64 / 1e3),
         ))
+    }
+
+    /// The last sampled resident memory of a process.
+    pub fn latest(&self, pid: u32, start_ticks: Option<u64>) -> Option<u64> {
+        let t = self
+            .procs
+            .get(&pid)
+            .filter(|t| t.start_ticks == start_ticks)?;
+        Some(t.series.last()?.bytes())
+    }
+
+    /// Now and the start of the window, in sample time (ms since origin).
+    fn window_ms_at(&self, now_ns: u64) -> (u64, u32) {
+        let now_ms = now_ns.saturating_sub(self.origin_ns) / 1_000_000;
+        let from_ms = now_ms.saturating_sub(self.window_ms.into());
+        (now_ms, from_ms.min(u32::MAX.into()) as u32)
+    }
+}
+
+/// A process in a kill's scope whose growth can be measured.
+struct Candidate<'a> {
+    member: &'a Member,
+    track: Option<&'a Track>,
+    /// Resident memory at the start of the window (0 when it started
+    /// inside it), and when that was.
+    base: u64,
+    base_ns: u64,
+    inside: bool,
+    /// Growth by the samples alone: who is read again first.
+    estimate: u64,
+}
+
+impl Candidate<'_> {
+    fn grower(&self, rss: u64, now_ns: u64, now_ms: u64, origin_ns: u64) -> Grower {
+        let grew = rss.saturating_sub(self.base);
+        let quarter = grew.div_ceil(4).max(1);
+        let base_ms = self.base_ns.saturating_sub(origin_ns) / 1_000_000;
+        let visible_s = self.track.and_then(|t| {
+            t.series
+                .samples
+                .iter()
+                .filter(|s| u64::from(s.at_ms) >= base_ms)
+                .find(|s| grew > 0 && s.bytes().saturating_sub(self.base) >= quarter)
+                .map(|s| tenths(now_ms.saturating_sub(s.at_ms.into()) as f64 / 1e3))
+        });
+        Grower {
+            pid: self.member.pid,
+            comm: self.member.comm.clone(),
+            rss_bytes: rss,
+            grew_bytes: grew,
+            window_s: tenths(now_ns.saturating_sub(self.base_ns) as f64 / 1e9),
+            started_in_window: self.inside,
+            visible_s,
+        }
     }
 }
 
@@ -949,6 +989,14 @@ pub(crate) mod tests {
         });
         let got: Vec<u64> = k.growers.iter().map(|g| g.grew_bytes / MIB).collect();
         assert_eq!(got, [10, 9, 8, 7, 6]);
+        // At a kill on a host of thousands, a bounded number are read again.
+        let many: Vec<Member> = (0..1000).map(|i| member(10_000 + i, started)).collect();
+        let mut reads = 0;
+        let k = h.at_kill(&many, (1, None), T0 + 20 * S, STARTS, |_| {
+            reads += 1;
+            Some(MIB)
+        });
+        assert_eq!((reads, k.growers.len()), (FRESH_READS, GROWERS));
         // A history is kept for at most MAX_PROCESSES processes.
         for pid in 0..MAX_PROCESSES as u32 + 10 {
             h.note(1000 + pid, Some(1), T0, MIB);

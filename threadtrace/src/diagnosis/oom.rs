@@ -90,14 +90,41 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     growth::statm(pid).map(|(_, rss)| rss)
 }
 
-/// The largest resident processes among `procs`.
-pub fn top_holders<'a>(procs: impl Iterator<Item = &'a Proc>, n: usize) -> Vec<MemHolder> {
-    let mut v: Vec<MemHolder> = procs
-        .filter_map(|p| {
+/// Scopes up to this size are all read at a kill; larger ones (a global
+/// OOM on a busy host) only their likeliest largest, by the samples.
+const READ_ALL: usize = 64;
+
+/// The largest resident processes among `procs`, read now (`read`: their
+/// resident memory, None once exited). In a large scope, `sampled` (the
+/// last sampled size, when there is one) picks the READ_ALL likeliest: a
+/// kill on a host of thousands of processes reads tens of files, not
+/// thousands.
+pub fn top_holders(
+    procs: &[&Proc],
+    n: usize,
+    sampled: impl Fn(&Proc) -> Option<u64>,
+    mut read: impl FnMut(u32) -> Option<u64>,
+) -> Vec<MemHolder> {
+    let mut order: Vec<(u64, &Proc)> = procs
+        .iter()
+        .map(|p| {
+            let size = if procs.len() > READ_ALL {
+                sampled(p).unwrap_or(u64::MAX)
+            } else {
+                0
+            };
+            (size, *p)
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
+    let mut v: Vec<MemHolder> = order
+        .into_iter()
+        .take(READ_ALL)
+        .filter_map(|(_, p)| {
             Some(MemHolder {
                 pid: p.pid,
                 comm: p.comm.clone(),
-                rss_bytes: rss_bytes(p.pid)?,
+                rss_bytes: read(p.pid)?,
             })
         })
         .collect();
@@ -278,6 +305,44 @@ mod tests {
             r.contains("ProcessPoolExecutor") && r.contains(&format!("restart python3[{me}]")),
             "{r}"
         );
+    }
+
+    #[test]
+    fn a_large_scope_reads_only_its_likeliest_largest() {
+        let procs: Vec<Proc> = (0..1000)
+            .map(|i| proc_(4_400_000 + i, 1, "x", "x"))
+            .collect();
+        let refs: Vec<&Proc> = procs.iter().collect();
+        let size = |pid: u32| u64::from(pid - 4_400_000) << 20;
+        // Sampled: the 64 largest by their samples are read, and the
+        // largest of those come first.
+        let mut read = Vec::new();
+        let h = top_holders(
+            &refs,
+            3,
+            |p| Some(size(p.pid)),
+            |pid| {
+                read.push(pid);
+                Some(size(pid))
+            },
+        );
+        assert_eq!(read.len(), READ_ALL);
+        assert_eq!(
+            h.iter().map(|h| h.pid).collect::<Vec<_>>(),
+            [4_400_999, 4_400_998, 4_400_997]
+        );
+        // A small scope is read whole, samples or not.
+        let mut n = 0;
+        top_holders(
+            &refs[..10],
+            3,
+            |_| None,
+            |_| {
+                n += 1;
+                Some(1)
+            },
+        );
+        assert_eq!(n, 10);
     }
 
     #[test]
