@@ -211,6 +211,11 @@ impl Collector {
             decode::Raw::PthreadCreateFailed(e) => (Some(e.header.tgid), e.payload.nproc),
             _ => (None, NprocSnapshot::default()),
         };
+        // When the OOM killer chose: where the growth window ends.
+        let kill_ns = match &raw {
+            decode::Raw::OomVictim(e) => e.header.ktime_ns,
+            _ => 0,
+        };
         let mut r = events::enrich(raw, &mut self.ctx);
         match (pid, &mut r) {
             (Some(pid), Record::ThreadCreateFailed(e)) => {
@@ -221,7 +226,7 @@ impl Collector {
                 e.cause = Some(Box::new(self.diagnose(e, nproc)));
             }
             (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
-            (_, Record::OomKill(e)) => self.diagnose_oom(e),
+            (_, Record::OomKill(e)) => self.diagnose_oom(e, kill_ns),
             // A crash or a kill -9, not a polite SIGTERM (Pool.terminate()
             // ends its workers that way).
             (_, Record::ProcessExit(e))
@@ -240,7 +245,7 @@ impl Collector {
 
     /// The memory cgroup, the top holders, who grew, and the pool the
     /// victim belonged to, read while the victim is still being killed.
-    fn diagnose_oom(&mut self, e: &mut events::OomKill) {
+    fn diagnose_oom(&mut self, e: &mut events::OomKill, kill_ns: u64) {
         let t0 = Instant::now();
         if self.oom_victims.len() >= MAPS_KEPT {
             self.oom_victims.clear();
@@ -268,7 +273,7 @@ impl Collector {
         );
         oom::victim_as_killed(e);
         if let Some(h) = &self.growth {
-            let now = clock::monotonic_ns();
+            let now = kill_ns.clamp(1, clock::monotonic_ns());
             let members: Vec<growth::Member> = scope
                 .iter()
                 .map(|p| growth::Member {

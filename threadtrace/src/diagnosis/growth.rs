@@ -26,13 +26,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{clock, events::OomKill, proctable::ProcTable, sink::text::bytes};
 
-/// Processes with a history at most (about 330 bytes each: 1.3 MiB).
+/// Processes with a history at most (about 400 bytes each: 1.6 MiB).
 pub const MAX_PROCESSES: usize = 4096;
 /// Memory cgroups with a history at most.
 const MAX_CGROUPS: usize = 256;
 /// Samples per history at most: a window longer than this many intervals
 /// keeps samples further apart (the newest is always the latest reading).
-const MAX_SAMPLES: usize = 32;
+const MAX_SAMPLES: usize = 40;
 /// Files read per slice at most, and the time a slice may take.
 const SLICE_READS: usize = 64;
 const SLICE_BUDGET: Duration = Duration::from_millis(1);
@@ -130,13 +130,27 @@ impl Series {
         }
     }
 
-    /// The oldest sample taken at or after `from_ms`.
-    fn first_from(&self, from_ms: u32) -> Option<Sample> {
-        self.samples.iter().find(|s| s.at_ms >= from_ms).copied()
+    /// The oldest sample taken from `from_ms` to `to_ms`.
+    fn first_between(&self, from_ms: u32, to_ms: u64) -> Option<Sample> {
+        self.samples
+            .iter()
+            .take_while(|s| u64::from(s.at_ms) <= to_ms)
+            .find(|s| s.at_ms >= from_ms)
+            .copied()
     }
 
     fn last(&self) -> Option<Sample> {
         self.samples.back().copied()
+    }
+
+    /// The newest sample taken by `to_ms`, else the oldest after it.
+    fn last_until(&self, to_ms: u64) -> Option<Sample> {
+        self.samples
+            .iter()
+            .rev()
+            .find(|s| u64::from(s.at_ms) <= to_ms)
+            .or(self.samples.front())
+            .copied()
     }
 }
 
@@ -239,6 +253,10 @@ struct Stats {
 pub struct RssHistory {
     interval: Duration,
     window_ms: u32,
+    /// Samples are kept a quarter of a window longer than the window: a
+    /// kill handled late, on a busy host, still finds where its window
+    /// started.
+    keep_ms: u32,
     spacing_ms: u32,
     /// The monotonic time sample times count from.
     origin_ns: u64,
@@ -269,10 +287,12 @@ impl RssHistory {
     pub fn new(interval: Duration, window: Duration, now_ns: u64) -> Self {
         let window_ms = window.as_millis().min(u32::MAX as u128 / 4) as u32;
         let interval_ms = interval.as_millis().min(u32::MAX as u128) as u32;
+        let keep_ms = window_ms + window_ms / 4;
         RssHistory {
             interval,
             window_ms,
-            spacing_ms: interval_ms.max(window_ms / (MAX_SAMPLES as u32 - 2)),
+            keep_ms,
+            spacing_ms: interval_ms.max(keep_ms / (MAX_SAMPLES as u32 - 2)),
             origin_ns: now_ns,
             procs: HashMap::new(),
             no_mm: HashMap::new(),
@@ -303,7 +323,7 @@ impl RssHistory {
     fn ms(&mut self, now_ns: u64) -> u32 {
         let mut ms = now_ns.saturating_sub(self.origin_ns) / 1_000_000;
         if ms > u64::from(u32::MAX / 2) {
-            let shift = ms - u64::from(self.window_ms) - 1000;
+            let shift = ms - u64::from(self.keep_ms) - 1000;
             self.origin_ns += shift * 1_000_000;
             let shift = shift as u32;
             let series = self
@@ -325,7 +345,7 @@ impl RssHistory {
     /// Records a reading of a process: the pure half of `step`.
     pub fn note(&mut self, pid: u32, start_ticks: Option<u64>, now_ns: u64, rss: u64) {
         let at_ms = self.ms(now_ns);
-        let (spacing, window, round) = (self.spacing_ms, self.window_ms, self.round);
+        let (spacing, window, round) = (self.spacing_ms, self.keep_ms, self.round);
         let full = self.procs.len() >= MAX_PROCESSES;
         let track = match self.procs.entry(pid) {
             std::collections::hash_map::Entry::Occupied(e) => {
@@ -355,7 +375,7 @@ impl RssHistory {
     /// Records a memory cgroup's usage.
     pub fn note_cgroup(&mut self, path: &str, now_ns: u64, usage: u64) {
         let at_ms = self.ms(now_ns);
-        let (spacing, window, round) = (self.spacing_ms, self.window_ms, self.round);
+        let (spacing, window, round) = (self.spacing_ms, self.keep_ms, self.round);
         if !self.cgroups.contains_key(path) && self.cgroups.len() >= MAX_CGROUPS {
             return;
         }
@@ -458,13 +478,10 @@ impl RssHistory {
             self.untracked_now += 1;
             return 0;
         }
-        match statm(pid) {
-            Some((0, _)) => {
-                if self.no_mm.len() < NO_MM_KEPT {
-                    self.no_mm.insert((pid, start), self.round);
-                }
-            }
-            Some((_, rss)) => {
+        let round = self.round;
+        let track = self.procs.get_mut(&pid).filter(|t| t.start_ticks == start);
+        match (statm(pid), track) {
+            (Some((size, rss)), _) if size > 0 => {
                 self.note(pid, start, clock::monotonic_ns(), rss);
                 if self.dirs.len() < MAX_CGROUPS {
                     if let Some(dir) = procs
@@ -475,10 +492,17 @@ impl RssHistory {
                     }
                 }
             }
-            // Exited since the round started.
-            None => {
-                self.procs.remove(&pid);
+            // Gone (or a zombie: no memory left) while the process table
+            // still has it alive: its exit has not been handled yet, and
+            // may come after a kill still in the ring buffer. Its history
+            // stays until the table says it exited.
+            (_, Some(t)) => t.round = round,
+            (Some(_), None) => {
+                if self.no_mm.len() < NO_MM_KEPT {
+                    self.no_mm.insert((pid, start), round);
+                }
             }
+            (None, None) => {}
         }
         1
     }
@@ -519,7 +543,9 @@ impl RssHistory {
         let round = self.round;
         self.procs.retain(|_, t| t.round == round);
         self.no_mm.retain(|_, r| *r == round);
-        self.cgroups.retain(|_, c| c.1 == round);
+        // A cgroup is read through its processes: when they all exited
+        // at once (a kill), it keeps its history a few rounds longer.
+        self.cgroups.retain(|_, c| round - c.1 < 3);
         self.limited
             .retain(|_, (_, at)| round - *at < RESOLVE_EVERY);
         self.untracked = self.untracked_now;
@@ -534,21 +560,25 @@ impl RssHistory {
         }
     }
 
-    /// Growth in the window before a kill at `now_ns`, of the processes
-    /// in its scope. The victim's resident memory is the kernel's at the
-    /// kill (`victim_rss`); the others are read now, the likeliest growers
-    /// first (`read`: None when the process has exited). A process that
-    /// exited before the kill is never a grower.
+    /// Growth in the window before a kill at `kill_ns` (the kernel's time
+    /// of the kill: samples taken after it, while the collector was
+    /// behind, do not count), of the processes
+    /// in its scope: those alive at the kill, as the process table knows
+    /// them when the kill's event is handled, so a process that exited
+    /// before the kill is never a grower. The victim's resident memory is
+    /// the kernel's at the kill (`victim_rss`); the others are read now,
+    /// the likeliest growers first (`read`: None once exited, and then
+    /// their last sample stands).
     pub fn at_kill(
         &self,
         members: &[Member],
         victim: (u32, Option<u64>),
-        now_ns: u64,
+        kill_ns: u64,
         starts: StartClock,
         mut read: impl FnMut(u32) -> Option<u64>,
     ) -> AtKill {
-        let (now_ms, from_ms) = self.window_ms_at(now_ns);
-        let from_ns = now_ns.saturating_sub(u64::from(self.window_ms) * 1_000_000);
+        let (kill_ms, from_ms) = self.window_ms_at(kill_ns);
+        let from_ns = kill_ns.saturating_sub(u64::from(self.window_ms) * 1_000_000);
         let mut out = AtKill::default();
         let mut cands = Vec::new();
         for m in members {
@@ -559,8 +589,8 @@ impl RssHistory {
             let started = m
                 .start_ticks
                 .map(|t| starts.monotonic_ns(t))
-                .filter(|&s| s >= from_ns && s <= now_ns);
-            let first = track.and_then(|t| t.series.first_from(from_ms));
+                .filter(|&s| s >= from_ns && s <= kill_ns);
+            let first = track.and_then(|t| t.series.first_between(from_ms, kill_ms));
             let (base, base_ns, inside) = match (started, first) {
                 (Some(s), _) => (0, s, true),
                 (None, Some(f)) => (
@@ -596,18 +626,26 @@ impl RssHistory {
         });
         let mut reads = 0;
         for c in &cands {
-            let last = || c.track.and_then(|t| t.series.last()).map(|s| s.bytes());
+            let last = || {
+                c.track
+                    .and_then(|t| t.series.last_until(kill_ms))
+                    .map(|s| s.bytes())
+            };
             let rss = if is_victim(c) {
                 victim_rss.or_else(last)
             } else if reads < FRESH_READS {
                 reads += 1;
-                read(c.member.pid)
+                // Gone already: it exited after the kill (its exit comes
+                // after the kill in the ring buffer, or it would not be a
+                // member), while the collector was behind. Its last
+                // sample stands for it.
+                read(c.member.pid).or_else(last)
             } else {
                 // The rest grew less in the samples than those read.
                 break;
             };
             let Some(rss) = rss else { continue };
-            let g = c.grower(rss, now_ns, now_ms, self.origin_ns);
+            let g = c.grower(rss, kill_ns, kill_ms, self.origin_ns);
             if is_victim(c) {
                 out.victim = Some(g.clone());
             }
@@ -622,13 +660,13 @@ impl RssHistory {
     }
 
     /// How much a memory cgroup grew in the window before a kill at
-    /// `now_ns`, up to `at_kill` bytes: (grew, seconds measured over).
-    pub fn cgroup_growth(&self, path: &str, at_kill: u64, now_ns: u64) -> Option<(u64, f64)> {
-        let (now_ms, from_ms) = self.window_ms_at(now_ns);
-        let first = self.cgroups.get(path)?.0.first_from(from_ms)?;
+    /// `kill_ns`, up to `at_kill` bytes: (grew, seconds measured over).
+    pub fn cgroup_growth(&self, path: &str, at_kill: u64, kill_ns: u64) -> Option<(u64, f64)> {
+        let (kill_ms, from_ms) = self.window_ms_at(kill_ns);
+        let first = self.cgroups.get(path)?.0.first_between(from_ms, kill_ms)?;
         Some((
             at_kill.saturating_sub(first.bytes()),
-            tenths(now_ms.saturating_sub(first.at_ms.into()) as f64 / 1e3),
+            tenths(kill_ms.saturating_sub(first.at_ms.into()) as f64 / 1e3),
         ))
     }
 
@@ -671,7 +709,7 @@ impl Candidate<'_> {
             t.series
                 .samples
                 .iter()
-                .filter(|s| u64::from(s.at_ms) >= base_ms)
+                .filter(|s| u64::from(s.at_ms) >= base_ms && u64::from(s.at_ms) <= now_ms)
                 .find(|s| grew > 0 && s.bytes().saturating_sub(self.base) >= quarter)
                 .map(|s| tenths(now_ms.saturating_sub(s.at_ms.into()) as f64 / 1e3))
         });
@@ -698,6 +736,8 @@ pub enum Verdict<'a> {
     NotTheGrower(&'a Grower),
     /// The victim grew the most.
     Grower(&'a Grower),
+    /// No process grew by a MiB, by the samples: the victim's growth.
+    NoGrowth(&'a Grower),
     /// Nothing was sampled (`--rss-interval off`), or the victim's growth
     /// is not known.
     Unknown,
@@ -708,12 +748,16 @@ pub fn verdict(k: &OomKill) -> Verdict<'_> {
         return Verdict::Unknown;
     };
     match k.growers.iter().find(|g| g.pid != k.victim.pid) {
-        Some(o) if o.grew_bytes > v.grew_bytes && o.grew_bytes >= 1 << 20 => {
+        Some(o) if o.grew_bytes > v.grew_bytes && o.grew_bytes >= SIGNIFICANT => {
             Verdict::NotTheGrower(o)
         }
-        _ => Verdict::Grower(v),
+        _ if v.grew_bytes >= SIGNIFICANT => Verdict::Grower(v),
+        _ => Verdict::NoGrowth(v),
     }
 }
+
+/// Less growth than this is not said to be anybody's.
+const SIGNIFICANT: u64 = 1 << 20;
 
 /// "grew 150 MiB in 60 s", or "in 12 s, since it started".
 pub fn grew(g: &Grower) -> String {
@@ -786,6 +830,15 @@ pub fn sentence(k: &OomKill) -> Option<String> {
                 format!("{}: it grew the most; then {}", killed(g), next.join(", "))
             })
         }
+        Verdict::NoGrowth(g) => Some(format!(
+            "{}; no process {} grew by a MiB in that window, by the samples",
+            killed(g),
+            if k.memory_cgroup.is_some() {
+                "of its memory cgroup"
+            } else {
+                "of the host"
+            }
+        )),
         Verdict::Unknown if !k.growers.is_empty() => Some(format!(
             "killed {}[{}] ({size}growth not measured); {}",
             v.comm,
@@ -923,16 +976,76 @@ pub(crate) mod tests {
         let started = T0 + 15 * S;
         h.note(11, ticks(started), T0 + 16 * S, 900 * MIB);
         h.note(12, ticks(started), T0 + 16 * S, 10 * MIB);
-        // 11 is gone when the kill is diagnosed: /proc has no statm.
-        let members = [member(11, started), member(12, started)];
-        let k = h.at_kill(&members, (1, None), T0 + 17 * S, STARTS, |pid| {
-            (pid == 12).then_some(20 * MIB)
-        });
+        // 11's exit came before the kill: it is not among the members.
+        let k = h.at_kill(
+            &[member(12, started)],
+            (1, None),
+            T0 + 17 * S,
+            STARTS,
+            |pid| {
+                assert_eq!(pid, 12);
+                Some(20 * MIB)
+            },
+        );
         assert_eq!(
             k.growers.iter().map(|g| g.pid).collect::<Vec<_>>(),
             [12],
             "{k:?}"
         );
+    }
+
+    #[test]
+    fn a_process_gone_by_the_time_the_kill_is_read_keeps_its_last_sample() {
+        let mut h = history();
+        let started = T0 + 15 * S;
+        h.note(12, ticks(started), T0 + 16 * S, 95 * MIB);
+        // It exited after the kill, before the collector got to it.
+        let k = h.at_kill(
+            &[member(12, started)],
+            (1, None),
+            T0 + 17 * S,
+            STARTS,
+            |_| None,
+        );
+        assert_eq!((k.growers[0].pid, k.growers[0].rss_bytes), (12, 95 * MIB));
+        // Never sampled and gone: nothing to say.
+        let k = h.at_kill(
+            &[member(13, started)],
+            (1, None),
+            T0 + 17 * S,
+            STARTS,
+            |_| None,
+        );
+        assert!(k.growers.is_empty());
+    }
+
+    /// The collector may handle a kill seconds late (a busy host, a
+    /// stopped tracer): what was sampled after the kill does not count.
+    #[test]
+    fn samples_after_the_kill_do_not_count() {
+        let mut h = history();
+        let started = T0 - 100 * S;
+        for s in 0..=20 {
+            h.note(7, ticks(started), T0 + s * S, (s + 1) * MIB);
+            h.note_cgroup("/cg", T0 + s * S, (100 + s) * MIB);
+        }
+        // Killed at 18 s, handled at 20 s, the process gone by then.
+        let kill = T0 + 18 * S;
+        let k = h.at_kill(&[member(7, started)], (1, None), kill, STARTS, |_| None);
+        let g = &k.growers[0];
+        // From the sample at 8 s (9 MiB) to the last one by the kill
+        // (19 MiB), not the one at 20 s.
+        assert_eq!(
+            (g.grew_bytes, g.rss_bytes, g.window_s),
+            (10 * MIB, 19 * MIB, 10.0)
+        );
+        assert_eq!(g.visible_s, Some(7.0), "a quarter (2.5 MiB) showed at 11 s");
+        assert_eq!(
+            h.cgroup_growth("/cg", 200 * MIB, kill),
+            Some((92 * MIB, 10.0))
+        );
+        // A kill before any sample: nothing measured.
+        assert_eq!(h.cgroup_growth("/cg", 200 * MIB, T0 - S), None);
     }
 
     #[test]
@@ -1007,19 +1120,19 @@ pub(crate) mod tests {
 
     #[test]
     fn samples_are_bounded_whatever_the_window() {
-        // 100 ms samples over an hour would be 36,000: MAX_SAMPLES are kept,
-        // spread over the hour, the newest always the latest.
+        // 100 ms samples over an hour and a quarter would be 45,000: MAX_SAMPLES are kept,
+        // spread over that time, the newest always the latest.
         let mut h = RssHistory::new(Duration::from_millis(100), Duration::from_secs(3600), T0);
-        for i in 0..40_000u64 {
+        for i in 0..60_000u64 {
             h.note(1, Some(1), T0 + i * S / 10, i * 4096);
         }
         let s = &h.procs[&1].series.samples;
         assert!(s.len() <= MAX_SAMPLES, "{}", s.len());
-        assert_eq!(s.back().unwrap().units, 39_999);
+        assert_eq!(s.back().unwrap().units, 59_999);
         let span_ms = s.back().unwrap().at_ms - s.front().unwrap().at_ms;
         assert!(
-            (3_400_000..=3_600_000).contains(&span_ms),
-            "they span the window: {span_ms} ms"
+            (4_300_000..=4_500_000).contains(&span_ms),
+            "they span the window and a quarter: {span_ms} ms"
         );
     }
 
@@ -1080,6 +1193,36 @@ pub(crate) mod tests {
         assert_eq!(h.procs[&me].series.samples.len(), 1);
     }
 
+    /// A history follows the process table: kept while the table has the
+    /// process alive, even when /proc no longer has it (its exit, maybe
+    /// after a kill, is still to be handled), dropped once it exited.
+    #[test]
+    fn a_history_lasts_as_long_as_the_process_table_says_alive() {
+        let gone = 4_399_999;
+        let mut t = ProcTable::default();
+        t.insert(crate::proctable::Proc {
+            pid: gone,
+            start_ticks: Some(7),
+            alive: true,
+            ..Default::default()
+        });
+        let now = clock::monotonic_ns();
+        let mut h = RssHistory::new(Duration::from_secs(1), Duration::from_secs(10), now);
+        h.note(gone, Some(7), now, 50 * MIB);
+        let round = |h: &mut RssHistory, t: &ProcTable| {
+            h.step(t, clock::monotonic_ns() + 10 * S);
+            while h.phase != Phase::Idle {
+                h.step(t, clock::monotonic_ns() + 10 * S);
+            }
+        };
+        round(&mut h, &t);
+        assert_eq!(h.latest(gone, Some(7)), Some(50 * MIB), "kept, not read");
+        t.on_exit(gone, 9);
+        h.next_round_ns = 0;
+        round(&mut h, &t);
+        assert_eq!(h.latest(gone, Some(7)), None, "dropped once it exited");
+    }
+
     fn grower(pid: u32, comm: &str, rss: u64, grew: u64, window_s: f64) -> Grower {
         Grower {
             pid,
@@ -1132,13 +1275,17 @@ pub(crate) mod tests {
             sentence(&k).unwrap(),
             "killed python3[100] (largest, 180 MiB, grew 170 MiB in 4 s, since it started): it grew the most; then python3[97] grew 12 MiB in 4 s"
         );
-        // Another process that grew less than a MiB more is not blamed.
+        // Another process that grew less than a MiB more is not blamed,
+        // and nobody is said to have grown.
         k.victim_growth = Some(Box::new(grower(100, "python3", 180 * MIB, 0, 60.0)));
         k.growers = vec![grower(97, "python3", 12 * MIB, MIB / 2, 60.0)];
-        assert!(matches!(verdict(&k), Verdict::Grower(_)));
-        assert!(sentence(&k)
-            .unwrap()
-            .ends_with(": it grew the most; then python3[97] grew 0 MiB in 60 s"));
+        assert!(matches!(verdict(&k), Verdict::NoGrowth(_)));
+        assert_eq!(
+            sentence(&k).unwrap(),
+            "killed python3[100] (largest, 180 MiB, grew 0 MiB in 60 s); no process of its memory cgroup grew by a MiB in that window, by the samples"
+        );
+        let r = crate::diagnosis::oom::remedy(&k);
+        assert!(r.contains("the largest holder is python3[100]"), "{r}");
     }
 
     #[test]

@@ -95,10 +95,10 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 const READ_ALL: usize = 64;
 
 /// The largest resident processes among `procs`, read now (`read`: their
-/// resident memory, None once exited). In a large scope, `sampled` (the
-/// last sampled size, when there is one) picks the READ_ALL likeliest: a
-/// kill on a host of thousands of processes reads tens of files, not
-/// thousands.
+/// resident memory, None once exited, and then `sampled`, the last sampled
+/// size, stands). In a large scope, `sampled` picks the READ_ALL
+/// likeliest: a kill on a host of thousands of processes reads tens of
+/// files, not thousands.
 pub fn top_holders(
     procs: &[&Proc],
     n: usize,
@@ -124,7 +124,8 @@ pub fn top_holders(
             Some(MemHolder {
                 pid: p.pid,
                 comm: p.comm.clone(),
-                rss_bytes: read(p.pid)?,
+                // Exited since the kill: its last sample stands.
+                rss_bytes: read(p.pid).or_else(|| sampled(p))?,
             })
         })
         .collect();
@@ -241,16 +242,16 @@ pub fn remedy(k: &OomKill) -> String {
             growth::grew(g).trim_start_matches("grew "),
             if cg.is_some() { ", or raise the limit" } else { "" }
         ),
-        (Verdict::Unknown, Some(_), Some(t)) => format!(
+        (Verdict::Unknown | Verdict::NoGrowth(_), Some(_), Some(t)) => format!(
             "{ran_out}; the largest holder is {}[{}] with {} MiB: raise the limit or cut that process's memory",
             t.comm, t.pid, mib(t.rss_bytes)
         ),
-        (Verdict::Unknown, Some(_), None) => format!("{ran_out}: raise it or use less"),
-        (Verdict::Unknown, None, Some(t)) => format!(
+        (Verdict::Unknown | Verdict::NoGrowth(_), Some(_), None) => format!("{ran_out}: raise it or use less"),
+        (Verdict::Unknown | Verdict::NoGrowth(_), None, Some(t)) => format!(
             "{ran_out}; the largest holder is {}[{}] with {} MiB",
             t.comm, t.pid, mib(t.rss_bytes)
         ),
-        (Verdict::Unknown, None, None) => ran_out,
+        (Verdict::Unknown | Verdict::NoGrowth(_), None, None) => ran_out,
     };
     if let Some(p) = &k.pool {
         r.push_str(&format!(

@@ -653,6 +653,7 @@ fn grower_cell(k: &crate::events::OomKill, width: usize) -> String {
             format!("{head}{comm}{tail}")
         }
         Verdict::Grower(g) => format!("itself +{}", short(g.grew_bytes)),
+        Verdict::NoGrowth(_) => "none".into(),
         Verdict::Unknown => "-".into(),
     }
 }
