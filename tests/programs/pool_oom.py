@@ -7,8 +7,13 @@ import time
 
 def work(n):
     if n == 1:
-        b = b"x" * (400 << 20)  # written, so resident: past the cgroup's limit
-        return len(b)
+        # Grows 10 MiB every 50 ms, written so resident, past the cgroup's
+        # limit: the shape of a leak, not a single allocation.
+        held = []
+        for _ in range(40):
+            held.append(b"x" * (10 << 20))
+            time.sleep(0.05)
+        return len(held)
     time.sleep(0.5)
     return n
 

@@ -22,6 +22,18 @@ pub fn monotonic_ns() -> u64 {
     now_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
+/// CLOCK_BOOTTIME now: the clock process start times (/proc/PID/stat
+/// field 22) count from.
+pub fn boottime_ns() -> u64 {
+    now_ns(libc::CLOCK_BOOTTIME) as u64
+}
+
+/// CPU time of the calling thread: what a piece of work cost, without
+/// the time the thread waited for a CPU.
+pub fn thread_cpu_ns() -> u64 {
+    now_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u64
+}
+
 impl Clock {
     pub fn new() -> Self {
         let mono = now_ns(libc::CLOCK_MONOTONIC);

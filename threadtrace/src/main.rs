@@ -57,6 +57,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Record(a) => {
+            let rss = a.rss().map_err(|e| anyhow::anyhow!("{e}"))?;
             let opts = record::Options {
                 json: a.json,
                 output: a.output,
@@ -81,6 +82,7 @@ fn run(cli: Cli, dashboard: bool) -> anyhow::Result<ExitCode> {
                     };
                     (addr, cfg)
                 }),
+                rss,
             };
             // One thread: the collector must not need new threads while
             // thread creation is failing on the host.

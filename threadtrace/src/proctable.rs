@@ -234,7 +234,7 @@ fn read_stat(pid: u32) -> Option<(u32, u64)> {
 }
 
 /// The process, and whether its command line was cut.
-fn read_proc_counted(pid: u32) -> Option<(Proc, bool)> {
+pub(crate) fn read_proc_counted(pid: u32) -> Option<(Proc, bool)> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let (ppid, start) = parse_stat(&stat)?;

@@ -27,6 +27,7 @@ use crate::{
     diagnosis::{
         decide,
         evidence::{self, Evidence, Nproc, PidsWatch},
+        growth::{self, RssHistory},
         holders,
         limits::{self, ProcessLimits},
         oom, oversubscription, remedy, Cause, LimitSet,
@@ -74,6 +75,9 @@ pub struct Options {
     pub dashboard: bool,
     /// `--metrics`: where to serve Prometheus metrics, and their labels.
     pub metrics: Option<(std::net::SocketAddr, metrics::Config)>,
+    /// How often resident memory is sampled for OOM kills' growers, and
+    /// how far back they look; None turns sampling off.
+    pub rss: Option<(Duration, Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +142,7 @@ impl Filter {
             Record::OomKill(e) => {
                 self.keeps(e.victim.pid, &e.victim.comm)
                     || self.keeps(e.trigger.pid, &e.trigger.comm)
+                    || e.growers.iter().any(|g| self.keeps(g.pid, &g.comm))
             }
             Record::RlimitChange(e) => {
                 self.keeps(e.task.pid, &e.task.comm)
@@ -209,6 +214,8 @@ struct Collector {
     trace_rotation: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// With --metrics: when the live pods were last sent.
     live_pods_sent: Option<Instant>,
+    /// Resident memory over the last minute: who grew before an OOM kill.
+    growth: Option<RssHistory>,
 }
 
 impl Collector {
@@ -292,13 +299,18 @@ impl Collector {
             decode::Raw::CreateFailed(e) => Some(e.payload.nproc),
             _ => None,
         };
+        // When the OOM killer chose: where the growth window ends.
+        let kill_ns = match &raw {
+            decode::Raw::OomVictim(e) => e.header.ktime_ns,
+            _ => 0,
+        };
         let mut r = events::enrich(raw, &mut self.ctx, &self.kernel.offsets_in_use);
         match (nproc, &mut r) {
             (Some(nproc), Record::ThreadCreateFailed(e)) => {
                 e.cause = Some(Box::new(self.diagnose(e, nproc)));
             }
             (_, Record::RlimitChange(e)) => self.note_nproc_change(e),
-            (_, Record::OomKill(e)) => self.diagnose_oom(e),
+            (_, Record::OomKill(e)) => self.diagnose_oom(e, kill_ns),
             // A crash or a kill -9, not a polite SIGTERM (Pool.terminate()
             // ends its workers that way).
             (_, Record::ProcessExit(e))
@@ -315,27 +327,68 @@ impl Collector {
         self.emit(r);
     }
 
-    /// The memory cgroup, the top holders and the pool the victim belonged
-    /// to, read while the victim is still being killed.
-    fn diagnose_oom(&mut self, e: &mut events::OomKill) {
+    /// The memory cgroup, the top holders, who grew, and the pool the
+    /// victim belonged to, read while the victim is still being killed.
+    fn diagnose_oom(&mut self, e: &mut events::OomKill, kill_ns: u64) {
+        let t0 = Instant::now();
         self.oom_victims.insert(e.victim.pid, (), 16);
         e.memory_cgroup = e.victim.cgroup.as_deref().and_then(oom::memory_cgroup);
         let procs = &self.ctx.procs;
-        e.top_holders = match &e.memory_cgroup {
-            Some(cg) => oom::top_holders(
-                procs.alive_procs().filter(|p| {
+        let scope: Vec<&proctable::Proc> = procs
+            .alive_procs()
+            .filter(|p| {
+                e.memory_cgroup.as_ref().is_none_or(|cg| {
                     procs
                         .mounts
                         .path(&p.cgroups, "memory")
-                        .is_some_and(|m| m.starts_with(&cg.path))
-                }),
-                HOLDERS,
-            ),
-            None => oom::top_holders(procs.alive_procs(), HOLDERS),
-        };
+                        .is_some_and(|m| std::path::Path::new(&m).starts_with(&cg.path))
+                })
+            })
+            .collect();
+        let growth = self.growth.as_ref();
+        e.top_holders = oom::top_holders(
+            &scope,
+            HOLDERS,
+            |p| growth.and_then(|h| h.latest(p.pid, p.start_ticks)),
+            oom::rss_bytes,
+        );
+        oom::victim_as_killed(e);
+        if let Some(h) = &self.growth {
+            let now = kill_ns.clamp(1, clock::monotonic_ns());
+            let members: Vec<growth::Member> = scope
+                .iter()
+                .map(|p| growth::Member {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    start_ticks: p.start_ticks,
+                })
+                .collect();
+            let g = h.at_kill(
+                &members,
+                (e.victim.pid, e.victim.rss_bytes),
+                now,
+                growth::StartClock::now(),
+                oom::rss_bytes,
+            );
+            e.growers = g.growers;
+            e.victim_growth = g.victim.map(Box::new);
+            e.growth_unknown = g.unknown;
+            if let Some(cg) = e.memory_cgroup.as_mut() {
+                if let Some((grew, s)) = h.cgroup_growth(&cg.path, cg.limit_bytes, now) {
+                    cg.grew_bytes = Some(grew);
+                    cg.window_s = Some(s);
+                }
+            }
+        }
         e.pool = oom::pool_of(procs, e.victim.pid);
         e.consequence = e.pool.as_ref().map(oom::consequence);
-        e.remedy = oom::remedy(e.memory_cgroup.as_ref(), &e.top_holders, e.pool.as_ref());
+        e.remedy = oom::remedy(e);
+        log::debug!(
+            "OOM kill of {}: {} processes in scope, diagnosed in {:?}",
+            e.victim.pid,
+            scope.len(),
+            t0.elapsed()
+        );
     }
 
     /// Remembers who set RLIMIT_NPROC on whom: the evidence of where a
@@ -584,6 +637,16 @@ impl Collector {
             self.handle(&copy);
         }
         false
+    }
+
+    /// One slice of resident-memory sampling; returns how long until the
+    /// next one.
+    fn sample_rss(&mut self) -> Duration {
+        let Some(h) = self.growth.as_mut() else {
+            return Duration::from_secs(3600);
+        };
+        h.step(&self.ctx.procs, clock::monotonic_ns());
+        h.wait(clock::monotonic_ns())
     }
 
     /// Exact counts from the kernel; `filtered` applies -p/--comm (the
@@ -1007,6 +1070,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         known_limits: limits::PerProcess::default(),
         trace_rotation,
         live_pods_sent: metrics_server.as_ref().map(|_| Instant::now()),
+        growth: opts
+            .rss
+            .map(|(interval, window)| RssHistory::new(interval, window, clock::monotonic_ns())),
     };
     let t0 = Instant::now();
     c.seed_address_spaces();
@@ -1026,6 +1092,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut map_tick = tokio::time::interval(Duration::from_millis(100));
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sampling resident memory, a slice at a time: the ring buffer is
+    // drained between slices.
+    let rss_due = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(rss_due);
     loop {
         if c.output_gone {
             break;
@@ -1058,6 +1128,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     }
                 }
                 c.checkpoint()
+            }
+            _ = &mut rss_due, if c.growth.is_some() => {
+                let wait = c.sample_rss();
+                rss_due.as_mut().reset(tokio::time::Instant::now() + wait);
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

@@ -41,6 +41,8 @@ usage: cargo xtask <command>
   bench --storm-only        only the storm: bench/storm-{N}s.md
   bench --bin PATH          measure that threadtrace binary (another build)
   bench --processes N       processes for the address-space figure (5000)
+  bench --growth-only       what sampling memory for OOM growers costs with
+                            1,000 idle processes: bench/growth.md
 ";
 
 fn main() -> ExitCode {
@@ -152,6 +154,16 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         "test" => test()?,
         "image" => image()?,
+        "bench" if args.iter().any(|a| a == "--growth-only") => {
+            let mut o = bench::growth::Options::default();
+            if args.iter().any(|a| a == "--quick") {
+                o.reps = 1;
+                o.seconds = 10;
+            }
+            let md = bench::growth::run(&build(true)?, &o)?;
+            std::fs::write(root_dir().join("bench/growth.md"), &md)?;
+            print!("{md}");
+        }
         "bench" => {
             let mut o = bench::Options::default();
             let mut rest = args.iter().skip(1);

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    events::{Record, Summary},
+    diagnosis::growth::{self, Verdict},
+    events::{OomKill, Record, Summary},
     sink::text::bytes,
 };
 
@@ -123,56 +124,7 @@ impl Findings {
             Record::OomKill(k)
                 if self.ooms.len() < KEPT && self.seen_kills.insert(k.victim.pid) =>
             {
-                let v = &k.victim;
-                let mut evidence = Vec::new();
-                if let Some(c) = &k.memory_cgroup {
-                    evidence.push(format!(
-                        "memory limit {} of {} reached",
-                        bytes(c.limit_bytes),
-                        c.path
-                    ));
-                } else {
-                    evidence.push("no memory cgroup limit: the host ran out of memory".into());
-                }
-                if k.trigger.pid != v.pid {
-                    evidence.push(format!(
-                        "the allocation that triggered it was {}[{}]'s: killed is not guilty",
-                        k.trigger.comm, k.trigger.pid
-                    ));
-                }
-                if !k.top_holders.is_empty() {
-                    let h: Vec<String> = k
-                        .top_holders
-                        .iter()
-                        .take(3)
-                        .map(|h| format!("{}[{}] {}", h.comm, h.pid, bytes(h.rss_bytes)))
-                        .collect();
-                    evidence.push(format!("largest holders then: {}", h.join(", ")));
-                }
-                if let Some(c) = &k.consequence {
-                    evidence.push(c.clone());
-                }
-                self.ooms.push(Finding {
-                    kind: "oom_kill".into(),
-                    impact: if k.pool.is_some() { 1_000_000 } else { 100_000 },
-                    title: format!(
-                        "OOM kill of {}[{}]{}{}",
-                        v.comm,
-                        v.pid,
-                        v.rss_bytes
-                            .map(|b| format!(" ({})", bytes(b)))
-                            .unwrap_or_default(),
-                        k.pool
-                            .as_ref()
-                            .map(|p| format!(
-                                ", a worker of the {} pool of {}[{}]",
-                                p.kind, p.parent_comm, p.parent_pid
-                            ))
-                            .unwrap_or_default()
-                    ),
-                    evidence,
-                    remedy: k.remedy.clone(),
-                });
+                self.ooms.push(oom_finding(k));
             }
             Record::ProcessExit(e) if self.pool_deaths.len() < KEPT => {
                 if let (Some(p), Some(sig)) = (&e.pool, &e.signal) {
@@ -283,6 +235,75 @@ impl Findings {
     }
 }
 
+/// An OOM kill: who grew first (the victim is often not the one), then
+/// the limit, what the kill did to a pool, who triggered it, who held
+/// the memory.
+fn oom_finding(k: &OomKill) -> Finding {
+    let v = &k.victim;
+    let mut evidence = Vec::new();
+    evidence.extend(growth::sentence(k));
+    match &k.memory_cgroup {
+        Some(c) => evidence.push(format!(
+            "memory limit {} of {} reached{}",
+            bytes(c.limit_bytes),
+            c.path,
+            match (c.grew_bytes, c.window_s) {
+                (Some(g), Some(w)) => format!("; its usage grew {} in {w:.0} s", bytes(g)),
+                _ => String::new(),
+            }
+        )),
+        None => evidence.push("no memory cgroup limit: the host ran out of memory".into()),
+    }
+    if let Some(c) = &k.consequence {
+        evidence.push(c.clone());
+    }
+    if k.trigger.pid != v.pid {
+        evidence.push(format!(
+            "the allocation that triggered it was {}[{}]'s: killed is not guilty",
+            k.trigger.comm, k.trigger.pid
+        ));
+    }
+    if !k.top_holders.is_empty() {
+        let h: Vec<String> = k
+            .top_holders
+            .iter()
+            .take(3)
+            .map(|h| format!("{}[{}] {}", h.comm, h.pid, bytes(h.rss_bytes)))
+            .collect();
+        evidence.push(format!("largest holders then: {}", h.join(", ")));
+    }
+    let mut title = format!(
+        "OOM kill of {}[{}]{}",
+        v.comm,
+        v.pid,
+        v.rss_bytes
+            .map(|b| format!(" ({})", bytes(b)))
+            .unwrap_or_default()
+    );
+    if let Some(p) = &k.pool {
+        title.push_str(&format!(
+            ", a worker of the {} pool of {}[{}]",
+            p.kind, p.parent_comm, p.parent_pid
+        ));
+    }
+    if let Verdict::NotTheGrower(o) = growth::verdict(k) {
+        title.push_str(&format!(
+            "{} not the process that grew: {}[{}] {}",
+            if k.pool.is_some() { ";" } else { "," },
+            o.comm,
+            o.pid,
+            growth::grew(o)
+        ));
+    }
+    Finding {
+        kind: "oom_kill".into(),
+        impact: if k.pool.is_some() { 1_000_000 } else { 100_000 },
+        title,
+        evidence,
+        remedy: k.remedy.clone(),
+    }
+}
+
 /// Findings as text, numbered, at most `max`.
 pub fn render(findings: &[Finding], max: usize) -> String {
     if findings.is_empty() {
@@ -310,6 +331,93 @@ pub fn render(findings: &[Finding], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn oom_finding_of(mut k: OomKill) -> Finding {
+        k.remedy = crate::diagnosis::oom::remedy(&k);
+        let mut f = Findings::default();
+        f.add(&Record::OomKill(k));
+        f.ranked(None).remove(0)
+    }
+
+    /// Incident 5: the finding says the victim is not the grower, and
+    /// aims the remedy at the grower.
+    #[test]
+    fn a_kill_of_the_largest_names_the_process_that_grew() {
+        let f = oom_finding_of(crate::diagnosis::growth::tests::not_the_grower());
+        assert_eq!(
+            f.title,
+            "OOM kill of python3[100] (180 MiB), not the process that grew: python3[200] grew 150 MiB in 60 s"
+        );
+        assert_eq!(
+            f.evidence[0],
+            "killed python3[100] (largest, 180 MiB, grew 0 MiB in 60 s); python3[200] grew 150 MiB in 60 s"
+        );
+        assert!(
+            f.remedy.starts_with("the memory limit of /sys/fs/cgroup/memory/app (256 MiB) was reached; python3[200] grew 150 MiB in 60 s while python3[100] (killed) did not: cut python3[200]'s memory or find its leak"),
+            "{}",
+            f.remedy
+        );
+        assert!(f.remedy.contains("`choom -n 500 -p 200`"), "{}", f.remedy);
+        let text = render(&[f], 5);
+        assert!(
+            text.contains("\n   why: killed python3[100] (largest"),
+            "{text}"
+        );
+    }
+
+    /// seeds/002: the pool worker grew and was killed; nothing says it
+    /// was not the grower, and the pool's hang stays in the first lines.
+    #[test]
+    fn a_worker_that_grew_is_not_called_innocent() {
+        let mut k = crate::events::oom_kill::tests::kill(300, "python3");
+        let g = crate::diagnosis::growth::Grower {
+            pid: 300,
+            comm: "python3".into(),
+            rss_bytes: 180 << 20,
+            grew_bytes: 175 << 20,
+            window_s: 2.4,
+            started_in_window: true,
+            visible_s: Some(1.0),
+        };
+        k.victim_growth = Some(Box::new(g.clone()));
+        k.growers = vec![g];
+        k.top_holders = vec![crate::diagnosis::oom::MemHolder {
+            pid: 297,
+            comm: "python3".into(),
+            rss_bytes: 12 << 20,
+        }];
+        k.pool = Some(crate::diagnosis::oom::Pool {
+            parent_pid: 297,
+            parent_comm: "python3".into(),
+            parent_cmdline: None,
+            siblings_alive: 2,
+            kind: "python-multiprocessing".into(),
+        });
+        k.consequence = Some(
+            "python3[297] is a multiprocessing pool: map/map_async/join on it will wait forever"
+                .into(),
+        );
+        let f = oom_finding_of(k);
+        assert_eq!(
+            f.title,
+            "OOM kill of python3[300] (180 MiB), a worker of the python-multiprocessing pool of python3[297]"
+        );
+        assert_eq!(
+            f.evidence[0],
+            "killed python3[300] (largest, 180 MiB, grew 175 MiB in 2 s, since it started): it grew the most"
+        );
+        assert!(f.evidence[2].contains("wait forever"), "{:?}", f.evidence);
+        assert!(
+            f.remedy.contains("python3[300] grew the most (175 MiB in 2 s, since it started) and was killed: cut its memory or find its leak, or raise the limit; restart python3[297]"),
+            "{}",
+            f.remedy
+        );
+        let all = format!("{} {:?} {}", f.title, f.evidence, f.remedy);
+        assert!(
+            !all.contains("not the process") && !all.contains("did not"),
+            "{all}"
+        );
+    }
 
     #[test]
     fn a_failure_in_a_pod_names_the_pod() {

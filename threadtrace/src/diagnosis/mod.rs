@@ -3,6 +3,7 @@
 pub mod cause;
 pub mod evidence;
 pub mod findings;
+pub mod growth;
 pub mod holders;
 pub mod limits;
 pub mod oom;

@@ -3,13 +3,24 @@
 //! for a result that will never come (seeds/002, seeds/004).
 use serde::{Deserialize, Serialize};
 
-use crate::proctable::{Proc, ProcTable};
+use super::growth::{self, Verdict};
+use crate::{
+    events::OomKill,
+    proctable::{Proc, ProcTable},
+};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MemoryCgroup {
     pub path: String,
     pub limit_bytes: u64,
     pub usage_bytes: Option<u64>,
+    /// How much its usage grew in the window before the kill, up to the
+    /// limit it reached; null when it was not sampled.
+    #[serde(default)]
+    pub grew_bytes: Option<u64>,
+    /// The time `grew_bytes` is measured over.
+    #[serde(default)]
+    pub window_s: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -60,34 +71,85 @@ pub fn memory_cgroup(victim_cgroup: &str) -> Option<MemoryCgroup> {
                 path: dir.display().to_string(),
                 limit_bytes: l,
                 usage_bytes: usage,
+                grew_bytes: None,
+                window_s: None,
             });
         }
         dir = dir.parent()?;
     }
 }
 
-/// Resident memory of a process now (/proc/PID/statm), in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64)
+/// A memory cgroup's usage now (v1 or v2).
+pub fn usage_bytes(path: &str) -> Option<u64> {
+    let dir = std::path::Path::new(path);
+    read_u64(&dir.join("memory.usage_in_bytes")).or_else(|| read_u64(&dir.join("memory.current")))
 }
 
-/// The largest resident processes among `procs`.
-pub fn top_holders<'a>(procs: impl Iterator<Item = &'a Proc>, n: usize) -> Vec<MemHolder> {
-    let mut v: Vec<MemHolder> = procs
-        .filter_map(|p| {
+/// Resident memory of a process now (/proc/PID/statm), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    growth::statm(pid).map(|(_, rss)| rss)
+}
+
+/// Scopes up to this size are all read at a kill; larger ones (a global
+/// OOM on a busy host) only their likeliest largest, by the samples.
+const READ_ALL: usize = 64;
+
+/// The largest resident processes among `procs`, read now (`read`: their
+/// resident memory, None once exited, and then `sampled`, the last sampled
+/// size, stands). In a large scope, `sampled` picks the READ_ALL
+/// likeliest: a kill on a host of thousands of processes reads tens of
+/// files, not thousands.
+pub fn top_holders(
+    procs: &[&Proc],
+    n: usize,
+    sampled: impl Fn(&Proc) -> Option<u64>,
+    mut read: impl FnMut(u32) -> Option<u64>,
+) -> Vec<MemHolder> {
+    let mut order: Vec<(u64, &Proc)> = procs
+        .iter()
+        .map(|p| {
+            let size = if procs.len() > READ_ALL {
+                sampled(p).unwrap_or(u64::MAX)
+            } else {
+                0
+            };
+            (size, *p)
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
+    let mut v: Vec<MemHolder> = order
+        .into_iter()
+        .take(READ_ALL)
+        .filter_map(|(_, p)| {
             Some(MemHolder {
                 pid: p.pid,
                 comm: p.comm.clone(),
-                rss_bytes: rss_bytes(p.pid)?,
+                // Exited since the kill: its last sample stands.
+                rss_bytes: read(p.pid).or_else(|| sampled(p))?,
             })
         })
         .collect();
     v.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
     v.truncate(n);
     v
+}
+
+/// The victim's size among the holders is the kernel's at the kill: read
+/// later, its memory may already be freed by the OOM reaper.
+pub fn victim_as_killed(k: &mut OomKill) {
+    let Some(rss) = k.victim.rss_bytes else {
+        return;
+    };
+    let n = k.top_holders.len().max(1);
+    k.top_holders.retain(|h| h.pid != k.victim.pid);
+    k.top_holders.push(MemHolder {
+        pid: k.victim.pid,
+        comm: k.victim.comm.clone(),
+        rss_bytes: rss,
+    });
+    k.top_holders
+        .sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+    k.top_holders.truncate(n);
 }
 
 fn is_python(p: &Proc) -> bool {
@@ -155,18 +217,45 @@ pub fn consequence(pool: &Pool) -> String {
     }
 }
 
-pub fn remedy(cg: Option<&MemoryCgroup>, top: &[MemHolder], pool: Option<&Pool>) -> String {
+/// What to do: aimed at the process that grew when it is not the victim,
+/// else at the largest holder; then at the pool left waiting.
+pub fn remedy(k: &OomKill) -> String {
     let mib = |b: u64| b >> 20;
-    let mut r = match (cg, top.first()) {
-        (Some(c), Some(t)) => format!(
-            "the memory limit of {} ({} MiB) was reached; the largest holder is {}[{}] with {} MiB: raise the limit or cut that process's memory",
-            c.path, mib(c.limit_bytes), t.comm, t.pid, mib(t.rss_bytes)
+    let v = &k.victim;
+    let ran_out = match &k.memory_cgroup {
+        Some(c) => format!(
+            "the memory limit of {} ({} MiB) was reached",
+            c.path,
+            mib(c.limit_bytes)
         ),
-        (Some(c), None) => format!("the memory limit of {} ({} MiB) was reached: raise it or use less", c.path, mib(c.limit_bytes)),
-        (None, Some(t)) => format!("the host ran out of memory; the largest holder is {}[{}] with {} MiB", t.comm, t.pid, mib(t.rss_bytes)),
-        (None, None) => "the host ran out of memory".into(),
+        None => "the host ran out of memory".into(),
     };
-    if let Some(p) = pool {
+    let mut r = match (growth::verdict(k), &k.memory_cgroup, k.top_holders.first()) {
+        (Verdict::NotTheGrower(o), _, _) => format!(
+            "{ran_out}; {}[{}] {} while {}[{}] (killed) did not: cut {}[{}]'s memory or find its leak (it is still running); \
+             to have the OOM killer take it rather than {}[{}], `choom -n 500 -p {}` (or lower {}'s oom_score_adj when it restarts: OOMScoreAdjust= in a systemd unit){}",
+            o.comm, o.pid, growth::grew(o), v.comm, v.pid, o.comm, o.pid, v.comm, v.pid, o.pid, v.comm,
+            if k.memory_cgroup.is_some() { "; raise the limit if both need that memory" } else { "" }
+        ),
+        (Verdict::Grower(g), cg, _) => format!(
+            "{ran_out}; {}[{}] grew the most ({}) and was killed: cut its memory or find its leak{}",
+            v.comm,
+            v.pid,
+            growth::grew(g).trim_start_matches("grew "),
+            if cg.is_some() { ", or raise the limit" } else { "" }
+        ),
+        (Verdict::Unknown | Verdict::NoGrowth(_), Some(_), Some(t)) => format!(
+            "{ran_out}; the largest holder is {}[{}] with {} MiB: raise the limit or cut that process's memory",
+            t.comm, t.pid, mib(t.rss_bytes)
+        ),
+        (Verdict::Unknown | Verdict::NoGrowth(_), Some(_), None) => format!("{ran_out}: raise it or use less"),
+        (Verdict::Unknown | Verdict::NoGrowth(_), None, Some(t)) => format!(
+            "{ran_out}; the largest holder is {}[{}] with {} MiB",
+            t.comm, t.pid, mib(t.rss_bytes)
+        ),
+        (Verdict::Unknown | Verdict::NoGrowth(_), None, None) => ran_out,
+    };
+    if let Some(p) = &k.pool {
         r.push_str(&format!(
             "; restart {}[{}] (its pool will not recover the lost task){}",
             p.parent_comm,
@@ -212,11 +301,51 @@ mod tests {
             (me, 2, "python-multiprocessing")
         );
         assert!(consequence(&p).contains("wait forever"));
-        let r = remedy(None, &[], Some(&p));
+        let mut k = crate::events::oom_kill::tests::kill(4_300_001, "python3");
+        k.pool = Some(p);
+        let r = remedy(&k);
         assert!(
             r.contains("ProcessPoolExecutor") && r.contains(&format!("restart python3[{me}]")),
             "{r}"
         );
+    }
+
+    #[test]
+    fn a_large_scope_reads_only_its_likeliest_largest() {
+        let procs: Vec<Proc> = (0..1000)
+            .map(|i| proc_(4_400_000 + i, 1, "x", "x"))
+            .collect();
+        let refs: Vec<&Proc> = procs.iter().collect();
+        let size = |pid: u32| u64::from(pid - 4_400_000) << 20;
+        // Sampled: the 64 largest by their samples are read, and the
+        // largest of those come first.
+        let mut read = Vec::new();
+        let h = top_holders(
+            &refs,
+            3,
+            |p| Some(size(p.pid)),
+            |pid| {
+                read.push(pid);
+                Some(size(pid))
+            },
+        );
+        assert_eq!(read.len(), READ_ALL);
+        assert_eq!(
+            h.iter().map(|h| h.pid).collect::<Vec<_>>(),
+            [4_400_999, 4_400_998, 4_400_997]
+        );
+        // A small scope is read whole, samples or not.
+        let mut n = 0;
+        top_holders(
+            &refs[..10],
+            3,
+            |_| None,
+            |_| {
+                n += 1;
+                Some(1)
+            },
+        );
+        assert_eq!(n, 10);
     }
 
     #[test]

@@ -42,6 +42,18 @@ pub struct OomKill {
     pub memory_cgroup: Option<crate::diagnosis::oom::MemoryCgroup>,
     /// The largest resident processes in that cgroup (or the host) then.
     pub top_holders: Vec<crate::diagnosis::oom::MemHolder>,
+    /// The processes of that cgroup (or the host) whose resident memory
+    /// grew the most in the window before the kill, most first; the
+    /// victim among them when it grew. Empty when nothing was sampled.
+    #[serde(default)]
+    pub growers: Vec<crate::diagnosis::growth::Grower>,
+    /// The victim's own growth in that window; null when not known.
+    #[serde(default)]
+    pub victim_growth: Option<Box<crate::diagnosis::growth::Grower>>,
+    /// Live processes in scope whose growth could not be measured (seen
+    /// too briefly, or past the history's process cap).
+    #[serde(default)]
+    pub growth_unknown: u32,
     /// Set when the victim was a pool worker.
     pub pool: Option<crate::diagnosis::oom::Pool>,
     /// What the kill did beyond the victim (a pool waiting forever).
@@ -105,6 +117,9 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
         trigger,
         memory_cgroup: None,
         top_holders: Vec::new(),
+        growers: Vec::new(),
+        victim_growth: None,
+        growth_unknown: 0,
         pool: None,
         consequence: None,
         remedy: String::new(),
@@ -113,13 +128,62 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         events::decode::tests::header,
         proctable::{Proc, ProcTable},
     };
     use threadtrace_common::EventKind;
+
+    /// A kill of `comm[victim]` at 180 MiB in a 256 MiB cgroup, its own
+    /// allocation the trigger, nothing else known.
+    pub fn kill(victim: u32, comm: &str) -> OomKill {
+        OomKill {
+            task: Task {
+                time: "2026-11-22T03:00:00.000000Z".into(),
+                pid: victim,
+                tid: victim,
+                comm: comm.into(),
+                uid: 1000,
+            },
+            victim: Victim {
+                pid: victim,
+                comm: comm.into(),
+                cmdline: None,
+                exe: None,
+                uid: Some(1000),
+                rss_bytes: Some(180 << 20),
+                anon_rss_bytes: None,
+                total_vm_bytes: None,
+                oom_score_adj: Some(0),
+                ppid: None,
+                parent_comm: None,
+                cgroup: Some("/sys/fs/cgroup/memory/app".into()),
+            },
+            trigger: Trigger {
+                pid: victim,
+                tid: victim,
+                comm: comm.into(),
+                uid: 1000,
+            },
+            memory_cgroup: Some(crate::diagnosis::oom::MemoryCgroup {
+                path: "/sys/fs/cgroup/memory/app".into(),
+                limit_bytes: 256 << 20,
+                usage_bytes: None,
+                grew_bytes: None,
+                window_s: None,
+            }),
+            top_holders: Vec::new(),
+            growers: Vec::new(),
+            victim_growth: None,
+            growth_unknown: 0,
+            k8s: None,
+            pool: None,
+            consequence: None,
+            remedy: String::new(),
+        }
+    }
 
     #[test]
     fn victim_and_trigger_differ_and_parent_is_named() {

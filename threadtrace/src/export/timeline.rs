@@ -150,14 +150,38 @@ impl Timeline {
                 task.pid = k.victim.pid;
                 task.tid = k.victim.pid;
                 task.comm = k.victim.comm.clone();
+                let growth = crate::diagnosis::growth::sentence(k);
                 self.instant(
                     "oom",
                     &task,
                     format!("OOM kill of {}[{}]", k.victim.comm, k.victim.pid),
                     json!({"rss_bytes": k.victim.rss_bytes, "memory_cgroup": k.memory_cgroup,
-                           "trigger": k.trigger, "pool": k.pool, "consequence": k.consequence,
-                           "remedy": k.remedy}),
+                           "trigger": k.trigger, "growth": growth, "growers": k.growers,
+                           "victim_growth": k.victim_growth, "pool": k.pool,
+                           "consequence": k.consequence, "remedy": k.remedy}),
                 );
+                // And on the track of the process that grew, when it was
+                // not the victim: that is where the memory went.
+                if let crate::diagnosis::growth::Verdict::NotTheGrower(o) =
+                    crate::diagnosis::growth::verdict(k)
+                {
+                    let mut task = k.task.clone();
+                    task.pid = o.pid;
+                    task.tid = o.pid;
+                    task.comm = o.comm.clone();
+                    self.instant(
+                        "oom",
+                        &task,
+                        format!(
+                            "{} before the OOM kill of {}[{}]",
+                            crate::diagnosis::growth::grew(o),
+                            k.victim.comm,
+                            k.victim.pid
+                        ),
+                        json!({"grower": o, "victim_pid": k.victim.pid, "growth": growth,
+                               "remedy": k.remedy}),
+                    );
+                }
             }
             Record::RlimitChange(e) if e.changed => {
                 let lim = |l: &Option<crate::events::rlimit_change::Limits>| {

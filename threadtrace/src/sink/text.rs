@@ -91,6 +91,9 @@ fn oom(e: &OomKill) -> String {
     } else {
         let _ = write!(s, "  triggered by {}[{}]", t.comm, t.pid);
     }
+    if let Some(g) = crate::diagnosis::growth::sentence(e) {
+        let _ = write!(s, "\n    growth: {g}");
+    }
     if let Some(c) = &e.memory_cgroup {
         let _ = write!(
             s,
@@ -98,6 +101,9 @@ fn oom(e: &OomKill) -> String {
             bytes(c.limit_bytes),
             c.path
         );
+        if let (Some(g), Some(w)) = (c.grew_bytes, c.window_s) {
+            let _ = write!(s, "; its usage grew {} in {w:.0} s", bytes(g));
+        }
     }
     if !e.top_holders.is_empty() {
         let top: Vec<String> = e

@@ -288,6 +288,7 @@ impl Filter {
                     || k.pool
                         .as_ref()
                         .is_some_and(|p| self.process(p.parent_pid, &p.parent_comm, None))
+                    || k.growers.iter().any(|g| self.process(g.pid, &g.comm, None))
             }
             Record::RlimitChange(e) => {
                 task(&e.task)
@@ -641,8 +642,13 @@ pub mod tests {
                 path: "/sys/fs/cgroup/memory/consumer".into(),
                 limit_bytes: 200 << 20,
                 usage_bytes: None,
+                grew_bytes: None,
+                window_s: None,
             }),
             top_holders: vec![],
+            growers: vec![],
+            victim_growth: None,
+            growth_unknown: 0,
             pool: pool.then(|| oom::Pool {
                 parent_pid: victim - 3,
                 parent_comm: "python3".into(),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::app::FailureRow;
 use crate::{
     attribution::Frame,
-    diagnosis::{findings::Finding, limits::ProcessLimits, storm::Storm},
+    diagnosis::{findings::Finding, growth, limits::ProcessLimits, storm::Storm},
     events::{Record, ThreadCreateFailed},
     sink::text,
 };
@@ -171,6 +171,39 @@ pub fn process(p: &ProcessLimits) -> Detail {
     detail(format!("{}[{}]", p.comm, p.pid), lines)
 }
 
+/// Each grower on its own line: size, growth, and how early it showed.
+fn growers(k: &crate::events::OomKill) -> Vec<String> {
+    let mut out = Vec::new();
+    if !k.growers.is_empty() {
+        out.push(String::new());
+        out.push("grew the most in the window before the kill:".into());
+    }
+    for g in &k.growers {
+        out.push(format!(
+            "  {}[{}]{} rss {}, {}{}",
+            g.comm,
+            g.pid,
+            if g.pid == k.victim.pid {
+                " (killed)"
+            } else {
+                ""
+            },
+            text::bytes(g.rss_bytes),
+            growth::grew(g),
+            g.visible_s
+                .map(|v| format!("; a quarter of it showed {v:.0} s before the kill"))
+                .unwrap_or_default()
+        ));
+    }
+    if k.growth_unknown > 0 {
+        out.push(format!(
+            "  ({} more processes whose growth is not known)",
+            k.growth_unknown
+        ));
+    }
+    out
+}
+
 pub fn record(r: &Record) -> Detail {
     let (title, lines) = match r {
         Record::ThreadCreateFailed(e) => (
@@ -190,6 +223,7 @@ pub fn record(r: &Record) -> Detail {
                         p.kind, p.parent_comm, p.parent_pid, p.siblings_alive
                     ));
                 }
+                lines.extend(growers(k));
             }
             let title = lines.first().cloned().unwrap_or_default();
             (title, lines)
@@ -218,6 +252,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\ndo: OMP_NUM_THREADS=1"), "{text}");
+    }
+
+    #[test]
+    fn a_kill_lists_who_grew() {
+        let mut k = crate::diagnosis::growth::tests::not_the_grower();
+        k.growers[0].visible_s = Some(41.5);
+        k.growth_unknown = 3;
+        let d = record(&Record::OomKill(k));
+        let text = d.lines.join("\n");
+        assert!(
+            text.contains("growth: killed python3[100] (largest, 180 MiB, grew 0 MiB in 60 s); python3[200] grew 150 MiB in 60 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("grew the most in the window before the kill:\n  python3[200] rss 60 MiB, grew 150 MiB in 60 s; a quarter of it showed 42 s before the kill\n  (3 more processes whose growth is not known)"),
+            "{text}"
+        );
     }
 
     #[test]

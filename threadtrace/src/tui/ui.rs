@@ -628,6 +628,36 @@ fn pool_cell(p: &crate::diagnosis::oom::Pool) -> String {
     )
 }
 
+const GROWER_WIDE: usize = 22;
+const GROWER_NARROW: usize = 20;
+
+/// A growth in 4 characters or so: the panel's columns are narrow.
+fn short(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    match n as f64 / MIB {
+        m if m >= 1024.0 => format!("{:.1}G", m / 1024.0),
+        m => format!("{m:.0}M"),
+    }
+}
+
+/// Who grew the most before the kill, in `width` columns: the size and
+/// the pid are kept, the name is cut.
+fn grower_cell(k: &crate::events::OomKill, width: usize) -> String {
+    use crate::diagnosis::growth::{verdict, Verdict};
+    match verdict(k) {
+        Verdict::NotTheGrower(o) => {
+            let head = format!("+{} ", short(o.grew_bytes));
+            let tail = format!("[{}]", o.pid);
+            let room = width.saturating_sub(head.chars().count() + tail.chars().count());
+            let comm: String = o.comm.chars().take(room).collect();
+            format!("{head}{comm}{tail}")
+        }
+        Verdict::Grower(g) => format!("itself +{}", short(g.grew_bytes)),
+        Verdict::NoGrowth(_) => "none".into(),
+        Verdict::Unknown => "-".into(),
+    }
+}
+
 fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
     if area.height == 0 {
         return;
@@ -648,11 +678,16 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let (time, victim, rss, trigger, limit, pool) = match r {
+            let (time, victim, rss, grew, grower, trigger, limit, pool) = match r {
                 Record::OomKill(k) => (
                     clock(&k.task.time),
                     format!("{}[{}]", k.victim.comm, k.victim.pid),
                     k.victim.rss_bytes.map(size).unwrap_or_else(|| "?".into()),
+                    k.victim_growth
+                        .as_ref()
+                        .map(|g| format!("+{}", short(g.grew_bytes)))
+                        .unwrap_or_else(|| "?".into()),
+                    grower_cell(k, if wide { GROWER_WIDE } else { GROWER_NARROW }),
                     if k.trigger.pid == k.victim.pid {
                         "itself".to_string()
                     } else {
@@ -667,6 +702,8 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
                 Record::ProcessExit(e) => (
                     clock(&e.task.time),
                     format!("{}[{}]", e.task.comm, e.task.pid),
+                    "-".into(),
+                    "-".into(),
                     "-".into(),
                     e.signal.clone().unwrap_or_else(|| "?".into()),
                     "-".into(),
@@ -683,13 +720,15 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
             if wide {
                 cells.push(Cell::from(time));
             }
-            cells.extend([
-                Cell::from(victim),
-                Cell::from(rss),
-                Cell::from(trigger),
-                Cell::from(limit),
-                Cell::from(pool.unwrap_or_else(|| "-".into())),
-            ]);
+            cells.extend([Cell::from(victim), Cell::from(rss)]);
+            if wide {
+                cells.push(Cell::from(grew));
+            }
+            cells.push(Cell::from(grower));
+            if wide {
+                cells.extend([Cell::from(trigger), Cell::from(limit)]);
+            }
+            cells.push(Cell::from(pool.unwrap_or_else(|| "-".into())));
             Row::new(cells).style(if selected == Some(start + i) {
                 style.patch(SELECTED)
             } else {
@@ -697,20 +736,42 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
             })
         })
         .collect();
-    let mut header = Vec::new();
-    let mut widths = Vec::new();
-    if wide {
-        header.push("TIME");
-        widths.push(Constraint::Length(8));
-    }
-    header.extend(["VICTIM", "RSS", "TRIGGER", "LIMIT", "POOL"]);
-    widths.extend([
-        Constraint::Length(if wide { 22 } else { 16 }),
-        Constraint::Length(9),
-        Constraint::Length(if wide { 22 } else { 12 }),
-        Constraint::Length(9),
-        Constraint::Fill(1),
-    ]);
+    // Narrow, the victim's growth, the trigger and the limit give way to
+    // the top grower (the detail view has them all).
+    let (header, widths) = if wide {
+        (
+            vec![
+                "TIME",
+                "VICTIM",
+                "RSS",
+                "GREW",
+                "TOP GROWER",
+                "TRIGGER",
+                "LIMIT",
+                "POOL",
+            ],
+            vec![
+                Constraint::Length(8),
+                Constraint::Length(20),
+                Constraint::Length(9),
+                Constraint::Length(6),
+                Constraint::Length(GROWER_WIDE as u16),
+                Constraint::Length(18),
+                Constraint::Length(9),
+                Constraint::Fill(1),
+            ],
+        )
+    } else {
+        (
+            vec!["VICTIM", "RSS", "TOP GROWER", "POOL"],
+            vec![
+                Constraint::Length(16),
+                Constraint::Length(9),
+                Constraint::Length(GROWER_NARROW as u16),
+                Constraint::Fill(1),
+            ],
+        )
+    };
     table(frame, rest, header, widths, out);
 }
 
@@ -1006,7 +1067,7 @@ mod tests {
     #[test]
     fn an_oom_kill_of_a_pool_worker_says_who_waits_and_what_to_do() {
         let app = with_oom_pool_finding();
-        let s = screen(&app, 140, 30);
+        let s = screen(&app, 160, 30);
         line_with(&s, "1. OOM kill of python3[19478] (198 MiB), a worker of the python-multiprocessing pool of python3[19475]");
         line_with(
             &s,
@@ -1021,6 +1082,32 @@ mod tests {
             "{row}"
         );
         line_with(&s, "OOM KILL  python3[19478] rss 198 MiB");
+    }
+
+    /// Incident 5: the largest was killed, another grew; the panel names
+    /// the grower, wide or narrow.
+    #[test]
+    fn an_oom_kill_names_the_process_that_grew() {
+        let mut app = App::new(None);
+        app.update(started());
+        let k = crate::diagnosis::growth::tests::not_the_grower();
+        app.update(Update::Record(Box::new(Record::OomKill(k))));
+        let s = screen(&app, 140, 30);
+        let head = line_with(&s, "TOP GROWER");
+        assert!(head.contains("GREW") && head.contains("TRIGGER"), "{head}");
+        let row = line_with(&s, "python3[100]  ");
+        assert!(
+            row.contains("180.0 MiB") && row.contains("+0M") && row.contains("+150M python3[200]"),
+            "{row}"
+        );
+        line_with(&s, "OOM KILL  python3[100] rss 180 MiB");
+        let s = screen(&app, 80, 24);
+        let row = line_with(&s, "python3[100]  ");
+        assert!(row.contains("+150M python3[200]"), "{row}");
+        let mut k = crate::diagnosis::growth::tests::not_the_grower();
+        k.growers[0].comm = "tensorflow_serv".into();
+        k.growers[0].pid = 4_194_303;
+        assert_eq!(grower_cell(&k, GROWER_NARROW), "+150M tenso[4194303]");
     }
 
     #[test]

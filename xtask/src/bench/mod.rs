@@ -9,6 +9,7 @@
 //! on these VMs swings by 30% between runs. Configurations take turns in
 //! rounds, each round starting with another one, and a slowdown is the
 //! median of the per-round ratios with a 95% bootstrap interval.
+pub mod growth;
 mod probes;
 mod spaces;
 mod stats;
