@@ -156,7 +156,9 @@ fn the_image_runs_the_daemonsets_command_and_sees_a_real_failure() {
     let r = rootfs.display();
     let script = format!(
         "set -e; ip link set lo up; mount --rbind /proc {r}/proc; mount --rbind /sys {r}/sys; \
-         mount -t tmpfs tmpfs {r}/tmp; exec chroot {r} {}",
+         mount -t tmpfs tmpfs {r}/tmp; \
+         mkdir -p {r}/var/lib/threadtrace; \
+         exec chroot {r} {}",
         cmd.join(" ")
     );
     let log = dir.0.join("tracer.log");
@@ -235,5 +237,23 @@ fn the_image_runs_the_daemonsets_command_and_sees_a_real_failure() {
     assert!(
         lines.contains("THREAD CREATE FAILED") && lines.contains(&format!("[{pid}]")),
         "{lines}"
+    );
+    // The flight recorder's set, in the volume: the failure is in it.
+    let traces = rootfs.join("var/lib/threadtrace");
+    let report = Command::new(bin())
+        .args(["export", "--format", "jsonl"])
+        .arg(&traces)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success()
+            && text
+                .lines()
+                .any(|l| l.contains("\"kind\":\"thread_create_failed\"")
+                    && l.contains(&format!("\"pid\":{pid}"))),
+        "report of {}: {text} {}",
+        traces.display(),
+        String::from_utf8_lossy(&report.stderr)
     );
 }

@@ -385,7 +385,7 @@ pub fn new(cfg: &Config) -> (Metrics, Registry) {
     );
     r.register(
         "threadtrace_probes_attached",
-        "Tracepoints and uprobes attached",
+        "Kernel probes attached (tracepoints)",
         m.probes.clone(),
     );
     r.register(
