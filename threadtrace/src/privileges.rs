@@ -12,7 +12,6 @@
 use std::io;
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
-pub const CAP_NET_BIND_SERVICE: u32 = 10;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
@@ -174,9 +173,6 @@ pub struct Needs {
     pub kernel: Option<(u32, u32)>,
     /// kernel.unprivileged_bpf_disabled is set.
     pub unprivileged_bpf_disabled: bool,
-    /// A listening port below 1024 is bound after attach (`record
-    /// --metrics ADDR` sets this).
-    pub bind_below_1024: bool,
 }
 
 impl Needs {
@@ -189,7 +185,6 @@ impl Needs {
             )
             .map(|s| s.trim() != "0")
             .unwrap_or(true),
-            bind_below_1024: false,
         }
     }
 }
@@ -250,12 +245,6 @@ pub fn plan(held: u64, needs: &Needs) -> Vec<Kept> {
                 "read the kernel's counters (bpf() before Linux 5.19, no CAP_BPF)",
             );
         }
-    }
-    if needs.bind_below_1024 {
-        keep(
-            CAP_NET_BIND_SERVICE,
-            "listen on the metrics port below 1024",
-        );
     }
     kept.sort_by_key(|k| k.cap);
     kept
@@ -344,7 +333,6 @@ mod tests {
         Needs {
             kernel: Some(kernel),
             unprivileged_bpf_disabled: true,
-            bind_below_1024: false,
         }
     }
 
@@ -369,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn older_kernels_and_a_low_metrics_port_keep_what_they_need() {
+    fn older_kernels_keep_what_they_need() {
         assert_eq!(
             kept(ALL, needs((5, 4))),
             [
@@ -386,17 +374,6 @@ mod tests {
             kept(ALL, n),
             [
                 "CAP_DAC_READ_SEARCH",
-                "CAP_SYS_PTRACE",
-                "CAP_CHECKPOINT_RESTORE"
-            ]
-        );
-        let mut n = needs((6, 18));
-        n.bind_below_1024 = true;
-        assert_eq!(
-            kept(ALL, n),
-            [
-                "CAP_DAC_READ_SEARCH",
-                "CAP_NET_BIND_SERVICE",
                 "CAP_SYS_PTRACE",
                 "CAP_CHECKPOINT_RESTORE"
             ]

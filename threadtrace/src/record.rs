@@ -277,6 +277,12 @@ impl Collector {
             }
         };
         self.delivered += 1;
+        // The tracer capping its own memory after attach is not news.
+        if let decode::Raw::RlimitChange(e) = &raw {
+            if e.header.tgid == std::process::id() {
+                return;
+            }
+        }
         // Address spaces first: a failure is attributed through the
         // mappings of its moment, and the kernel wrote their records before
         // the failure happened.
@@ -978,9 +984,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // start (they inherit this thread's credentials).
     // Nothing is attached while recording: no probe needs a capability
     // after this point.
-    let mut needs = privileges::Needs::of_host();
-    // `record --metrics ADDR` sets this when its port is below 1024.
-    needs.bind_below_1024 = false;
+    // The metrics port, whatever its number, is bound already.
+    let needs = privileges::Needs::of_host();
     match privileges::drop_after_attach(&needs) {
         Ok(kept) => log::info!(
             "capabilities kept after attach: {}",

@@ -40,6 +40,7 @@ usage: cargo xtask <command>
   bench --storm-seconds N   the storm's length (default 60)
   bench --storm-only        only the storm: bench/storm-{N}s.md
   bench --bin PATH          measure that threadtrace binary (another build)
+  bench --out FILE          write the results there, not bench/results.md
   bench --processes N       processes for the address-space figure (5000)
   bench --growth-only       what sampling memory for OOM growers costs with
                             1,000 idle processes: bench/growth.md
@@ -177,6 +178,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
                     }
                     "--bin" => {
                         o.bin = Some(rest.next().context("--bin needs a path")?.into());
+                    }
+                    "--out" => {
+                        o.out = Some(rest.next().context("--out needs a path")?.into());
                     }
                     "--processes" => {
                         let v = rest.next().context("--processes needs a number")?;

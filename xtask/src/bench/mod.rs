@@ -41,6 +41,8 @@ pub struct Options {
     pub bin: Option<PathBuf>,
     /// Processes in the address-space memory figure.
     pub processes: usize,
+    /// Where results.md goes (another build's figures go beside it).
+    pub out: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             storm_only: false,
             bin: None,
             processes: 5000,
+            out: None,
         }
     }
 }
@@ -791,7 +794,10 @@ pub fn run(opts: &Options) -> Result<()> {
         verdict(Duration::from_secs_f64(st.threadtrace) <= STARTUP_MAX)
     )?;
 
-    let out = root_dir().join("bench/results.md");
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| root_dir().join("bench/results.md"));
     std::fs::write(&out, &md)?;
     print!("{md}");
     eprintln!("xtask: bench: written to {}", out.display());
