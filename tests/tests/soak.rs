@@ -6,10 +6,12 @@
 //!
 //! Warm-up is the tracer's tables filling to their caps: the process
 //! table (16,384 exited processes or 16 MiB) and attribution's address
-//! spaces, whose RSS grows for the first ~60,000 processes here, then stays
-//! flat. CI runs 100,000 (about 140 s here) and compares the third quarter
-//! with the fourth; THREADTRACE_SOAK_PROCESSES=300000 is the longer run for
-//! the figure. The curve is printed (`--nocapture`).
+//! spaces (a dead process's kept 10 s), so the RSS grows for the first
+//! ~40,000 processes here (76 MiB), then stays flat. CI runs 100,000
+//! (about 115 s here) and compares the third quarter with the fourth;
+//! THREADTRACE_SOAK_PROCESSES=300000 is the longer run for the figure.
+//! The curve is printed (`--nocapture`); THREADTRACE_SOAK_ARGS adds
+//! `record` options, to find what grows when it fails.
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
@@ -44,7 +46,12 @@ fn rss_stays_flat_over_process_churn() {
     let churn = compile_c("churn", &[]);
     let burst = compile_c("thread_burst", &["-pthread"]);
     let set = scratch().join("soak");
-    let t = Tracer::start(&["-o", &format!("{}/", set.display()), "--max-size", "64M"]);
+    let out = format!("{}/", set.display());
+    let mut args = vec!["-o", &out, "--max-size", "64M"];
+    // More record options, to find what grows when this fails.
+    let extra = std::env::var("THREADTRACE_SOAK_ARGS").unwrap_or_default();
+    args.extend(extra.split_whitespace());
+    let t = Tracer::start(&args);
     let tracer = t.pid();
 
     let mut child = Command::new(&churn)

@@ -758,8 +758,11 @@ impl Collector {
         self.drain_mappings();
         self.checkpoints += 1;
         let check = self.checkpoints.is_multiple_of(LIVENESS_EVERY);
-        self.spaces()
-            .prune(|pid| !check || std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let behind = !self.pending.is_empty();
+        self.spaces().prune(
+            |pid| !check || std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            behind,
+        );
         self.roots.retain(|_, fd| Arc::strong_count(fd) > 1);
         self.census.prune();
         let s = self.summary(false);

@@ -94,9 +94,12 @@ impl Snapshot {
     }
 }
 
-/// Ended generations are kept this long: a failure is attributed at most
-/// a few seconds after it happened, unless the output stage is far behind.
-const GRACE: Duration = Duration::from_secs(60);
+/// Ended generations are kept this long once the output stage has caught
+/// up (the collector stops pruning them while it is behind): its queue
+/// holds a fraction of a second of failures, and a host that starts a
+/// thousand processes a second would otherwise keep tens of thousands of
+/// dead address spaces.
+const GRACE: Duration = Duration::from_secs(10);
 /// Mappings kept in all, about 80 bytes each with their share of files:
 /// ~80 MiB at the cap, which 5,000 processes with 50 libraries each do not
 /// approach. Past it the oldest ended generations go first, then the
@@ -404,10 +407,11 @@ impl AddressSpaces {
         out
     }
 
-    /// Forgets generations ended more than GRACE ago, ends those of
+    /// Forgets generations ended more than GRACE ago (unless `behind`: the
+    /// output stage may still attribute their failures), ends those of
     /// processes that no longer exist (their exit record may have been
     /// lost), and enforces the cap.
-    pub fn prune(&mut self, alive: impl Fn(u32) -> bool) {
+    pub fn prune(&mut self, alive: impl Fn(u32) -> bool, behind: bool) {
         let now = Instant::now();
         for (&pid, gens) in self.pids.iter_mut() {
             if let Some(last) = gens.last_mut() {
@@ -419,7 +423,7 @@ impl AddressSpaces {
         let mut dropped = 0;
         self.pids.retain(|_, gens| {
             gens.retain(|g| {
-                let old = g.ended.is_some_and(|e| now.duration_since(e) > GRACE);
+                let old = !behind && g.ended.is_some_and(|e| now.duration_since(e) > GRACE);
                 if old {
                     dropped += g.mappings.len();
                 }
@@ -656,11 +660,17 @@ mod tests {
     fn prune_forgets_the_dead_after_the_grace_period_only() {
         let mut s = spaces();
         s.map(7, 1, 0x1000, 0x1000, 0, 8, 1, "/bin/x");
-        s.prune(|_| false);
+        s.prune(|_| false, false);
         assert!(at(&s, 7, 2, 0x1000).is_some(), "kept for late failures");
         assert_eq!(s.stats().mappings, 1);
         s.pids.get_mut(&7).unwrap()[0].ended = Some(Instant::now() - GRACE * 2);
-        s.prune(|_| false);
+        s.prune(|_| false, true);
+        assert_eq!(
+            s.stats().mappings,
+            1,
+            "kept while the output stage is behind"
+        );
+        s.prune(|_| false, false);
         assert_eq!(s.stats(), Stats::default());
     }
 
