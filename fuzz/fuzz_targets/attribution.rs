@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             if let Some(snap) = spaces.snapshot(2, u64::MAX) {
                 let _ = snap.locate(0x1000);
             }
-            spaces.prune(|_| false);
+            spaces.prune(|_| false, false);
         }
         _ => {
             let f = memfd(data);
