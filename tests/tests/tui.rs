@@ -75,7 +75,7 @@ fn a_real_failure_on_the_dashboard_then_q() {
         "header:\n{s}"
     );
     assert!(
-        s.contains("1. ") && s.contains("thread creations failed for thread_burst"),
+        s.contains("1. ") && s.contains(" failed for thread_burst"),
         "the finding:\n{s}"
     );
     assert_eq!(

@@ -223,8 +223,23 @@ pub fn shell(s: &str) -> Cow<'_, str> {
     Cow::Owned(format!("'{}'", s.replace('\'', r"'\''")))
 }
 
+/// `n` and a noun, "1 thread" or "2 threads".
+pub fn count(n: impl Into<i128> + Copy + std::fmt::Display, noun: &str) -> String {
+    if n.into() == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_are_singular_at_one() {
+        assert_eq!(super::count(1u32, "thread"), "1 thread");
+        assert_eq!(super::count(0i64, "task"), "0 tasks");
+    }
+
     use super::*;
 
     #[test]

@@ -137,8 +137,8 @@ pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
                 Some(n.soft),
                 Some(n.count as u64),
                 format!(
-                    "user {} had {} tasks (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is {}",
-                    e.uid, n.count, n.soft
+                    "user {} had {} (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is {}",
+                    e.uid, crate::sanitize::count(n.count, "task"), n.soft
                 ),
             );
         }

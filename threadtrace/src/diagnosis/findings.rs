@@ -111,7 +111,14 @@ impl Findings {
                         .holders
                         .iter()
                         .take(3)
-                        .map(|h| format!("{}[{}] {} threads", h.comm, h.pid, h.threads))
+                        .map(|h| {
+                            format!(
+                                "{}[{}] {}",
+                                h.comm,
+                                h.pid,
+                                crate::sanitize::count(h.threads, "thread")
+                            )
+                        })
                         .collect();
                     g.holders = Some(format!("held by {}", h.join(", ")));
                 }
@@ -222,7 +229,8 @@ impl Findings {
                 kind: "thread_create_failed".into(),
                 impact: 10_000 + exact,
                 title: format!(
-                    "{exact} thread creations failed for {who} in {}{more}{pods}, uid {uid}",
+                    "{} failed for {who} in {}{more}{pods}, uid {uid}",
+                    crate::sanitize::count(exact, "thread creation"),
                     procs.join(", ")
                 ),
                 evidence,

@@ -62,7 +62,14 @@ fn failed(e: &ThreadCreateFailed) -> String {
                 .holders
                 .iter()
                 .take(3)
-                .map(|h| format!("{}[{}] {} threads", h.comm, h.pid, h.threads))
+                .map(|h| {
+                    format!(
+                        "{}[{}] {}",
+                        h.comm,
+                        h.pid,
+                        crate::sanitize::count(h.threads, "thread")
+                    )
+                })
                 .collect();
             let _ = write!(s, "\n    held by: {}", top.join(", "));
         }
