@@ -141,7 +141,9 @@ pub fn user_stack<C: EbpfContext>(ctx: &C, stack: &mut UserStack) {
 }
 
 /// Copies registers and the top of the user stack. A stack whose top is
-/// nearer than STACK_COPY faults as a whole: then try smaller copies.
+/// nearer than STACK_COPY faults as a whole; its top is then the end of
+/// sp's page (a mapping ends on a page boundary, and sp + STACK_COPY is
+/// below the next one), so the rest of that page is all there is.
 #[inline(always)]
 pub fn copy_user_stack(ip: u64, sp: u64, bp: u64, out: &mut StackCopy) {
     out.ip = ip;
@@ -159,23 +161,19 @@ pub fn copy_user_stack(ip: u64, sp: u64, bp: u64, out: &mut StackCopy) {
         .is_ok()
         {
             out.len = STACK_COPY as u32;
-        } else if bpf_probe_read_user_buf(
-            sp as *const u8,
-            core::slice::from_raw_parts_mut(dst, STACK_COPY / 4),
-        )
-        .is_ok()
+            return;
+        }
+        let rest = PAGE - (sp as usize & (PAGE - 1));
+        if rest <= STACK_COPY
+            && bpf_probe_read_user_buf(sp as *const u8, core::slice::from_raw_parts_mut(dst, rest))
+                .is_ok()
         {
-            out.len = (STACK_COPY / 4) as u32;
-        } else if bpf_probe_read_user_buf(
-            sp as *const u8,
-            core::slice::from_raw_parts_mut(dst, 256),
-        )
-        .is_ok()
-        {
-            out.len = 256;
+            out.len = rest as u32;
         }
     }
 }
+
+const PAGE: usize = 4096;
 
 /// The current task's user registers, for programs whose context is not
 /// pt_regs (tracepoints). At a syscall's exit the argument registers still
