@@ -161,7 +161,11 @@ impl Running {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) if ready(&l) => break,
                 Ok(_) => {}
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait()?;
+                    bail!("{cmd:?} ended before tracing ({status})");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     bail!("{cmd:?} did not start tracing within 60 s");
                 }
@@ -368,6 +372,8 @@ fn storm(bin: &Path, generator: &Path, seconds: u64, rounds: usize) -> Result<St
     let (rate_ratio, untraced_rate) = storm_rates(bin, generator, rounds)?;
 
     let trace = work_dir().join("storm.trace");
+    // The tracer never overwrites a file without --force.
+    let _ = std::fs::remove_file(&trace);
     let log = work_dir().join("storm.log");
     let mut c = Command::new(bin);
     c.args(["record", "--json", "-v", "-o"])
