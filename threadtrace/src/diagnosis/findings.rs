@@ -272,13 +272,10 @@ fn oom_finding(k: &OomKill) -> Finding {
         ));
     }
     if !k.top_holders.is_empty() {
-        let h: Vec<String> = k
-            .top_holders
-            .iter()
-            .take(3)
-            .map(|h| format!("{}[{}] {}", h.comm, h.pid, bytes(h.rss_bytes)))
-            .collect();
-        evidence.push(format!("largest holders then: {}", h.join(", ")));
+        evidence.push(format!(
+            "largest holders then: {}",
+            crate::diagnosis::oom::holders_text(&k.top_holders)
+        ));
     }
     let mut title = format!(
         "OOM kill of {}[{}]{}",

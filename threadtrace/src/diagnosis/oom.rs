@@ -30,6 +30,23 @@ pub struct MemHolder {
     pub rss_bytes: u64,
 }
 
+/// The first three holders, "comm[pid] 180 MiB, ...", for readable lines.
+pub fn holders_text(holders: &[MemHolder]) -> String {
+    holders
+        .iter()
+        .take(3)
+        .map(|h| {
+            format!(
+                "{}[{}] {}",
+                h.comm,
+                h.pid,
+                crate::sink::text::bytes(h.rss_bytes)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Pool {
     pub parent_pid: u32,

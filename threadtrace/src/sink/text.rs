@@ -113,13 +113,11 @@ fn oom(e: &OomKill) -> String {
         }
     }
     if !e.top_holders.is_empty() {
-        let top: Vec<String> = e
-            .top_holders
-            .iter()
-            .take(3)
-            .map(|h| format!("{}[{}] {}", h.comm, h.pid, bytes(h.rss_bytes)))
-            .collect();
-        let _ = write!(s, "\n    held by: {}", top.join(", "));
+        let _ = write!(
+            s,
+            "\n    held by: {}",
+            crate::diagnosis::oom::holders_text(&e.top_holders)
+        );
     }
     if let Some(c) = &e.consequence {
         let _ = write!(s, "\n    then: {c}");
