@@ -1,5 +1,6 @@
 //! Attribution's parsers on what any user controls: /proc/PID/maps lines
-//! (names with spaces and newlines), the kernel's mmap records (paths), and
+//! (names with spaces and newlines), the kernel's mapping events (dentry
+//! names), and
 //! ELF files a process maps (headers, sections, symbols, unwind tables),
 //! then unwinding a stack through them. None may panic, loop, or allocate
 //! past the caps.
@@ -16,21 +17,20 @@ use libfuzzer_sys::fuzz_target;
 pub mod address_spaces;
 #[path = "../../threadtrace/src/attribution/elf.rs"]
 pub mod elf;
-#[path = "../../threadtrace/src/kernel/mmap_events.rs"]
-pub mod mmap_events;
+#[path = "../../threadtrace/src/kernel/mappings.rs"]
+pub mod mappings;
 #[path = "../../threadtrace/src/attribution/unwind.rs"]
 pub mod unwind;
 
 /// The paths those modules name each other by.
 mod kernel {
-    pub use super::mmap_events;
+    pub use super::mappings;
 }
 mod attribution {
     pub use super::{address_spaces, elf};
 }
 
 use address_spaces::AddressSpaces;
-use mmap_events::Parsed;
 
 /// The bytes as a file the reader can pread (a memfd: no disk).
 fn memfd(data: &[u8]) -> std::fs::File {
@@ -70,9 +70,14 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             let mut spaces = AddressSpaces::default();
-            for chunk in data.chunks(160) {
-                if let Some(Parsed::Record(r)) = mmap_events::parse(chunk) {
+            let size = std::mem::size_of::<threadtrace_common::Event<threadtrace_common::Mapping>>();
+            for (i, chunk) in data.chunks(size).enumerate() {
+                if let Some(r) = mappings::from_bytes(chunk) {
                     spaces.apply(&r);
+                }
+                // An exec between mappings, as the kernel sends them.
+                if i % 3 == 2 {
+                    spaces.apply(&mappings::Record::Exec { pid: 1, time: i as u64 });
                 }
             }
             spaces.fork(1, 2, 5);

@@ -28,6 +28,8 @@ pub enum EventKind {
     ProcessExec = 6,
     ProcessExit = 7,
     CgroupAttach = 8,
+    /// A file was mapped executable (mmap, mprotect, or by exec).
+    Mapping = 9,
 }
 
 impl EventKind {
@@ -40,6 +42,7 @@ impl EventKind {
             6 => Self::ProcessExec,
             7 => Self::ProcessExit,
             8 => Self::CgroupAttach,
+            9 => Self::Mapping,
             _ => return None,
         })
     }
@@ -270,6 +273,33 @@ pub struct ProcessExec {
     pub filename: [u8; FILENAME_LEN],
 }
 
+/// Path components a `Mapping` carries, from the file up towards the root
+/// of its filesystem, each cut at `MAPPING_NAME_LEN - 1` bytes.
+pub const MAPPING_NAMES: usize = 10;
+pub const MAPPING_NAME_LEN: usize = 64;
+
+/// An executable file mapping of the header's tgid, as the kernel's VMA
+/// describes it: what attribution needs to read the file after the process
+/// is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// vm_pgoff: in pages.
+    pub pgoff: u64,
+    pub ino: u64,
+    /// The superblock's dev_t, in the kernel's encoding (major << 20).
+    pub dev: u32,
+    pub generation: u32,
+    /// How many of `names` are set; `reached_root` is 0 when the walk
+    /// stopped before the process's root or its filesystem's (the path is
+    /// then partial).
+    pub depth: u32,
+    pub reached_root: u32,
+    pub names: [[u8; MAPPING_NAME_LEN]; MAPPING_NAMES],
+}
+
 /// The last thread of the header's tgid exited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -357,6 +387,33 @@ pub struct Config {
     pub ri_stack: u32,
     pub ri_orig_ret_vaddr: u32,
     pub ri_next: u32,
+    /// What the mapping probe walks: vm_area_struct.{vm_start, vm_end,
+    /// vm_pgoff, vm_file, vm_flags}, file.{f_inode, f_path}, path.dentry,
+    /// dentry.{d_name, d_parent}, qstr.name, inode.{i_ino, i_generation,
+    /// i_sb}, super_block.s_dev, task_struct.mm and
+    /// mm_struct.{start_code, saved_auxv}.
+    pub vma_start: u32,
+    pub vma_end: u32,
+    pub vma_pgoff: u32,
+    pub vma_file: u32,
+    pub vma_flags: u32,
+    pub file_inode: u32,
+    pub file_path: u32,
+    pub path_dentry: u32,
+    pub dentry_name: u32,
+    pub dentry_parent: u32,
+    pub qstr_name: u32,
+    pub inode_ino: u32,
+    pub inode_generation: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub task_mm: u32,
+    pub mm_start_code: u32,
+    pub mm_saved_auxv: u32,
+    /// task_struct.fs and fs_struct.root: the walk of a file's name stops
+    /// at the process's own root, so names are as the process sees them.
+    pub task_fs: u32,
+    pub fs_root: u32,
 }
 
 /// Per process and CPU: the failure events of the current second.

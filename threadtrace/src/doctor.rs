@@ -82,17 +82,18 @@ pub fn run() -> Vec<Check> {
             ));
         }
     }
-    // The kernel's mmap records: how a process's libraries are known
-    // after it exits.
-    let mmap = crate::kernel::mmap_events::MmapEvents::open();
+    // Where each process's libraries are known from after it exits: the
+    // mapping probe, which walks kernel structures at offsets from BTF.
+    let mapping = crate::kernel::build_config().map(|c| crate::kernel::missing_mapping_offsets(&c));
     out.push(check(
-        "perf mmap records",
-        mmap.is_ok(),
-        match &mmap {
-            Ok(_) => "available".to_string(),
+        "mapping offsets (BTF)",
+        matches!(&mapping, Ok(m) if m.is_empty()),
+        match &mapping {
+            Ok(m) if m.is_empty() => "all found".to_string(),
+            Ok(m) => format!("missing: {}", m.join(", ")),
             Err(e) => e.to_string(),
         },
-        "needs CAP_PERFMON (or root) and perf events (CONFIG_PERF_EVENTS); without them failures are not attributed to libraries",
+        "needs /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); without it failures of processes that already exited are not attributed to libraries",
     ));
     out
 }

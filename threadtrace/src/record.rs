@@ -34,11 +34,7 @@ use crate::{
     },
     events::{self, decode, session::ThreadCount, Context, Record, Started, Summary},
     host::HostFacts,
-    kernel::{
-        counters::CounterMaps,
-        mmap_events::{self, MmapEvents},
-        Kernel,
-    },
+    kernel::{counters::CounterMaps, mappings, Kernel},
     own_limits, privileges,
     proctable::{self, CgroupMounts, ProcTable},
     sink::{
@@ -179,8 +175,6 @@ struct Collector {
     filter: Filter,
     /// Address spaces and the files behind them, shared with attribution.
     shared: Shared,
-    /// The kernel's mmap and exec records.
-    mmap: MmapEvents,
     /// libc files whose start_routine offset the kernel already reads.
     libcs_seen: HashSet<(u64, u64)>,
     /// Root directories of other mount namespaces and chroots, held open
@@ -192,7 +186,6 @@ struct Collector {
     census: threads::Census,
     /// Whether a process maps a pool library, per version of its mappings.
     pool_mappers: HashMap<u32, ((u64, usize), bool)>,
-    mmap_lost_said: u64,
     checkpoints: u32,
     pids_watch: PidsWatch,
     /// Pids the OOM killer chose: their exit is not a second finding.
@@ -284,19 +277,21 @@ impl Collector {
             }
         }
         // Address spaces first: a failure is attributed through the
-        // mappings of its moment, and the kernel wrote their records before
-        // the failure happened.
+        // mappings of its moment, which the ring buffer delivered before it.
         match &raw {
-            decode::Raw::CreateFailed(_) => self.drain_mappings(),
+            decode::Raw::Mapping(e) => {
+                self.apply_mapping(mappings::from_event(e));
+                return;
+            }
             decode::Raw::ProcessFork(e) => {
-                self.drain_mappings();
                 self.spaces()
                     .fork(e.header.tgid, e.payload.child_pid, e.header.ktime_ns);
             }
             decode::Raw::ProcessExec(e) => {
-                let pid = e.header.tgid;
+                let (pid, time) = (e.header.tgid, e.header.ktime_ns);
+                self.apply_mapping(mappings::Record::Exec { pid, time });
                 let root = self.root_of(pid);
-                self.spaces().set_root(pid, e.header.ktime_ns, root);
+                self.spaces().set_root(pid, time, root);
             }
             decode::Raw::ProcessExit(e) => self.spaces().exit(e.header.tgid, e.header.ktime_ns),
             _ => {}
@@ -310,7 +305,9 @@ impl Collector {
             decode::Raw::OomVictim(e) => e.header.ktime_ns,
             _ => 0,
         };
-        let mut r = events::enrich(raw, &mut self.ctx, &self.kernel.offsets_in_use);
+        let Some(mut r) = events::enrich(raw, &mut self.ctx, &self.kernel.offsets_in_use) else {
+            return;
+        };
         match (nproc, &mut r) {
             (Some(nproc), Record::ThreadCreateFailed(e)) => {
                 e.cause = Some(Box::new(self.diagnose(e, nproc)));
@@ -518,42 +515,24 @@ impl Collector {
         self.shared.spaces.lock().expect("not poisoned")
     }
 
-    /// Applies the kernel's mmap and exec records written so far. A libc
-    /// seen for the first time gets its start_routine offset read by the
-    /// kernel from then on.
-    fn drain_mappings(&mut self) {
-        let mut new_libcs = Vec::new();
+    /// Applies a mapping or an exec to the address spaces. A libc seen for
+    /// the first time gets its start_routine offset read by the kernel
+    /// from then on.
+    fn apply_mapping(&mut self, r: mappings::Record) {
+        self.spaces().apply(&r);
+        if let mappings::Record::Mmap {
+            pid,
+            time,
+            start,
+            dev,
+            ino,
+            path,
+            ..
+        } = &r
         {
-            let mut spaces = self.shared.spaces.lock().expect("not poisoned");
-            let seen = &self.libcs_seen;
-            self.mmap.drain(|r| {
-                if let mmap_events::Record::Mmap {
-                    pid,
-                    time,
-                    start,
-                    dev,
-                    ino,
-                    path,
-                    ..
-                } = &r
-                {
-                    if threads::is_glibc(path) && !seen.contains(&(*dev, *ino)) {
-                        new_libcs.push((*pid, *time, *start, *dev, *ino));
-                    }
-                }
-                spaces.apply(&r);
-            });
-        }
-        if self.mmap.lost > self.mmap_lost_said {
-            log::warn!(
-                "{} of the kernel's mapping records were lost (a full buffer): failures of \
-                 the processes they described may lack their library",
-                self.mmap.lost - self.mmap_lost_said
-            );
-            self.mmap_lost_said = self.mmap.lost;
-        }
-        for (pid, time, start, dev, ino) in new_libcs {
-            self.learn_libc(pid, time, start, (dev, ino));
+            if threads::is_glibc(path) && !self.libcs_seen.contains(&(*dev, *ino)) {
+                self.learn_libc(*pid, *time, *start, (*dev, *ino));
+            }
         }
     }
 
@@ -675,7 +654,6 @@ impl Collector {
         s.duration_s = self.started.elapsed().as_secs_f64();
         s.events_delivered = self.delivered;
         s.decode_errors = self.decode_errors;
-        s.mmap_records_lost = self.mmap.lost;
         s.threads = self.thread_rows(filtered);
         self.tracer_bounds(&mut s.tracer);
         s
@@ -755,7 +733,6 @@ impl Collector {
         {
             self.reopen(trace::ROTATION);
         }
-        self.drain_mappings();
         self.checkpoints += 1;
         let check = self.checkpoints.is_multiple_of(LIVENESS_EVERY);
         let behind = !self.pending.is_empty();
@@ -933,12 +910,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let counters = CounterMaps::take(&mut kernel.ebpf)?;
     let mut ring = register(kernel.take_ring_buffer()?)?;
-    // Before /proc is read: a mapping made meanwhile is in one or the other.
-    let mmap = MmapEvents::open()?;
-    kernel
-        .attached
-        .push("perf:mmap2+comm_exec (every CPU)".to_string());
-
+    // The probes are attached before /proc is read: a mapping made
+    // meanwhile is in one or the other.
     let mut procs = ProcTable::new(CgroupMounts::read());
     procs.seed();
     let mut pids_watch = PidsWatch::default();
@@ -1057,13 +1030,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         records_dropped: 0,
         filter,
         shared: shared.clone(),
-        mmap,
         libcs_seen: HashSet::new(),
         roots: HashMap::new(),
         own_mount_ns: files::mount_ns(std::process::id()),
         census: threads::Census::default(),
         pool_mappers: HashMap::new(),
-        mmap_lost_said: 0,
         checkpoints: 0,
         pids_watch,
         oom_victims: ByteLru::new(OOM_VICTIMS_BYTES),
@@ -1095,9 +1066,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut second = tokio::time::interval(Duration::from_secs(1));
-    // The kernel's mmap records are drained at least this often, so that
-    // an exec-heavy host does not fill their buffers between failures.
-    let mut map_tick = tokio::time::interval(Duration::from_millis(100));
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Sampling resident memory, a slice at a time: the ring buffer is
@@ -1124,7 +1092,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = map_tick.tick() => c.drain_mappings(),
             _ = retry.tick(), if !c.pending.is_empty() => { c.flush_pending(); }
             _ = second.tick() => {
                 // The counters are read after the events the kernel wrote
@@ -1177,7 +1144,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             // Events already in the ring buffer belong to this recording;
             // a storm that goes on does not hold the stop back.
             if c.drain(ring.get_mut()) || batches >= STOP_BATCHES {
-                c.drain_mappings();
                 let console = c.summary(true);
                 let file = c.summary(false);
                 c.send(Msg::Finish(Box::new((console, file))));

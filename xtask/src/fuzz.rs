@@ -4,7 +4,7 @@
 //! - reader: the trace reader on any bytes;
 //! - report: `threadtrace report` (text and JSON) on any trace;
 //! - export: `threadtrace export` in each format on any trace;
-//! - attribution: the maps parser, the kernel's mmap records and the ELF
+//! - attribution: the maps parser, the kernel's mapping events and the ELF
 //!   and unwind entry points on any bytes.
 //!
 //! Trace inputs go up to 256 KiB (the 2 MiB crafted seed is cut there: at

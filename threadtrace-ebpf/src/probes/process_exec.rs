@@ -1,5 +1,6 @@
 //! sched:sched_process_exec: a process became a new program. The collector
-//! refreshes its process table and looks for a libc it has not probed yet.
+//! refreshes its process table and looks for a libc it has not probed yet;
+//! the program's and its interpreter's text follow as `Mapping` events.
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
     EbpfContext,
@@ -26,5 +27,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         let _ = bpf_probe_read_kernel_str_bytes(src, &mut ev.payload.filename);
     }
     entry.submit(0);
+    // After the exec event: the collector starts the new address space
+    // there, then adds these.
+    super::mapping::on_exec();
     0
 }

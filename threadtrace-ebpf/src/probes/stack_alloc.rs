@@ -8,12 +8,15 @@
 //! are leaves, so the return address at the user stack pointer is the call
 //! site: counts are kept per site, and the collector decides which sites
 //! lie inside pthread_create.
+//!
+//! A call that succeeds in mapping a file executable is handed to
+//! `mapping` (the libraries ld.so loads arrive this way).
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use threadtrace_common::Api;
 
 use crate::{
     emit::{create_failed, current_user_regs, Failure},
-    probes::clone::RET,
+    probes::{clone::RET, mapping},
 };
 
 const ENOMEM: i32 = 12;
@@ -42,6 +45,16 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     // mmap returns addresses above 2^63 on no architecture we run on: a
     // negative value is an errno.
     if ret >= 0 || ret < -4095 {
+        // Success: a file mapped executable is what attribution needs
+        // later; everything else returns after reading two registers.
+        if let Some(regs) = current_user_regs() {
+            let addr = if syscall == Api::Mmap {
+                ret as u64
+            } else {
+                regs.rdi
+            };
+            mapping::on_success(&regs, addr, syscall == Api::Mmap);
+        }
         return 0;
     }
     let errno = (-ret) as i32;

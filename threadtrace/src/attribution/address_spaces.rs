@@ -1,8 +1,9 @@
 //! Which file each code address of each process maps, over time, so that a
 //! failure is attributed after its process has exited.
 //!
-//! Kept from what the kernel reports as it happens: its mmap records (perf,
-//! every executable mapping, dlopen included, with device and inode), exec
+//! Kept from what the kernel reports as it happens: its mapping events
+//! (every executable file mapping, dlopen included, with device and
+//! inode, from the eBPF `mapping` probe), exec
 //! (a new address space) and fork (the child starts with its parent's),
 //! plus /proc/PID/maps for the processes that were there before recording.
 //! Records from different CPUs and sources arrive in no guaranteed order,
@@ -17,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::kernel::mmap_events::Record;
+use crate::kernel::mappings::Record;
 
 /// A mapped file, as the kernel identified it.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -253,8 +254,8 @@ impl AddressSpaces {
         }
     }
 
-    /// An executable mapping of a file (perf's MMAP2).
-    #[expect(clippy::too_many_arguments, reason = "one perf record's fields")]
+    /// An executable mapping of a file.
+    #[expect(clippy::too_many_arguments, reason = "one mapping event's fields")]
     fn mmap(
         &mut self,
         pid: u32,

@@ -1,8 +1,8 @@
 //! Ring-buffer bytes → typed kernel records. Each record is an `Event<T>`
 //! whose header names T; a short or unknown record is an error, not a panic.
 use threadtrace_common::{
-    CgroupAttach, CreateFailed, Event, EventKind, Header, OomVictim, ProcessExec, ProcessExit,
-    ProcessFork, RlimitChange,
+    CgroupAttach, CreateFailed, Event, EventKind, Header, Mapping, OomVictim, ProcessExec,
+    ProcessExit, ProcessFork, RlimitChange,
 };
 
 #[derive(Debug, Clone)]
@@ -15,6 +15,8 @@ pub enum Raw {
     ProcessExec(Event<ProcessExec>),
     ProcessExit(Event<ProcessExit>),
     CgroupAttach(Event<CgroupAttach>),
+    /// For address spaces only: never reported.
+    Mapping(Box<Event<Mapping>>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,6 +61,7 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
         EventKind::ProcessExec => Raw::ProcessExec(read(bytes, kind)?),
         EventKind::ProcessExit => Raw::ProcessExit(read(bytes, kind)?),
         EventKind::CgroupAttach => Raw::CgroupAttach(read(bytes, kind)?),
+        EventKind::Mapping => Raw::Mapping(Box::new(read(bytes, kind)?)),
     })
 }
 

@@ -141,9 +141,10 @@ impl Context {
 /// A kernel record as a reported event; lifecycle records also update the
 /// process table, before (fork, exec) or after (exit) they are described.
 /// `offsets`: the start_routine offsets the kernel reads at, slot by slot.
-pub fn enrich(raw: decode::Raw, ctx: &mut Context, offsets: &[u32]) -> Record {
+/// None for what is not reported (mappings, which address spaces take).
+pub fn enrich(raw: decode::Raw, ctx: &mut Context, offsets: &[u32]) -> Option<Record> {
     use decode::Raw;
-    match raw {
+    Some(match raw {
         Raw::CreateFailed(e) => {
             Record::ThreadCreateFailed(thread_create_failed::from_kernel(&e, ctx, offsets))
         }
@@ -153,5 +154,6 @@ pub fn enrich(raw: decode::Raw, ctx: &mut Context, offsets: &[u32]) -> Record {
         Raw::ProcessExec(e) => Record::ProcessExec(lifecycle::exec(&e, ctx)),
         Raw::ProcessExit(e) => Record::ProcessExit(lifecycle::exit(&e, ctx)),
         Raw::CgroupAttach(e) => Record::ProcessCgroup(lifecycle::cgroup_attach(&e, ctx)),
-    }
+        Raw::Mapping(_) => return None,
+    })
 }

@@ -98,8 +98,9 @@ pub struct Summary {
     /// Detailed failures attributed to a library, and not.
     #[serde(default)]
     pub attribution: Attribution,
-    /// The kernel's mmap records lost (a full buffer): attribution of the
-    /// processes they described may fail.
+    /// Mapping records lost in the separate buffer older recordings had;
+    /// read from their files. Mapping events now share the ring buffer
+    /// and its drop count.
     #[serde(default)]
     pub mmap_records_lost: u64,
     pub events_delivered: u64,

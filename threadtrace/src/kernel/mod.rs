@@ -4,7 +4,7 @@
 //! and a call that succeeds costs a tracepoint's compare.
 pub mod btf;
 pub mod counters;
-pub mod mmap_events;
+pub mod mappings;
 pub mod tracefs;
 
 use aya::{
@@ -88,7 +88,58 @@ pub fn build_config() -> Result<Config, KernelError> {
         ri_stack: member("return_instance", "stack"),
         ri_orig_ret_vaddr: member("return_instance", "orig_ret_vaddr"),
         ri_next: member("return_instance", "next"),
+        vma_start: member("vm_area_struct", "vm_start"),
+        vma_end: member("vm_area_struct", "vm_end"),
+        vma_pgoff: member("vm_area_struct", "vm_pgoff"),
+        vma_file: member("vm_area_struct", "vm_file"),
+        vma_flags: member("vm_area_struct", "vm_flags"),
+        file_inode: member("file", "f_inode"),
+        file_path: member("file", "f_path"),
+        path_dentry: member("path", "dentry"),
+        dentry_name: member("dentry", "d_name"),
+        dentry_parent: member("dentry", "d_parent"),
+        qstr_name: member("qstr", "name"),
+        inode_ino: member("inode", "i_ino"),
+        inode_generation: member("inode", "i_generation"),
+        inode_sb: member("inode", "i_sb"),
+        sb_dev: member("super_block", "s_dev"),
+        task_mm: member("task_struct", "mm"),
+        mm_start_code: member("mm_struct", "start_code"),
+        mm_saved_auxv: member("mm_struct", "saved_auxv"),
+        task_fs: member("task_struct", "fs"),
+        fs_root: member("fs_struct", "root"),
     })
+}
+
+/// The kernel structure members the mapping probe needs and BTF did not
+/// give (it then sends no mappings).
+pub fn missing_mapping_offsets(c: &Config) -> Vec<&'static str> {
+    [
+        ("vm_area_struct.vm_start", c.vma_start),
+        ("vm_area_struct.vm_end", c.vma_end),
+        ("vm_area_struct.vm_pgoff", c.vma_pgoff),
+        ("vm_area_struct.vm_file", c.vma_file),
+        ("vm_area_struct.vm_flags", c.vma_flags),
+        ("file.f_inode", c.file_inode),
+        ("file.f_path", c.file_path),
+        ("path.dentry", c.path_dentry),
+        ("dentry.d_name", c.dentry_name),
+        ("dentry.d_parent", c.dentry_parent),
+        ("qstr.name", c.qstr_name),
+        ("inode.i_ino", c.inode_ino),
+        ("inode.i_generation", c.inode_generation),
+        ("inode.i_sb", c.inode_sb),
+        ("super_block.s_dev", c.sb_dev),
+        ("task_struct.mm", c.task_mm),
+        ("mm_struct.start_code", c.mm_start_code),
+        ("mm_struct.saved_auxv", c.mm_saved_auxv),
+        ("task_struct.fs", c.task_fs),
+        ("fs_struct.root", c.fs_root),
+    ]
+    .into_iter()
+    .filter(|&(_, off)| off == ABSENT)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 pub struct Kernel {

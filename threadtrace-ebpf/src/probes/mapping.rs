@@ -1,0 +1,230 @@
+//! Executable file mappings, for attribution after the process is gone:
+//! called from `sys_exit_mmap`/`sys_exit_mprotect` when they succeed with
+//! PROT_EXEC, and from `sched_process_exec` for what exec itself mapped
+//! (the program and its ELF interpreter).
+//!
+//! The VMA is looked up with `bpf_find_vma` and described by its file's
+//! device, inode, generation and name. This replaces a per-CPU perf event
+//! with `mmap2` records: the kernel writes such an event's fork and exit
+//! records for every thread of the host, which cost more than the rest of
+//! the tracer on a thread create+join loop.
+use aya_ebpf::{
+    bindings::pt_regs,
+    cty::c_void,
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        generated::{bpf_find_vma, bpf_get_current_task_btf},
+    },
+};
+use threadtrace_common::{EventKind, Mapping, ABSENT, MAPPING_NAMES};
+
+use crate::{emit::reserve, maps::CONFIG};
+
+const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+const VM_EXEC: u64 = 0x4;
+const AT_NULL: u64 = 0;
+const AT_BASE: u64 = 7;
+/// Pairs of saved_auxv looked at for AT_BASE (the kernel writes about 20).
+const AUXV_PAIRS: usize = 32;
+/// VMAs of the interpreter walked from its base to its text.
+const INTERP_VMAS: usize = 4;
+
+/// What the find_vma callback copies out of the VMA.
+#[repr(C)]
+struct Vma {
+    start: u64,
+    end: u64,
+    pgoff: u64,
+    file: u64,
+    flags: u64,
+}
+
+#[inline(always)]
+unsafe fn read_u64(base: u64, off: u32) -> u64 {
+    bpf_probe_read_kernel((base + off as u64) as *const u64).unwrap_or(0)
+}
+
+#[inline(always)]
+unsafe fn read_u32(base: u64, off: u32) -> u32 {
+    bpf_probe_read_kernel((base + off as u64) as *const u32).unwrap_or(0)
+}
+
+/// bpf_find_vma's callback: runs under the mm's lock with the VMA found.
+#[inline(never)]
+extern "C" fn copy_vma(_task: *mut c_void, vma: *mut c_void, out: *mut c_void) -> i64 {
+    let cfg = CONFIG.load();
+    let vma = vma as u64;
+    let out = out as *mut Vma;
+    // SAFETY: fault-checked kernel reads; `out` is the caller's stack slot.
+    unsafe {
+        (*out).start = read_u64(vma, cfg.vma_start);
+        (*out).end = read_u64(vma, cfg.vma_end);
+        (*out).pgoff = read_u64(vma, cfg.vma_pgoff);
+        (*out).file = read_u64(vma, cfg.vma_file);
+        (*out).flags = read_u64(vma, cfg.vma_flags);
+    }
+    0
+}
+
+/// The current task's VMA containing `addr`.
+#[inline(always)]
+fn find(addr: u64) -> Option<Vma> {
+    let mut v = Vma {
+        start: 0,
+        end: 0,
+        pgoff: 0,
+        file: 0,
+        flags: 0,
+    };
+    // SAFETY: the helper calls `copy_vma` with `v` while the VMA is held.
+    let r = unsafe {
+        bpf_find_vma(
+            bpf_get_current_task_btf(),
+            addr,
+            copy_vma as *mut c_void,
+            &mut v as *mut Vma as *mut c_void,
+            0,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+fn configured() -> bool {
+    let c = CONFIG.load();
+    ![
+        c.vma_start,
+        c.vma_end,
+        c.vma_pgoff,
+        c.vma_file,
+        c.vma_flags,
+        c.file_inode,
+        c.file_path,
+        c.path_dentry,
+        c.dentry_name,
+        c.dentry_parent,
+        c.qstr_name,
+        c.inode_ino,
+        c.inode_generation,
+        c.inode_sb,
+        c.sb_dev,
+    ]
+    .contains(&ABSENT)
+}
+
+/// Sends the VMA as a `Mapping` when it maps a file executable.
+#[inline(always)]
+fn send(v: &Vma) {
+    if v.flags & VM_EXEC == 0 || v.file == 0 {
+        return;
+    }
+    let cfg = CONFIG.load();
+    let Some(mut entry) = reserve::<Mapping>(EventKind::Mapping) else {
+        return;
+    };
+    // SAFETY: reserved memory of the right size; header already set.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let m = &mut ev.payload;
+    m.start = v.start;
+    m.end = v.end;
+    m.pgoff = v.pgoff;
+    // SAFETY: fault-checked kernel reads along file -> inode -> sb and
+    // the dentry chain; a racing rename yields a stale name, never a fault.
+    unsafe {
+        let inode = read_u64(v.file, cfg.file_inode);
+        m.ino = read_u64(inode, cfg.inode_ino);
+        m.generation = read_u32(inode, cfg.inode_generation);
+        let sb = read_u64(inode, cfg.inode_sb);
+        m.dev = read_u32(sb, cfg.sb_dev);
+        let mut dentry = read_u64(v.file, cfg.file_path + cfg.path_dentry);
+        // The process's root (a container's, a chroot's): names are as it
+        // sees them, like /proc/PID/maps.
+        let root = if cfg.task_fs != ABSENT && cfg.fs_root != ABSENT {
+            let fs = read_u64(bpf_get_current_task_btf() as u64, cfg.task_fs);
+            read_u64(fs, cfg.fs_root + cfg.path_dentry)
+        } else {
+            0
+        };
+        m.depth = 0;
+        m.reached_root = 0;
+        for i in 0..MAPPING_NAMES {
+            let parent = read_u64(dentry, cfg.dentry_parent);
+            if parent == 0 || parent == dentry || dentry == root {
+                m.reached_root = 1;
+                break;
+            }
+            let name = read_u64(dentry, cfg.dentry_name + cfg.qstr_name);
+            m.names[i][0] = 0;
+            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut m.names[i]);
+            m.depth = i as u32 + 1;
+            dentry = parent;
+        }
+        if m.reached_root == 0 && (dentry == root || read_u64(dentry, cfg.dentry_parent) == dentry)
+        {
+            m.reached_root = 1;
+        }
+    }
+    entry.submit(0);
+}
+
+/// A successful mmap or mprotect: `addr` is where the mapping starts.
+#[inline(always)]
+pub fn on_success(regs: &pt_regs, addr: u64, mmap: bool) {
+    // mmap(addr, len, prot, flags, fd, off); mprotect(addr, len, prot).
+    let (prot, flags) = (regs.rdx, if mmap { regs.r10 } else { 0 });
+    if prot & PROT_EXEC == 0 || flags & MAP_ANONYMOUS != 0 || !configured() {
+        return;
+    }
+    if let Some(v) = find(addr) {
+        send(&v);
+    }
+}
+
+/// After exec: the program's text (at mm->start_code) and the ELF
+/// interpreter's (its base is AT_BASE in the saved auxiliary vector).
+#[inline(always)]
+pub fn on_exec() {
+    let cfg = CONFIG.load();
+    if !configured() || cfg.task_mm == ABSENT || cfg.mm_start_code == ABSENT {
+        return;
+    }
+    // SAFETY: fault-checked kernel reads of the current task's mm.
+    let mm = unsafe { read_u64(bpf_get_current_task_btf() as u64, cfg.task_mm) };
+    if mm == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    let start_code = unsafe { read_u64(mm, cfg.mm_start_code) };
+    if let Some(v) = find(start_code) {
+        send(&v);
+    }
+    if cfg.mm_saved_auxv == ABSENT {
+        return;
+    }
+    let mut base = 0;
+    for i in 0..AUXV_PAIRS {
+        let at = cfg.mm_saved_auxv + (i as u32) * 16;
+        // SAFETY: as above; saved_auxv is an array inside mm_struct.
+        let key = unsafe { read_u64(mm, at) };
+        if key == AT_NULL {
+            break;
+        }
+        if key == AT_BASE {
+            // SAFETY: as above.
+            base = unsafe { read_u64(mm, at + 8) };
+            break;
+        }
+    }
+    let mut addr = base;
+    for _ in 0..INTERP_VMAS {
+        if addr == 0 {
+            return;
+        }
+        let Some(v) = find(addr) else { return };
+        if v.flags & VM_EXEC != 0 {
+            send(&v);
+            return;
+        }
+        addr = v.end;
+    }
+}
