@@ -49,7 +49,10 @@ fn a_huge_sparse_memfd_on_the_stack_is_read_in_bounded_pieces() {
         f["symbol"], "spawn_workers",
         "read through the memfd: {f:#}"
     );
-    assert!(f["module"].as_str().unwrap().starts_with("/memfd:spawner"));
+    assert!(
+        f["module"].as_str().unwrap().starts_with("/memfd:spawner"),
+        "{f:#}"
+    );
     eprintln!("tracer RSS {before} KiB before, {after} KiB after an 8 GiB memfd");
     assert!(after < before + 64 * 1024, "{before} → {after} KiB");
     assert!(took < Duration::from_secs(5), "stopped in {took:?}");

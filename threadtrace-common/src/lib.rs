@@ -414,6 +414,8 @@ pub struct Config {
     /// at the process's own root, so names are as the process sees them.
     pub task_fs: u32,
     pub fs_root: u32,
+    /// task_struct.pid: the new process's pid at task_newtask.
+    pub task_pid: u32,
 }
 
 /// Per process and CPU: the failure events of the current second.

@@ -50,6 +50,7 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     mm_saved_auxv: u32::MAX,
     task_fs: u32::MAX,
     fs_root: u32::MAX,
+    task_pid: u32::MAX,
 });
 
 /// Events for the collector. Sized for bursts of a few tens of thousands of

@@ -72,7 +72,7 @@ pub fn run() -> Vec<Check> {
         "sudo mount -t tracefs nodev /sys/kernel/tracing",
     ));
     if tracefs_ok {
-        for &(_, cat, name) in kernel::TRACEPOINTS {
+        for &(_, cat, name) in kernel::TRACEPOINTS.iter().chain(kernel::RAW_TRACEPOINTS) {
             let ok = kernel::tracefs::tracepoint_exists(cat, name);
             out.push(check(
                 &format!("tracepoint {cat}:{name}"),

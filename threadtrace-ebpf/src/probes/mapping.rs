@@ -149,7 +149,10 @@ fn send(v: &Vma) {
         m.reached_root = 0;
         for i in 0..MAPPING_NAMES {
             let parent = read_u64(dentry, cfg.dentry_parent);
-            if parent == 0 || parent == dentry || dentry == root {
+            let top = parent == 0 || parent == dentry;
+            // A root's own name is "/"; but a file that is its own root (a
+            // memfd, other pseudo files) is named by itself.
+            if dentry == root || (top && i > 0) {
                 m.reached_root = 1;
                 break;
             }
@@ -157,6 +160,10 @@ fn send(v: &Vma) {
             m.names[i][0] = 0;
             let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut m.names[i]);
             m.depth = i as u32 + 1;
+            if top {
+                m.reached_root = 1;
+                break;
+            }
             dentry = parent;
         }
         if m.reached_root == 0 && (dentry == root || read_u64(dentry, cfg.dentry_parent) == dentry)

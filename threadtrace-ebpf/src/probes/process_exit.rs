@@ -1,22 +1,22 @@
-//! sched:sched_process_exit: a task exited; an event only when it was the
-//! last of its process, with the exit code (status or fatal signal). A
-//! thread's exit returns after one compare.
+//! sched:sched_process_exit, as a raw tracepoint: a task exited; an event
+//! only when it was the last of its process, with the exit code (status or
+//! fatal signal). A thread's exit returns after one compare.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use threadtrace_common::{EventKind, ProcessExit, ABSENT};
 
 use crate::{emit::reserve, maps::CONFIG};
 
-#[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
     let cfg = CONFIG.load();
     let pid_tgid = bpf_get_current_pid_tgid();
+    // (task, group_dead) where the format file has group_dead, else (task).
     let group_dead = if cfg.exit_group_dead != ABSENT {
-        // SAFETY: offset from the format file.
-        unsafe { ctx.read_at::<u8>(cfg.exit_group_dead as usize) }.unwrap_or(0) != 0
+        ctx.arg::<u64>(1) & 0xff != 0
     } else {
         pid_tgid as u32 == (pid_tgid >> 32) as u32
     };

@@ -9,7 +9,7 @@ pub mod tracefs;
 
 use aya::{
     maps::{Array, MapData, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use threadtrace_common::{Config, ABSENT, START_ROUTINE_SLOTS};
@@ -28,10 +28,15 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_prlimit64", "syscalls", "sys_enter_prlimit64"),
     ("sys_exit_prlimit64", "syscalls", "sys_exit_prlimit64"),
     ("oom_mark_victim", "oom", "mark_victim"),
-    ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task"),
+];
+
+/// Attached raw (the program gets the tracepoint's arguments, the kernel
+/// fills no record first): these run for every thread of the host.
+pub const RAW_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("task_newtask", "task", "task_newtask"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,7 @@ pub fn build_config() -> Result<Config, KernelError> {
         mm_saved_auxv: member("mm_struct", "saved_auxv"),
         task_fs: member("task_struct", "fs"),
         fs_root: member("fs_struct", "root"),
+        task_pid: member("task_struct", "pid"),
     })
 }
 
@@ -186,6 +192,21 @@ impl Kernel {
                     source,
                 })?;
             attached.push(format!("{category}:{name}"));
+        }
+        for &(prog, category, name) in RAW_TRACEPOINTS {
+            let what = || format!("raw tracepoint {name}");
+            let err = |source| KernelError::Program {
+                what: what(),
+                source,
+            };
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or(KernelError::MissingProgram(prog))?
+                .try_into()
+                .map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(name).map_err(err)?;
+            attached.push(format!("{category}:{name} (raw)"));
         }
         let map = ebpf.take_map("PTHREAD_OFFSETS").ok_or(KernelError::Map(
             "PTHREAD_OFFSETS",
