@@ -325,7 +325,7 @@ pub struct CgroupAttach {
 /// Key of the exact failure counters: counted in the kernel on every
 /// failure, whether or not the ring buffer had room for the event.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FailureKey {
     pub tgid: u32,
     /// [`Api`] the failure is counted as.
@@ -427,6 +427,19 @@ pub struct DetailBudget {
     pub _pad: u32,
 }
 
+/// Per CPU: the last failure key seen and its failures not yet added to
+/// the counter table, with its process's detail budget. A storm repeats
+/// one key on each CPU: each repeat costs no map lookup. The collector
+/// adds `pending` to `key`'s count (it is moved to the table, never kept
+/// in both, when the CPU sees another key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecentFailure {
+    pub key: FailureKey,
+    pub pending: u64,
+    pub budget: DetailBudget,
+}
+
 pub const ABSENT: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
@@ -434,5 +447,6 @@ mod user {
     use super::*;
     // SAFETY: plain-old-data, repr(C), no padding holes left implicit.
     unsafe impl aya::Pod for FailureKey {}
+    unsafe impl aya::Pod for RecentFailure {}
     unsafe impl aya::Pod for Config {}
 }

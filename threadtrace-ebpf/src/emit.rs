@@ -14,7 +14,9 @@ use threadtrace_common::{
     STACK_COPY, START_ROUTINE_SLOTS, URETPROBES,
 };
 
-use crate::maps::{CONFIG, DETAIL_BUDGET, EVENTS, FAILURES, PTHREAD_OFFSETS, STATS};
+use crate::maps::{
+    CONFIG, DETAIL_BUDGET, EVENTS, FAILURES, PTHREAD_OFFSETS, RECENT_FAILURE, STATS,
+};
 
 #[inline(always)]
 pub fn bump(index: u32) {
@@ -24,67 +26,81 @@ pub fn bump(index: u32) {
     }
 }
 
-/// Counts one failure exactly, whatever happens to its event.
+/// Adds `n` failures to `key`'s count in the table.
 #[inline(always)]
-pub fn count_failure(tgid: u32, api: u32, errno: i32, site: u64) {
-    let key = FailureKey {
-        tgid,
-        api,
-        errno,
-        _pad: 0,
-        site,
-    };
+fn add_failures(key: &FailureKey, n: u64) {
     for _ in 0..2 {
-        if let Some(v) = FAILURES.get_ptr_mut(&key) {
+        if let Some(v) = FAILURES.get_ptr_mut(key) {
             // SAFETY: per-CPU value.
-            unsafe { *v += 1 };
+            unsafe { *v += n };
             return;
         }
         // Another CPU may insert the same key between our lookup and insert:
         // then the insert fails with EEXIST and the second lookup finds it.
-        if FAILURES.insert(&key, &1, BPF_NOEXIST as u64).is_ok() {
+        if FAILURES.insert(key, &n, BPF_NOEXIST as u64).is_ok() {
             return;
         }
     }
     bump(stat::FAILURES_OVERFLOW);
 }
 
-/// Whether a failure of `tgid` gets an event with its stacks. In a storm
-/// the stack capture is most of a failure's cost, and the collector cannot
-/// use hundreds of thousands of stacks a second: past the budget a failure
-/// is only counted (exactly, by `count_failure`), and the kernel's time per
-/// failure drops back to a few map updates.
+/// Counts one failure exactly, whatever happens to its event, and says
+/// whether it gets an event with its stacks.
+///
+/// In a storm the stack capture is most of a failure's cost, and the
+/// collector cannot use hundreds of thousands of stacks a second: past the
+/// budget (`detail_per_sec` per process, CPU and second) a failure is only
+/// counted. A storm also repeats one key on each CPU, so the last key's
+/// count and budget live in a per-CPU slot (`RecentFailure`): a repeat
+/// costs no map lookup.
 #[inline(always)]
-pub fn detail_allowed(tgid: u32) -> bool {
+pub fn count_and_allow(key: FailureKey) -> bool {
     let budget = CONFIG.load().detail_per_sec;
+    // SAFETY: no preconditions. (The coarse clock is refused to tracing
+    // programs.)
+    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
+    let Some(r) = RECENT_FAILURE.get_ptr_mut(0) else {
+        add_failures(&key, 1);
+        return true;
+    };
+    // SAFETY: this CPU's slot; nothing else writes it while we run here.
+    let r = unsafe { &mut *r };
+    if r.key == key {
+        r.pending += 1;
+    } else {
+        // Out of the slot first, then into the table: a reader between
+        // the two sees a count short for a moment, never counted twice.
+        let (old, n) = (r.key, r.pending);
+        r.pending = 0;
+        if n > 0 {
+            add_failures(&old, n);
+        }
+        if old.tgid != key.tgid {
+            if old.tgid != 0 {
+                let _ = DETAIL_BUDGET.insert(old.tgid, r.budget, 0);
+            }
+            r.budget = match DETAIL_BUDGET.get_ptr(key.tgid) {
+                // SAFETY: this CPU's copy.
+                Some(b) => unsafe { *b },
+                None => threadtrace_common::DetailBudget::default(),
+            };
+        }
+        r.key = key;
+        r.pending = 1;
+    }
     if budget == 0 {
         return true;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
-    if let Some(b) = DETAIL_BUDGET.get_ptr_mut(tgid) {
-        // SAFETY: this CPU's copy; no other writer while we run on it.
-        let b = unsafe { &mut *b };
-        if b.second != second {
-            b.second = second;
-            b.used = 0;
-        }
-        if b.used >= budget {
-            bump(stat::DETAIL_SAMPLED_OUT);
-            return false;
-        }
-        b.used += 1;
-        return true;
+    let b = &mut r.budget;
+    if b.second != second {
+        b.second = second;
+        b.used = 0;
     }
-    let _ = DETAIL_BUDGET.insert(
-        tgid,
-        threadtrace_common::DetailBudget {
-            second,
-            used: 1,
-            _pad: 0,
-        },
-        0,
-    );
+    if b.used >= budget {
+        bump(stat::DETAIL_SAMPLED_OUT);
+        return false;
+    }
+    b.used += 1;
     true
 }
 
@@ -180,16 +196,34 @@ const PAGE: usize = 4096;
 /// hold what the caller passed: only rax (and rcx, r11) change.
 #[inline(always)]
 pub fn current_user_regs() -> Option<aya_ebpf::bindings::pt_regs> {
-    use aya_ebpf::bindings::pt_regs;
-    use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
-    // SAFETY: BTF helpers on the current task; fields read fault-checked.
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        if regs.is_null() {
-            return None;
-        }
-        bpf_probe_read_kernel(regs).ok()
+    let regs = current_user_regs_ptr();
+    if regs.is_null() {
+        return None;
     }
+    // SAFETY: fault-checked read of the registers.
+    unsafe { bpf_probe_read_kernel(regs).ok() }
+}
+
+/// Where the current task's user registers are saved.
+#[inline(always)]
+pub fn current_user_regs_ptr() -> *const aya_ebpf::bindings::pt_regs {
+    use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+    // SAFETY: BTF helpers on the current task.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const _ }
+}
+
+/// One saved user register, at `offset` in `pt_regs`
+/// (`core::mem::offset_of!`).
+#[inline(always)]
+pub fn current_user_reg(offset: usize) -> u64 {
+    let regs = current_user_regs_ptr() as *const u8;
+    if regs.is_null() {
+        return 0;
+    }
+    // SAFETY: the helper returns a typed kernel pointer (BTF): the
+    // verifier checks this load against struct pt_regs and makes it
+    // fault-safe, without the cost of a helper call.
+    unsafe { core::ptr::read_volatile(regs.add(offset) as *const u64) }
 }
 
 /// The current task's RLIMIT_NPROC soft limit and its user's task count.
@@ -261,11 +295,21 @@ pub struct Failure {
 /// with the registers, stacks and (for glibc) start_routine candidates.
 #[inline(always)]
 pub fn create_failed<C: EbpfContext>(ctx: &C, f: &Failure, regs: &aya_ebpf::bindings::pt_regs) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    count_failure(tgid, f.api as u32, f.errno, f.site);
-    if !detail_allowed(tgid) {
-        return;
+    let key = FailureKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        api: f.api as u32,
+        errno: f.errno,
+        _pad: 0,
+        site: f.site,
+    };
+    if count_and_allow(key) {
+        send_failure(ctx, f, regs);
     }
+}
+
+/// The event of a failure already counted and within its budget.
+#[inline(always)]
+pub fn send_failure<C: EbpfContext>(ctx: &C, f: &Failure, regs: &aya_ebpf::bindings::pt_regs) {
     let Some(mut entry) = reserve::<CreateFailed>(EventKind::CreateFailed) else {
         return;
     };

@@ -5,7 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
-use threadtrace_common::{stat, Config, DetailBudget, FailureKey, Rlimit, START_ROUTINE_SLOTS};
+use threadtrace_common::{
+    stat, Config, DetailBudget, FailureKey, RecentFailure, Rlimit, START_ROUTINE_SLOTS,
+};
 
 /// Set by the collector at load time from tracefs formats and BTF.
 #[unsafe(no_mangle)]
@@ -62,11 +64,15 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static FAILURES: PerCpuHashMap<FailureKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
-/// Detail budgets per process (see `emit::detail_allowed`). Per CPU, so
+/// Detail budgets per process (see `emit::count_and_allow`). Per CPU, so
 /// that a storm on every core never contends on one entry.
 #[map]
 pub static DETAIL_BUDGET: LruPerCpuHashMap<u32, DetailBudget> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
+
+/// See `RecentFailure`: one slot per CPU.
+#[map]
+pub static RECENT_FAILURE: PerCpuArray<RecentFailure> = PerCpuArray::with_max_entries(1, 0);
 
 /// Health counters, indexed by `threadtrace_common::stat`.
 #[map]

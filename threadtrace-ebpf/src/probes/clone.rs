@@ -7,10 +7,18 @@
 //! pthread_create, with the syscall kept in the event. For glibc the TLS
 //! pointer is the new thread's `struct pthread`, where pthread_create has
 //! already stored start_routine.
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use threadtrace_common::Api;
+use core::mem::offset_of;
 
-use crate::emit::{create_failed, current_user_regs, Failure};
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use threadtrace_common::{Api, FailureKey};
+
+use crate::emit::{count_and_allow, current_user_reg, current_user_regs, send_failure, Failure};
 
 /// Offset of `long ret` in every sys_exit_* record (stable ABI).
 pub const RET: usize = 16;
@@ -46,11 +54,10 @@ pub fn sys_exit_vfork(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
+    // A direct load from the record: every clone of the host passes here.
     // SAFETY: offset within the record, per the format file.
-    let ret: i64 = match unsafe { ctx.read_at(RET) } {
-        Ok(r) => r,
-        Err(_) => return 0,
-    };
+    let ret =
+        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(RET) as *const i64) };
     if ret >= 0 {
         return 0;
     }
@@ -60,33 +67,48 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     if (syscall == Api::Clone3 && errno == ENOSYS) || ERESTART.contains(&errno) {
         return 0;
     }
+    // In a storm most failures are only counted: what the count needs
+    // (the flags) is read first, one register or one word at a time, and
+    // the rest only for a failure that gets its event.
+    let arg0 = current_user_reg(offset_of!(pt_regs, rdi));
+    // clone(flags, stack, parent_tid, child_tid, tls); clone3(args, size).
+    let flags = match syscall {
+        Api::Clone => arg0,
+        // SAFETY: fault-checked user read of the caller's clone_args.
+        Api::Clone3 => unsafe { bpf_probe_read_user(arg0 as *const u64) }.unwrap_or(0),
+        _ => 0,
+    };
+    let thread = flags & (CLONE_THREAD | CLONE_SETTLS) == CLONE_THREAD | CLONE_SETTLS;
+    let api = if thread { Api::PthreadCreate } else { syscall };
+    let key = FailureKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        api: api as u32,
+        errno,
+        _pad: 0,
+        site: 0,
+    };
+    if !count_and_allow(key) {
+        return 0;
+    }
     let Some(regs) = current_user_regs() else {
         return 0;
     };
-    // clone(flags, stack, parent_tid, child_tid, tls); clone3(args, size).
-    let (flags, tls) = match syscall {
-        Api::Clone => (regs.rdi, regs.r8),
-        Api::Clone3 => {
-            let args = regs.rdi;
-            // SAFETY: fault-checked user reads of the caller's clone_args.
-            unsafe {
-                (
-                    bpf_probe_read_user(args as *const u64).unwrap_or(0),
-                    bpf_probe_read_user((args + CLONE_ARGS_TLS) as *const u64).unwrap_or(0),
-                )
-            }
+    let tls = match (thread, syscall) {
+        (false, _) => 0,
+        (true, Api::Clone) => regs.r8,
+        // SAFETY: as above.
+        (true, _) => {
+            unsafe { bpf_probe_read_user((arg0 + CLONE_ARGS_TLS) as *const u64) }.unwrap_or(0)
         }
-        _ => (0, 0),
     };
-    let thread = flags & (CLONE_THREAD | CLONE_SETTLS) == CLONE_THREAD | CLONE_SETTLS;
     let f = Failure {
-        api: if thread { Api::PthreadCreate } else { syscall },
+        api,
         syscall,
         errno,
         flags,
         site: 0,
-        pd: if thread { tls } else { 0 },
+        pd: tls,
     };
-    create_failed(ctx, &f, &regs);
+    send_failure(ctx, &f, &regs);
     0
 }

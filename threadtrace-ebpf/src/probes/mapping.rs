@@ -8,6 +8,8 @@
 //! with `mmap2` records: the kernel writes such an event's fork and exit
 //! records for every thread of the host, which cost more than the rest of
 //! the tracer on a thread create+join loop.
+use core::mem::offset_of;
+
 use aya_ebpf::{
     bindings::pt_regs,
     cty::c_void,
@@ -18,7 +20,10 @@ use aya_ebpf::{
 };
 use threadtrace_common::{EventKind, Mapping, ABSENT, MAPPING_NAMES};
 
-use crate::{emit::reserve, maps::CONFIG};
+use crate::{
+    emit::{current_user_reg, reserve},
+    maps::CONFIG,
+};
 
 const PROT_EXEC: u64 = 0x4;
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -174,14 +179,22 @@ fn send(v: &Vma) {
     entry.submit(0);
 }
 
-/// A successful mmap or mprotect: `addr` is where the mapping starts.
+/// A successful mmap (returning `ret`) or mprotect.
 #[inline(always)]
-pub fn on_success(regs: &pt_regs, addr: u64, mmap: bool) {
+pub fn on_success(mmap: bool, ret: u64) {
     // mmap(addr, len, prot, flags, fd, off); mprotect(addr, len, prot).
-    let (prot, flags) = (regs.rdx, if mmap { regs.r10 } else { 0 });
-    if prot & PROT_EXEC == 0 || flags & MAP_ANONYMOUS != 0 || !configured() {
+    let prot = current_user_reg(offset_of!(pt_regs, rdx));
+    if prot & PROT_EXEC == 0 || !configured() {
         return;
     }
+    let addr = if mmap {
+        if current_user_reg(offset_of!(pt_regs, r10)) & MAP_ANONYMOUS != 0 {
+            return;
+        }
+        ret
+    } else {
+        current_user_reg(offset_of!(pt_regs, rdi))
+    };
     if let Some(v) = find(addr) {
         send(&v);
     }

@@ -11,7 +11,9 @@
 //!
 //! A call that succeeds in mapping a file executable is handed to
 //! `mapping` (the libraries ld.so loads arrive this way).
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext, EbpfContext,
+};
 use threadtrace_common::Api;
 
 use crate::{
@@ -37,24 +39,16 @@ pub fn sys_exit_mprotect(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
+    // A direct load from the record: every mmap of the host passes here.
     // SAFETY: offset within the record, per the format file.
-    let ret: i64 = match unsafe { ctx.read_at(RET) } {
-        Ok(r) => r,
-        Err(_) => return 0,
-    };
+    let ret =
+        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(RET) as *const i64) };
     // mmap returns addresses above 2^63 on no architecture we run on: a
     // negative value is an errno.
     if ret >= 0 || ret < -4095 {
         // Success: a file mapped executable is what attribution needs
-        // later; everything else returns after reading two registers.
-        if let Some(regs) = current_user_regs() {
-            let addr = if syscall == Api::Mmap {
-                ret as u64
-            } else {
-                regs.rdi
-            };
-            mapping::on_success(&regs, addr, syscall == Api::Mmap);
-        }
+        // later; anything else returns after reading one register.
+        mapping::on_success(syscall == Api::Mmap, ret as u64);
         return 0;
     }
     let errno = (-ret) as i32;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use threadtrace_common::{stat, Api, FailureKey};
+use threadtrace_common::{stat, Api, FailureKey, RecentFailure};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
@@ -23,6 +23,8 @@ pub struct Counters {
 
 pub struct CounterMaps {
     failures: PerCpuHashMap<MapData, FailureKey, u64>,
+    /// Each CPU's last key and its failures not yet in `failures`.
+    recent: PerCpuArray<MapData, RecentFailure>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -35,7 +37,12 @@ impl CounterMaps {
             .take_map("FAILURES")
             .ok_or_else(|| missing("FAILURES"))?;
         let stats = ebpf.take_map("STATS").ok_or_else(|| missing("STATS"))?;
+        let recent = ebpf
+            .take_map("RECENT_FAILURE")
+            .ok_or_else(|| missing("RECENT_FAILURE"))?;
         Ok(Self {
+            recent: PerCpuArray::try_from(recent)
+                .map_err(|e| super::KernelError::Map("RECENT_FAILURE", e))?,
             failures: PerCpuHashMap::try_from(failures)
                 .map_err(|e| super::KernelError::Map("FAILURES", e))?,
             stats: PerCpuArray::try_from(stats).map_err(|e| super::KernelError::Map("STATS", e))?,
@@ -44,8 +51,22 @@ impl CounterMaps {
 
     pub fn read(&self) -> Counters {
         let mut c = Counters::default();
-        for (key, values) in self.failures.iter().flatten() {
-            let n: u64 = values.iter().sum();
+        let recent = self
+            .recent
+            .get(&0, 0)
+            .map(|v| {
+                v.iter()
+                    .filter(|r| r.pending > 0)
+                    .map(|r| (r.key, r.pending))
+                    .collect()
+            })
+            .unwrap_or_else(|_| Vec::new());
+        let table = self
+            .failures
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k, v.iter().sum::<u64>()));
+        for (key, n) in table.chain(recent) {
             if Api::from_u32(key.api).is_some_and(Api::is_stack_setup) {
                 *c.stack_setup
                     .entry((key.tgid, key.api, key.errno, key.site))
