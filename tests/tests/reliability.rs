@@ -77,6 +77,39 @@ fn keeps_working_through_an_oom_storm_and_pids_exhaustion() {
     assert_eq!(last[0]["cause"]["kind"], "rlimit_nproc");
 }
 
+/// Two processes on one CPU, each failing thread creations and forks in
+/// turn: the kernel keeps the last failure's count per CPU and moves it to
+/// its table when another comes, which here is at every call. Every
+/// failure is counted, under the right process and api.
+#[test]
+fn failures_that_take_turns_on_one_cpu_are_counted_exactly() {
+    if !require_root() {
+        return;
+    }
+    let prog = compile_c("alternate", &["-pthread"]);
+    let t = Tracer::start(&[]);
+    let run = || {
+        let prog = prog.clone();
+        std::thread::spawn(move || {
+            as_nobody(&format!(
+                "ulimit -u 1; exec taskset -c 0 {} 20000",
+                prog.display()
+            ))
+        })
+    };
+    let (a, b) = (run(), run());
+    let outs = [a.join().unwrap(), b.join().unwrap()];
+    let rec = t.stop();
+    for out in outs {
+        let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+        let threads: u64 = field(&out, "thread_failed").unwrap().parse().unwrap();
+        let forks: u64 = field(&out, "fork_failed").unwrap().parse().unwrap();
+        assert!(threads > 10_000 && forks > 10_000, "{out:?}");
+        assert_eq!(rec.counted(pid, "pthread_create"), threads, "pid {pid}");
+        assert_eq!(rec.counted(pid, "clone"), forks, "pid {pid}");
+    }
+}
+
 /// 10,000 short-lived processes come and go while programs fail, and a
 /// failing process's pid is reused by a different program that fails too:
 /// each failure is attributed to the program that had the pid at the time.
