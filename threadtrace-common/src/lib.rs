@@ -438,6 +438,10 @@ pub struct RecentFailure {
     pub key: FailureKey,
     pub pending: u64,
     pub budget: DetailBudget,
+    /// Failures to go, once the budget is spent, before the clock is read
+    /// again to see whether a new second began.
+    pub recheck: u32,
+    pub _pad: u32,
 }
 
 pub const ABSENT: u32 = u32::MAX;

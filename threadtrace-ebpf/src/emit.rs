@@ -26,6 +26,9 @@ pub fn bump(index: u32) {
     }
 }
 
+/// See `count_and_allow`.
+const RECHECK: u32 = 32;
+
 /// Adds `n` failures to `key`'s count in the table.
 #[inline(always)]
 fn add_failures(key: &FailureKey, n: u64) {
@@ -56,9 +59,6 @@ fn add_failures(key: &FailureKey, n: u64) {
 #[inline(always)]
 pub fn count_and_allow(key: FailureKey) -> bool {
     let budget = CONFIG.load().detail_per_sec;
-    // SAFETY: no preconditions. (The coarse clock is refused to tracing
-    // programs.)
-    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
     let Some(r) = RECENT_FAILURE.get_ptr_mut(0) else {
         add_failures(&key, 1);
         return true;
@@ -87,10 +87,23 @@ pub fn count_and_allow(key: FailureKey) -> bool {
         }
         r.key = key;
         r.pending = 1;
+        r.recheck = 0;
     }
     if budget == 0 {
         return true;
     }
+    // Spent budgets are the storm's common case: the clock is read every
+    // RECHECK failures only (a new second is noticed a fraction of a
+    // millisecond late at storm rates).
+    if r.budget.used >= budget && r.recheck > 0 {
+        r.recheck -= 1;
+        bump(stat::DETAIL_SAMPLED_OUT);
+        return false;
+    }
+    r.recheck = RECHECK;
+    // SAFETY: no preconditions. (The coarse clock is refused to tracing
+    // programs.)
+    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
     let b = &mut r.budget;
     if b.second != second {
         b.second = second;

@@ -235,6 +235,7 @@ pub fn on_exec() {
             break;
         }
     }
+    // Found first, sent once: each inlined `send` is verified again.
     let mut addr = base;
     for _ in 0..INTERP_VMAS {
         if addr == 0 {
@@ -242,9 +243,13 @@ pub fn on_exec() {
         }
         let Some(v) = find(addr) else { return };
         if v.flags & VM_EXEC != 0 {
-            send(&v);
-            return;
+            break;
         }
         addr = v.end;
+    }
+    if addr != 0 {
+        if let Some(v) = find(addr) {
+            send(&v);
+        }
     }
 }
