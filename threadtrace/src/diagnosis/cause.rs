@@ -36,6 +36,24 @@ pub struct Holder {
     pub libraries: Vec<String>,
 }
 
+/// The first three holders, "comm[pid] 120 threads, ...", for readable
+/// lines.
+pub fn holders_text(holders: &[Holder]) -> String {
+    holders
+        .iter()
+        .take(3)
+        .map(|h| {
+            format!(
+                "{}[{}] {}",
+                h.comm,
+                h.pid,
+                crate::sanitize::count(h.threads, "thread")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Cause {
     /// rlimit_nproc, cgroup_pids, threads_max, pid_max, stack_alloc, memory

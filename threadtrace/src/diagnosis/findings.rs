@@ -107,20 +107,10 @@ impl Findings {
                     )
                 });
                 if !c.holders.is_empty() {
-                    let h: Vec<String> = c
-                        .holders
-                        .iter()
-                        .take(3)
-                        .map(|h| {
-                            format!(
-                                "{}[{}] {}",
-                                h.comm,
-                                h.pid,
-                                crate::sanitize::count(h.threads, "thread")
-                            )
-                        })
-                        .collect();
-                    g.holders = Some(format!("held by {}", h.join(", ")));
+                    g.holders = Some(format!(
+                        "held by {}",
+                        crate::diagnosis::cause::holders_text(&c.holders)
+                    ));
                 }
             }
         }

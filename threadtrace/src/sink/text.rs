@@ -58,20 +58,11 @@ fn failed(e: &ThreadCreateFailed) -> String {
             }
         }
         if !c.holders.is_empty() {
-            let top: Vec<String> = c
-                .holders
-                .iter()
-                .take(3)
-                .map(|h| {
-                    format!(
-                        "{}[{}] {}",
-                        h.comm,
-                        h.pid,
-                        crate::sanitize::count(h.threads, "thread")
-                    )
-                })
-                .collect();
-            let _ = write!(s, "\n    held by: {}", top.join(", "));
+            let _ = write!(
+                s,
+                "\n    held by: {}",
+                crate::diagnosis::cause::holders_text(&c.holders)
+            );
         }
         if !c.remedy.is_empty() {
             let _ = write!(s, "\n    do: {}", c.remedy);
