@@ -29,6 +29,18 @@ pub fn bump(index: u32) {
 /// See `count_and_allow`.
 const RECHECK: u32 = 32;
 
+/// The counter key of a failure of the current process.
+#[inline(always)]
+pub fn failure_key(api: Api, errno: i32, site: u64) -> FailureKey {
+    FailureKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        api: api as u32,
+        errno,
+        _pad: 0,
+        site,
+    }
+}
+
 /// Adds `n` failures to `key`'s count in the table.
 #[inline(always)]
 fn add_failures(key: &FailureKey, n: u64) {
@@ -308,14 +320,7 @@ pub struct Failure {
 /// with the registers, stacks and (for glibc) start_routine candidates.
 #[inline(always)]
 pub fn create_failed<C: EbpfContext>(ctx: &C, f: &Failure, regs: &aya_ebpf::bindings::pt_regs) {
-    let key = FailureKey {
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        api: f.api as u32,
-        errno: f.errno,
-        _pad: 0,
-        site: f.site,
-    };
-    if count_and_allow(key) {
+    if count_and_allow(failure_key(f.api, f.errno, f.site)) {
         send_failure(ctx, f, regs);
     }
 }

@@ -10,15 +10,14 @@
 use core::mem::offset_of;
 
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
-    EbpfContext,
+    bindings::pt_regs, helpers::bpf_probe_read_user, macros::tracepoint,
+    programs::TracePointContext, EbpfContext,
 };
-use threadtrace_common::{Api, FailureKey};
+use threadtrace_common::Api;
 
-use crate::emit::{count_and_allow, current_user_reg, current_user_regs, send_failure, Failure};
+use crate::emit::{
+    count_and_allow, current_user_reg, current_user_regs, failure_key, send_failure, Failure,
+};
 
 /// Offset of `long ret` in every sys_exit_* record (stable ABI).
 pub const RET: usize = 16;
@@ -80,14 +79,7 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     };
     let thread = flags & (CLONE_THREAD | CLONE_SETTLS) == CLONE_THREAD | CLONE_SETTLS;
     let api = if thread { Api::PthreadCreate } else { syscall };
-    let key = FailureKey {
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        api: api as u32,
-        errno,
-        _pad: 0,
-        site: 0,
-    };
-    if !count_and_allow(key) {
+    if !count_and_allow(failure_key(api, errno, 0)) {
         return 0;
     }
     let Some(regs) = current_user_regs() else {
