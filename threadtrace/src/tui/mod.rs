@@ -13,6 +13,8 @@ pub mod app;
 mod clean;
 pub mod detail;
 pub mod feed;
+#[cfg(test)]
+mod golden;
 pub mod logs;
 pub mod ui;
 mod usage;
