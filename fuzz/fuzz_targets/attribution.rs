@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // An exec between mappings, as the kernel sends them.
                 if i % 3 == 2 {
-                    spaces.apply(&mappings::Record::Exec { pid: 1, time: i as u64 });
+                    spaces.apply(&mappings::SpaceChange::Exec { pid: 1, time: i as u64 });
                 }
             }
             spaces.fork(1, 2, 5);

@@ -14,7 +14,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    events::Summary,
+    model::Summary,
     tracefile::{
         reader::{Damage, Item, TraceReader},
         set::{self, SetReader, Skipped},
@@ -40,6 +40,20 @@ impl InputError {
             _ => 1,
         }
     }
+}
+
+/// The minutes around an incident in a long trace.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WindowArgs {
+    /// Only from TIME on: a duration back from the end of the trace (10m,
+    /// 1h30m) or an RFC 3339 time (2026-11-22T04:40:00Z, or with an offset).
+    /// Counts are then those within the window.
+    #[arg(long, value_name = "TIME", value_parser = parse_bound)]
+    pub since: Option<Bound>,
+    /// Only up to TIME: a duration back from the end of the trace, or an
+    /// RFC 3339 time.
+    #[arg(long, value_name = "TIME", value_parser = parse_bound)]
+    pub until: Option<Bound>,
 }
 
 /// A bound of the window: a duration back from the end of the trace, or a
@@ -311,7 +325,7 @@ pub fn say(message: &str) {
 /// error said and the exit code (2 nothing read, 1 otherwise).
 pub fn open_or_say(
     paths: &[PathBuf],
-    window: &crate::cli::WindowArgs,
+    window: &WindowArgs,
 ) -> Result<Input, std::process::ExitCode> {
     match Input::open(paths, window.since, window.until) {
         Ok(input) => {
@@ -400,10 +414,9 @@ mod tests {
 
     #[test]
     fn counts_between_snapshots() {
-        use crate::events::session::ProcessFailures;
         let mut a = Summary {
             failures_total: 10,
-            by_process: vec![ProcessFailures::eagain(1, 10)],
+            by_process: vec![crate::model::fixtures::eagain(1, 10)],
             events_lost: 2,
             ..Default::default()
         };
@@ -414,8 +427,8 @@ mod tests {
         let mut b = a.clone();
         b.failures_total = 25;
         b.by_process = vec![
-            ProcessFailures::eagain(1, 12),
-            ProcessFailures::eagain(2, 13),
+            crate::model::fixtures::eagain(1, 12),
+            crate::model::fixtures::eagain(2, 13),
         ];
         b.by_api
             .get_mut("pthread_create")

@@ -1,30 +1,34 @@
 //! threadtrace as a library: what the `threadtrace` binary is made of
 //! (src/main.rs is its command line), and what the fuzz targets (fuzz/)
-//! drive directly: `report` and `export` on any bytes.
-#![expect(
-    clippy::len_without_is_empty,
-    reason = "the binary's own modules, public only for the fuzz targets: lints about \
-              designing a public API do not apply"
-)]
-pub mod attribution;
-pub mod bounded;
-pub mod cli;
+//! and the tests drive directly. The layers, bottom up, and what each may
+//! import, are in docs/architecture.md; `cargo xtask test` checks that no
+//! two top-level modules import each other.
+// Foundation: no model, no diagnosis.
+mod bounded;
 pub mod clock;
-pub mod diagnosis;
-pub mod doctor;
-pub mod events;
-pub mod export;
-pub mod host;
-pub mod input;
-pub mod kernel;
-pub mod own_limits;
-pub mod panics;
-pub mod pods;
-pub mod privileges;
-pub mod proctable;
-pub mod record;
-pub mod report;
+mod host;
+mod own_limits;
+mod panics;
+mod privileges;
+mod proctable;
 pub mod sanitize;
-pub mod sink;
 pub use threadtrace_tracefile as tracefile;
-pub mod tui;
+// The data model of `record --json` and trace files, and how it reads.
+pub mod model;
+pub mod words;
+// What fills the model: the kernel's records, attribution, diagnosis.
+mod attribution;
+mod diagnosis;
+mod enrich;
+mod kernel;
+mod pods;
+// What reads it: sinks, the dashboard, the readers of trace files.
+pub mod export;
+pub mod input;
+pub mod report;
+pub mod sink;
+mod tui;
+// The commands.
+pub mod cli;
+mod collector;
+mod doctor;

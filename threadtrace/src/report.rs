@@ -1,17 +1,32 @@
 //! `threadtrace report FILE...`: what a trace says, for a postmortem: one
 //! file, a rotating set, or the window of it around an incident.
-use std::{collections::BTreeMap, fmt::Write as _, io::Write as _, process::ExitCode};
+use std::{
+    collections::BTreeMap, fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode,
+};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    cli::ReportArgs,
-    events::{Record, Summary},
-    input::{self, Input},
-    sink::text,
+    diagnosis::findings::Findings,
+    input::{self, Input, WindowArgs},
+    model::{Finding, Record, Summary},
+    sanitize,
+    sink::lines,
     tracefile::reader::{Damage, Item},
 };
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Trace files, or directories of them (a rotating set).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub files: Vec<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -52,7 +67,7 @@ pub struct Report {
     /// Processes in the file's process-table snapshot.
     pub processes_at_start: Option<usize>,
     /// Most important first, with evidence and remedy.
-    pub findings: Vec<crate::diagnosis::findings::Finding>,
+    pub findings: Vec<Finding>,
     /// The files read, in time order.
     pub files: Vec<String>,
     /// --since/--until: only what happened within; `counters` are then the
@@ -111,7 +126,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
         input::say(&format!("{}: {d}", input.name()));
     }
     let text = if a.json {
-        crate::sanitize::to_json_pretty(&r)?
+        sanitize::to_json_pretty(&r)?
     } else {
         render(&r)
     };
@@ -128,7 +143,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
 
 pub fn build(input: &mut Input) -> Result<Report, ReportError> {
     let mut r = Report::default();
-    let mut findings = crate::diagnosis::findings::Findings::default();
+    let mut findings = Findings::default();
     let mut items = 0u64;
     // The first file's process table, which may come in parts.
     let mut first_table: Option<String> = None;
@@ -258,14 +273,14 @@ pub fn damage_line(r: &Report) -> Option<String> {
 /// escaped here (records through `text`, which escapes its own), and the
 /// result passes the final guard.
 pub fn render(r: &Report) -> String {
-    crate::sanitize::block(&render_text(r)).into_owned()
+    sanitize::block(&render_text(r)).into_owned()
 }
 
 fn render_text(r: &Report) -> String {
     let mut out = String::new();
     if let Some(h) = &r.header {
         let mut h = h.clone();
-        crate::sanitize::value(&mut h);
+        sanitize::value(&mut h);
         let host = &h["host"];
         let _ = writeln!(
             out,
@@ -304,7 +319,7 @@ fn render_text(r: &Report) -> String {
         );
     }
     match &r.counters {
-        Some(s) => out.push_str(&text::summary(s)),
+        Some(s) => out.push_str(&lines::summary(s)),
         None => out.push_str("no counter snapshot in the file."),
     }
     out.push('\n');
@@ -316,14 +331,14 @@ fn render_text(r: &Report) -> String {
     let mut libs: Vec<_> = r.failures_by_library.iter().collect();
     libs.sort_by(|a, b| b.1.cmp(a.1));
     for (lib, n) in libs.iter().take(10) {
-        let lib = crate::sanitize::text(lib);
+        let lib = sanitize::text(lib);
         let _ = writeln!(out, "  {lib:<40} {n:>10}");
     }
     if !r.oom_kills.is_empty() {
         let _ = writeln!(out, "OOM kills: {}", r.oom_kills_total);
         for v in r.oom_kills.iter().take(10) {
             if let Ok(Record::OomKill(e)) = serde_json::from_value::<Record>(v.clone()) {
-                let _ = writeln!(out, "  {}", text::render(&Record::OomKill(e)));
+                let _ = writeln!(out, "  {}", lines::render(&Record::OomKill(e)));
             }
         }
     }
@@ -335,7 +350,7 @@ fn render_text(r: &Report) -> String {
         );
         for v in r.rlimit_changes.iter().take(10) {
             if let Ok(Record::RlimitChange(e)) = serde_json::from_value::<Record>(v.clone()) {
-                let _ = writeln!(out, "  {}", text::render(&Record::RlimitChange(e)));
+                let _ = writeln!(out, "  {}", lines::render(&Record::RlimitChange(e)));
             }
         }
     }

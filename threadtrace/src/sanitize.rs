@@ -345,7 +345,7 @@ mod tests {
             v,
             serde_json::json!({r"k\x1b": [r"\u{202e}", 1, {"x": r"\x0a"}], "n": null})
         );
-        let t = crate::events::Task {
+        let t = crate::model::Task {
             time: "t".into(),
             pid: 1,
             tid: 2,

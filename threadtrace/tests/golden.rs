@@ -18,7 +18,7 @@ use std::{
     process::Command,
 };
 
-use threadtrace::{events::Record, sanitize, sink::text as lines};
+use threadtrace::{model::Record, sanitize, sink::lines};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::kernel::mappings::Record;
+use crate::kernel::mappings::SpaceChange;
 
 /// A mapped file, as the kernel identified it.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -229,9 +229,9 @@ impl AddressSpaces {
     }
 
     /// A record of the kernel's: an executable mapping, or an exec.
-    pub fn apply(&mut self, r: &Record) {
+    pub fn apply(&mut self, r: &SpaceChange) {
         match r {
-            Record::Mmap {
+            SpaceChange::Mmap {
                 pid,
                 time,
                 start,
@@ -250,7 +250,7 @@ impl AddressSpaces {
                 (*dev, *ino, *generation),
                 path,
             ),
-            Record::Exec { pid, time } => self.exec(*pid, *time),
+            SpaceChange::Exec { pid, time } => self.exec(*pid, *time),
         }
     }
 
@@ -561,7 +561,7 @@ mod tests {
             ino: u64,
             path: &str,
         ) {
-            self.apply(&Record::Mmap {
+            self.apply(&SpaceChange::Mmap {
                 pid,
                 time,
                 start,
@@ -575,7 +575,7 @@ mod tests {
         }
 
         fn exec_at(&mut self, pid: u32, time: u64) {
-            self.apply(&Record::Exec { pid, time });
+            self.apply(&SpaceChange::Exec { pid, time });
         }
     }
 

@@ -23,42 +23,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use threadtrace_common::{Api, StackCopy};
 
-use crate::{clock::Clock, events::ThreadCreateFailed};
+use crate::{
+    clock::Clock,
+    model::{Frame, Location, ThreadCreateFailed},
+};
 use address_spaces::{AddressSpaces, MappedFile, Mapping, Snapshot};
 use elf::ElfInfo;
 use modules::{Modules, Resolution};
 use unwind::{lookup_address, StackSnapshot, StackUnwinder};
-
-/// One stack frame, innermost first.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct Frame {
-    /// The address in the process.
-    pub addr: u64,
-    /// The file, as the process sees it (inside its container).
-    pub module: Option<String>,
-    pub symbol: Option<String>,
-    /// Offset of `addr` from the start of `symbol`.
-    pub offset: Option<u64>,
-    /// Offset in `module`'s file: with `build_id`, enough to symbolize
-    /// again offline.
-    pub file_offset: Option<u64>,
-    pub build_id: Option<String>,
-    /// How the file read for this frame was known to be the one mapped:
-    /// `build_id` (it has one, recorded here) or `inode` (none: its device,
-    /// inode and change time were checked against the mapping).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identified_by: Option<String>,
-}
-
-/// A function in a module (pthread_create's start_routine).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct Location {
-    pub module: Option<String>,
-    pub symbol: Option<String>,
-}
 
 /// What the kernel captured, carried from decoding to attribution.
 #[derive(Debug, Clone, Default)]
@@ -114,7 +88,7 @@ const MAX_FRAMES: usize = 48;
 
 /// What attribution concluded about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Attributed {
     /// A task-creation failure, attributed or not.
     Creation,
     /// A failed mmap/mprotect outside pthread_create: not ours to report.
@@ -228,7 +202,7 @@ impl Attributor {
     /// Fills `library`, `module`, `symbol`, `stack`, `caller` and
     /// `start_routine`; for an mmap/mprotect failure, says whether it came
     /// from pthread_create at all.
-    pub fn attribute(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) -> Verdict {
+    pub fn attribute(&mut self, ev: &mut ThreadCreateFailed, captured: &Captured) -> Attributed {
         let t0 = Instant::now();
         let v = self.attribute_inner(ev, captured);
         let spent = t0.elapsed();
@@ -238,7 +212,7 @@ impl Attributor {
         v
     }
 
-    fn attribute_inner(&mut self, ev: &mut ThreadCreateFailed, c: &Captured) -> Verdict {
+    fn attribute_inner(&mut self, ev: &mut ThreadCreateFailed, c: &Captured) -> Attributed {
         let pid = ev.task.pid;
         let stack_setup = ev
             .syscall
@@ -265,9 +239,9 @@ impl Attributor {
                 })
                 .collect();
             return if stack_setup {
-                Verdict::NotCreation
+                Attributed::NotCreation
             } else {
-                Verdict::Creation
+                Attributed::Creation
             };
         };
         let mut missing: Vec<(u64, Arc<str>)> = Vec::new();
@@ -289,7 +263,7 @@ impl Attributor {
                 self.sites.insert((m.file.clone(), off), inside);
             }
             if !inside {
-                return Verdict::NotCreation;
+                return Attributed::NotCreation;
             }
             ev.api = Api::PthreadCreate.name().into();
         }
@@ -341,7 +315,7 @@ impl Attributor {
             });
         }
         ev.stack = frames;
-        Verdict::Creation
+        Attributed::Creation
     }
 
     /// The stack, unwound with .eh_frame through the mappings of the

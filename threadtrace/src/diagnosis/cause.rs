@@ -1,74 +1,8 @@
 //! The `cause` of a failed thread creation, decided from evidence only:
 //! when nothing settles it, the kind is `unknown` and the detail says what
 //! was seen.
-use serde::{Deserialize, Serialize};
-
 use super::evidence::Evidence;
-
-/// The oldest living ancestor that has the same limit: where a limit that
-/// survived a limits.conf change is inherited from (incident 1's
-/// supervisord).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Ancestor {
-    pub pid: u32,
-    pub comm: String,
-    /// RFC 3339: a process started before a limits change keeps the old one.
-    pub started: Option<String>,
-}
-
-/// An rlimit change seen during the recording that set this limit.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct LimitSet {
-    pub time: String,
-    pub pid: u32,
-    pub comm: String,
-    pub target_pid: u32,
-    pub soft: u64,
-}
-
-/// A process holding threads under the limit that was hit.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Holder {
-    pub pid: u32,
-    pub comm: String,
-    pub threads: u64,
-    /// Libraries that created its live threads, largest first.
-    pub libraries: Vec<String>,
-}
-
-/// The first three holders, "comm[pid] 120 threads, ...", for readable
-/// lines.
-pub fn holders_text(holders: &[Holder]) -> String {
-    holders
-        .iter()
-        .take(3)
-        .map(|h| {
-            format!(
-                "{}[{}] {}",
-                h.comm,
-                h.pid,
-                crate::sanitize::count(h.threads, "thread")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Cause {
-    /// rlimit_nproc, cgroup_pids, threads_max, pid_max, stack_alloc, memory
-    /// or unknown.
-    pub kind: String,
-    pub limit: Option<u64>,
-    pub current: Option<u64>,
-    pub detail: String,
-    /// The pids cgroup, for cgroup_pids.
-    pub cgroup: Option<String>,
-    pub inherited_from: Option<Ancestor>,
-    pub set_by: Option<LimitSet>,
-    pub holders: Vec<Holder>,
-    pub remedy: String,
-}
+use crate::{model::Cause, words};
 
 const EAGAIN: i32 = 11;
 const ENOMEM: i32 = 12;
@@ -156,7 +90,7 @@ pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
                 Some(n.count as u64),
                 format!(
                     "user {} had {} (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is {}",
-                    e.uid, crate::sanitize::count(n.count, "task"), n.soft
+                    e.uid, words::count(n.count, "task"), n.soft
                 ),
             );
         }

@@ -2,25 +2,13 @@
 //! evidence and one remedy, for one screen at 3 a.m.
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
-    diagnosis::growth::{self, Verdict},
-    events::{OomKill, Record, Summary},
-    sink::text::bytes,
+    model::{Finding, OomKill, Record, Summary, ThreadCreateFailed},
+    words::{
+        self, bytes,
+        growth::{grew, sentence, verdict, GrowthVerdict},
+    },
 };
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Finding {
-    /// thread_create_failed, oom_kill, pool_worker_died, oversubscribed.
-    pub kind: String,
-    /// Orders findings: a hung pool first, then kills, then failures by
-    /// count, then oversubscription.
-    pub impact: u64,
-    pub title: String,
-    pub evidence: Vec<String>,
-    pub remedy: String,
-}
 
 type PoolDeaths = (String, Vec<String>, BTreeSet<String>, Option<String>);
 
@@ -61,7 +49,7 @@ impl Findings {
         }
     }
 
-    pub fn add_failure(&mut self, e: &crate::events::ThreadCreateFailed) {
+    pub fn add_failure(&mut self, e: &ThreadCreateFailed) {
         let kind = e
             .cause
             .as_ref()
@@ -88,7 +76,7 @@ impl Findings {
         }
         if let Some(k) = &e.k8s {
             if g.pods.len() < 3 {
-                g.pods.insert(k.describe());
+                g.pods.insert(words::pod(k));
             }
         }
         if let Some(c) = &e.cause {
@@ -107,10 +95,7 @@ impl Findings {
                     )
                 });
                 if !c.holders.is_empty() {
-                    g.holders = Some(format!(
-                        "held by {}",
-                        crate::diagnosis::cause::holders_text(&c.holders)
-                    ));
+                    g.holders = Some(format!("held by {}", words::threads_held(&c.holders)));
                 }
             }
         }
@@ -220,7 +205,7 @@ impl Findings {
                 impact: 10_000 + exact,
                 title: format!(
                     "{} failed for {who} in {}{more}{pods}, uid {uid}",
-                    crate::sanitize::count(exact, "thread creation"),
+                    words::count(exact, "thread creation"),
                     procs.join(", ")
                 ),
                 evidence,
@@ -239,7 +224,7 @@ impl Findings {
 fn oom_finding(k: &OomKill) -> Finding {
     let v = &k.victim;
     let mut evidence = Vec::new();
-    evidence.extend(growth::sentence(k));
+    evidence.extend(sentence(k));
     match &k.memory_cgroup {
         Some(c) => evidence.push(format!(
             "memory limit {} of {} reached{}",
@@ -264,7 +249,7 @@ fn oom_finding(k: &OomKill) -> Finding {
     if !k.top_holders.is_empty() {
         evidence.push(format!(
             "largest holders then: {}",
-            crate::diagnosis::oom::holders_text(&k.top_holders)
+            words::memory_held(&k.top_holders)
         ));
     }
     let mut title = format!(
@@ -281,13 +266,13 @@ fn oom_finding(k: &OomKill) -> Finding {
             p.kind, p.parent_comm, p.parent_pid
         ));
     }
-    if let Verdict::NotTheGrower(o) = growth::verdict(k) {
+    if let GrowthVerdict::NotTheGrower(o) = verdict(k) {
         title.push_str(&format!(
             "{} not the process that grew: {}[{}] {}",
             if k.pool.is_some() { ";" } else { "," },
             o.comm,
             o.pid,
-            growth::grew(o)
+            grew(o)
         ));
     }
     Finding {
@@ -297,30 +282,6 @@ fn oom_finding(k: &OomKill) -> Finding {
         evidence,
         remedy: k.remedy.clone(),
     }
-}
-
-/// Findings as text, numbered, at most `max`.
-pub fn render(findings: &[Finding], max: usize) -> String {
-    if findings.is_empty() {
-        return "no findings: nothing failed, nothing was killed.".into();
-    }
-    let mut s = String::from("FINDINGS, most important first:\n");
-    for (i, f) in findings.iter().take(max).enumerate() {
-        s.push_str(&format!("{}. {}\n", i + 1, f.title));
-        for e in f.evidence.iter().take(3) {
-            s.push_str(&format!("   why: {e}\n"));
-        }
-        if !f.remedy.is_empty() {
-            s.push_str(&format!("   do:  {}\n", f.remedy));
-        }
-    }
-    if findings.len() > max {
-        s.push_str(&format!(
-            "({} more findings: threadtrace report --json)\n",
-            findings.len() - max
-        ));
-    }
-    s.trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -338,7 +299,7 @@ mod tests {
     /// aims the remedy at the grower.
     #[test]
     fn a_kill_of_the_largest_names_the_process_that_grew() {
-        let f = oom_finding_of(crate::diagnosis::growth::tests::not_the_grower());
+        let f = oom_finding_of(crate::model::fixtures::not_the_grower());
         assert_eq!(
             f.title,
             "OOM kill of python3[100] (180 MiB), not the process that grew: python3[200] grew 150 MiB in 60 s"
@@ -353,19 +314,14 @@ mod tests {
             f.remedy
         );
         assert!(f.remedy.contains("`choom -n 500 -p 200`"), "{}", f.remedy);
-        let text = render(&[f], 5);
-        assert!(
-            text.contains("\n   why: killed python3[100] (largest"),
-            "{text}"
-        );
     }
 
     /// seeds/002: the pool worker grew and was killed; nothing says it
     /// was not the grower, and the pool's hang stays in the first lines.
     #[test]
     fn a_worker_that_grew_is_not_called_innocent() {
-        let mut k = crate::events::oom_kill::tests::kill(300, "python3");
-        let g = crate::diagnosis::growth::Grower {
+        let mut k = crate::model::fixtures::kill(300, "python3");
+        let g = crate::model::Grower {
             pid: 300,
             comm: "python3".into(),
             rss_bytes: 180 << 20,
@@ -376,12 +332,12 @@ mod tests {
         };
         k.victim_growth = Some(Box::new(g.clone()));
         k.growers = vec![g];
-        k.top_holders = vec![crate::diagnosis::oom::MemHolder {
+        k.top_holders = vec![crate::model::MemHolder {
             pid: 297,
             comm: "python3".into(),
             rss_bytes: 12 << 20,
         }];
-        k.pool = Some(crate::diagnosis::oom::Pool {
+        k.pool = Some(crate::model::Pool {
             parent_pid: 297,
             parent_comm: "python3".into(),
             parent_cmdline: None,
@@ -416,8 +372,8 @@ mod tests {
 
     #[test]
     fn a_failure_in_a_pod_names_the_pod() {
-        let mut e = crate::tui::app::tests::failure(42, "omp", "libgomp", "rlimit_nproc");
-        e.k8s = Some(crate::pods::K8s {
+        let mut e = crate::model::fixtures::failure(42, "omp", "libgomp", "rlimit_nproc");
+        e.k8s = Some(crate::model::K8s {
             namespace: Some("shop".into()),
             pod: Some("cart-1".into()),
             container: Some("app".into()),
@@ -433,48 +389,6 @@ mod tests {
             r[0].title
         );
     }
-
-    #[test]
-    fn a_hung_pool_outranks_failures_which_outrank_oversubscription() {
-        let f = vec![
-            Finding {
-                kind: "oversubscribed".into(),
-                impact: 1_004,
-                title: "o".into(),
-                evidence: vec![],
-                remedy: "r".into(),
-            },
-            Finding {
-                kind: "thread_create_failed".into(),
-                impact: 10_050,
-                title: "f".into(),
-                evidence: vec!["e".into()],
-                remedy: "r".into(),
-            },
-            Finding {
-                kind: "oom_kill".into(),
-                impact: 1_000_000,
-                title: "k".into(),
-                evidence: vec![],
-                remedy: "r".into(),
-            },
-        ];
-        let mut sorted = f.clone();
-        sorted.sort_by_key(|f| std::cmp::Reverse(f.impact));
-        let t = render(&sorted, 2);
-        assert!(
-            t.starts_with("FINDINGS, most important first:\n1. k\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("2. f\n   why: e\n   do:  r") && t.contains("1 more findings"),
-            "{t}"
-        );
-        assert_eq!(
-            render(&[], 5),
-            "no findings: nothing failed, nothing was killed."
-        );
-    }
 }
 
 #[cfg(test)]
@@ -483,7 +397,7 @@ mod unattributed_tests {
 
     #[test]
     fn a_failure_of_unknown_code_says_why() {
-        let mut e = crate::tui::app::tests::failure(7, "python3", "x", "rlimit_nproc");
+        let mut e = crate::model::fixtures::failure(7, "python3", "x", "rlimit_nproc");
         e.library = None;
         e.symbol = None;
         e.attribution_gap = Some("the code that asked is not known: the code at 0x7f00 could not be read: /opt/libx.so: the file changed after it was mapped".into());

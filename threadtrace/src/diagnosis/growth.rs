@@ -18,13 +18,11 @@
 //! is unknown and counted as such in the event.
 use std::{
     collections::{HashMap, VecDeque},
-    io::Read as _,
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
-use crate::{clock, events::OomKill, proctable::ProcTable, sink::text::bytes};
+use super::memory;
+use crate::{clock, model::Grower, proctable::ProcTable};
 
 /// Processes with a history at most (about 400 bytes each: 1.6 MiB).
 pub const MAX_PROCESSES: usize = 4096;
@@ -49,26 +47,6 @@ const RESOLVE_EVERY: u64 = 15;
 const UNIT: u64 = 4096;
 /// Kernel threads remembered as such at most.
 const NO_MM_KEPT: usize = 8192;
-
-/// A process's growth in the window before a kill.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Grower {
-    pub pid: u32,
-    pub comm: String,
-    /// Resident memory at the kill.
-    pub rss_bytes: u64,
-    /// `rss_bytes` minus its resident memory at the start of the window;
-    /// all of it when the process started inside the window.
-    pub grew_bytes: u64,
-    /// The time `grew_bytes` is measured over: the window, less when the
-    /// process started inside it (its age) or was first seen inside it.
-    pub window_s: f64,
-    /// It started inside the window: all of its memory counts as growth.
-    pub started_in_window: bool,
-    /// How long before the kill the samples first showed a quarter of
-    /// this growth; null when only the reading at the kill showed it.
-    pub visible_s: Option<f64>,
-}
 
 /// What the history says at a kill.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -185,27 +163,6 @@ impl StartClock {
     pub fn monotonic_ns(&self, start_ticks: u64) -> u64 {
         (start_ticks * self.ns_per_tick).saturating_sub(self.suspended_ns)
     }
-}
-
-/// Resident and total pages of a process, from /proc/PID/statm, in bytes:
-/// (size, resident). A process without memory of its own (a kernel
-/// thread) has size 0.
-pub fn statm(pid: u32) -> Option<(u64, u64)> {
-    let mut f = std::fs::File::open(format!("/proc/{pid}/statm")).ok()?;
-    let mut buf = [0u8; 128];
-    let n = f.read(&mut buf).ok()?;
-    let text = std::str::from_utf8(&buf[..n]).ok()?;
-    let mut fields = text.split_ascii_whitespace();
-    let size: u64 = fields.next()?.parse().ok()?;
-    let resident: u64 = fields.next()?.parse().ok()?;
-    let page = page_size();
-    Some((size * page, resident * page))
-}
-
-fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    // SAFETY: sysconf has no preconditions.
-    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64)
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -480,7 +437,7 @@ impl RssHistory {
         }
         let round = self.round;
         let track = self.procs.get_mut(&pid).filter(|t| t.start_ticks == start);
-        match (statm(pid), track) {
+        match (memory::statm(pid), track) {
             (Some((size, rss)), _) if size > 0 => {
                 self.note(pid, start, clock::monotonic_ns(), rss);
                 if self.dirs.len() < MAX_CGROUPS {
@@ -521,7 +478,7 @@ impl RssHistory {
             Some(p) => p,
             None => {
                 reads += 2;
-                let p = super::oom::memory_cgroup(dir).map(|c| c.path);
+                let p = memory::memory_cgroup(dir).map(|c| c.path);
                 if self.limited.len() < MAX_CGROUPS * 4 {
                     self.limited.insert(dir.to_string(), (p.clone(), round));
                 }
@@ -532,7 +489,7 @@ impl RssHistory {
         if self.cgroups.get(&path).is_some_and(|c| c.1 == round) {
             return reads;
         }
-        if let Some(usage) = super::oom::usage_bytes(&path) {
+        if let Some(usage) = memory::usage_bytes(&path) {
             self.note_cgroup(&path, clock::monotonic_ns(), usage);
         }
         reads + 1
@@ -729,130 +686,9 @@ fn tenths(s: f64) -> f64 {
     (s * 10.0).round() / 10.0
 }
 
-/// What the growers say about a kill.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict<'a> {
-    /// Another process grew more than the victim did.
-    NotTheGrower(&'a Grower),
-    /// The victim grew the most.
-    Grower(&'a Grower),
-    /// No process grew by a MiB, by the samples: the victim's growth.
-    NoGrowth(&'a Grower),
-    /// Nothing was sampled (`--rss-interval off`), or the victim's growth
-    /// is not known.
-    Unknown,
-}
-
-pub fn verdict(k: &OomKill) -> Verdict<'_> {
-    let Some(v) = &k.victim_growth else {
-        return Verdict::Unknown;
-    };
-    match k.growers.iter().find(|g| g.pid != k.victim.pid) {
-        Some(o) if o.grew_bytes > v.grew_bytes && o.grew_bytes >= SIGNIFICANT => {
-            Verdict::NotTheGrower(o)
-        }
-        _ if v.grew_bytes >= SIGNIFICANT => Verdict::Grower(v),
-        _ => Verdict::NoGrowth(v),
-    }
-}
-
-/// Less growth than this is not said to be anybody's.
-const SIGNIFICANT: u64 = 1 << 20;
-
-/// "grew 150 MiB in 60 s", or "in 12 s, since it started".
-pub fn grew(g: &Grower) -> String {
-    format!(
-        "grew {} in {:.0} s{}",
-        bytes(g.grew_bytes),
-        g.window_s,
-        if g.started_in_window {
-            ", since it started"
-        } else {
-            ""
-        }
-    )
-}
-
-/// Whether the victim held the most memory of the processes seen at the
-/// kill (its own size is the kernel's, at the kill).
-fn largest(k: &OomKill) -> bool {
-    let Some(rss) = k.victim.rss_bytes else {
-        return false;
-    };
-    let others = k
-        .top_holders
-        .iter()
-        .map(|h| (h.pid, h.rss_bytes))
-        .chain(k.growers.iter().map(|g| (g.pid, g.rss_bytes)))
-        .filter(|&(pid, _)| pid != k.victim.pid);
-    let mut seen = false;
-    for (_, other) in others {
-        seen = true;
-        if other > rss {
-            return false;
-        }
-    }
-    seen
-}
-
-/// Who grew, in one sentence, for every surface: "killed python3[A]
-/// (largest, 180 MiB, grew 0 MiB in 60 s); python3[B] grew 150 MiB in 60
-/// s". None when nothing was sampled.
-pub fn sentence(k: &OomKill) -> Option<String> {
-    let v = &k.victim;
-    let size = match (largest(k), v.rss_bytes) {
-        (true, Some(b)) => format!("largest, {}, ", bytes(b)),
-        (false, Some(b)) => format!("{}, ", bytes(b)),
-        (_, None) => String::new(),
-    };
-    let killed = |g: &Grower| format!("killed {}[{}] ({size}{})", v.comm, v.pid, grew(g));
-    let others = |skip: u32| {
-        k.growers
-            .iter()
-            .filter(|g| g.pid != v.pid && g.pid != skip)
-            .take(2)
-            .map(|g| format!("{}[{}] {}", g.comm, g.pid, grew(g)))
-            .collect::<Vec<_>>()
-    };
-    match verdict(k) {
-        Verdict::NotTheGrower(o) => Some(format!(
-            "{}; {}[{}] {}",
-            killed(k.victim_growth.as_ref()?),
-            o.comm,
-            o.pid,
-            grew(o)
-        )),
-        Verdict::Grower(g) => {
-            let next = others(v.pid);
-            Some(if next.is_empty() {
-                format!("{}: it grew the most", killed(g))
-            } else {
-                format!("{}: it grew the most; then {}", killed(g), next.join(", "))
-            })
-        }
-        Verdict::NoGrowth(g) => Some(format!(
-            "{}; no process {} grew by a MiB in that window, by the samples",
-            killed(g),
-            if k.memory_cgroup.is_some() {
-                "of its memory cgroup"
-            } else {
-                "of the host"
-            }
-        )),
-        Verdict::Unknown if !k.growers.is_empty() => Some(format!(
-            "killed {}[{}] ({size}growth not measured); {}",
-            v.comm,
-            v.pid,
-            others(v.pid).join(", ")
-        )),
-        Verdict::Unknown => None,
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::diagnosis::oom::MemHolder;
 
     const S: u64 = 1_000_000_000;
     const MIB: u64 = 1 << 20;
@@ -1174,7 +1010,7 @@ pub(crate) mod tests {
         let me = std::process::id();
         let mut t = ProcTable::default();
         t.insert(crate::proctable::read_proc_counted(me).unwrap().0);
-        let (size, rss) = statm(me).unwrap();
+        let (size, rss) = memory::statm(me).unwrap();
         assert!(size > 0 && rss > 0);
         let now = clock::monotonic_ns();
         let mut h = RssHistory::new(Duration::from_secs(1), Duration::from_secs(10), now);
@@ -1221,85 +1057,5 @@ pub(crate) mod tests {
         h.next_round_ns = 0;
         round(&mut h, &t);
         assert_eq!(h.latest(gone, Some(7)), None, "dropped once it exited");
-    }
-
-    fn grower(pid: u32, comm: &str, rss: u64, grew: u64, window_s: f64) -> Grower {
-        Grower {
-            pid,
-            comm: comm.into(),
-            rss_bytes: rss,
-            grew_bytes: grew,
-            window_s,
-            started_in_window: false,
-            visible_s: None,
-        }
-    }
-
-    fn holder(pid: u32, rss: u64) -> MemHolder {
-        MemHolder {
-            pid,
-            comm: "python3".into(),
-            rss_bytes: rss,
-        }
-    }
-
-    /// Incident 5's shape: the largest process is killed, another grew.
-    pub fn not_the_grower() -> OomKill {
-        let mut k = crate::events::oom_kill::tests::kill(100, "python3");
-        k.top_holders = vec![holder(100, 180 * MIB), holder(200, 60 * MIB)];
-        k.victim_growth = Some(Box::new(grower(100, "python3", 180 * MIB, 0, 60.0)));
-        k.growers = vec![grower(200, "python3", 60 * MIB, 150 * MIB, 60.0)];
-        k
-    }
-
-    #[test]
-    fn the_sentence_says_the_victim_is_not_the_grower() {
-        let k = not_the_grower();
-        assert!(matches!(verdict(&k), Verdict::NotTheGrower(g) if g.pid == 200));
-        assert_eq!(
-            sentence(&k).unwrap(),
-            "killed python3[100] (largest, 180 MiB, grew 0 MiB in 60 s); python3[200] grew 150 MiB in 60 s"
-        );
-    }
-
-    #[test]
-    fn the_sentence_does_not_blame_another_when_the_victim_grew_the_most() {
-        let mut k = crate::events::oom_kill::tests::kill(100, "python3");
-        let mut v = grower(100, "python3", 180 * MIB, 170 * MIB, 4.2);
-        v.started_in_window = true;
-        k.victim_growth = Some(Box::new(v.clone()));
-        k.growers = vec![v, grower(97, "python3", 12 * MIB, 12 * MIB, 4.0)];
-        k.top_holders = vec![holder(100, 180 * MIB), holder(97, 12 * MIB)];
-        assert!(matches!(verdict(&k), Verdict::Grower(g) if g.pid == 100));
-        assert_eq!(
-            sentence(&k).unwrap(),
-            "killed python3[100] (largest, 180 MiB, grew 170 MiB in 4 s, since it started): it grew the most; then python3[97] grew 12 MiB in 4 s"
-        );
-        // Another process that grew less than a MiB more is not blamed,
-        // and nobody is said to have grown.
-        k.victim_growth = Some(Box::new(grower(100, "python3", 180 * MIB, 0, 60.0)));
-        k.growers = vec![grower(97, "python3", 12 * MIB, MIB / 2, 60.0)];
-        assert!(matches!(verdict(&k), Verdict::NoGrowth(_)));
-        assert_eq!(
-            sentence(&k).unwrap(),
-            "killed python3[100] (largest, 180 MiB, grew 0 MiB in 60 s); no process of its memory cgroup grew by a MiB in that window, by the samples"
-        );
-        let r = crate::diagnosis::oom::remedy(&k);
-        assert!(r.contains("the largest holder is python3[100]"), "{r}");
-    }
-
-    #[test]
-    fn without_samples_nothing_is_said_about_growth() {
-        let mut k = crate::events::oom_kill::tests::kill(100, "python3");
-        assert_eq!(verdict(&k), Verdict::Unknown);
-        assert_eq!(sentence(&k), None);
-        // Not the largest: its size is said without the word.
-        k.top_holders = vec![holder(100, 180 * MIB), holder(200, 190 * MIB)];
-        k.victim_growth = Some(Box::new(grower(100, "python3", 180 * MIB, 0, 60.0)));
-        k.growers = vec![grower(200, "java", 190 * MIB, 150 * MIB, 60.0)];
-        assert_eq!(
-            sentence(&k).unwrap(),
-            "killed python3[100] (180 MiB, grew 0 MiB in 60 s); java[200] grew 150 MiB in 60 s"
-        );
     }
 }

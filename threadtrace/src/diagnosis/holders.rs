@@ -1,7 +1,11 @@
 //! Where a failing process's limit came from, and who holds the threads
 //! that count against it.
-use super::{evidence::proc_limit, Ancestor, Holder, LimitSet};
-use crate::{clock, proctable};
+use super::evidence::proc_limit;
+use crate::{
+    clock,
+    model::{Ancestor, Holder, LimitSet},
+    proctable,
+};
 
 /// The oldest living ancestor of `pid` with the same soft RLIMIT_NPROC,
 /// through an unbroken chain of ancestors that all have it.

@@ -7,12 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    oversubscription::{self, Oversubscribed},
-    remedy::pool_variable,
-};
+use super::{oversubscription, remedy::pool_variable};
 use crate::{
-    events::session::{ProcessFailures, ThreadCount},
+    model::{Oversubscribed, ProcessFailures, ThreadCount},
     proctable::ProcTable,
 };
 
@@ -220,7 +217,7 @@ mod tests {
     use crate::proctable::Proc;
 
     fn failures(pid: u32, count: u64) -> ProcessFailures {
-        ProcessFailures::eagain(pid, count)
+        crate::model::fixtures::eagain(pid, count)
     }
 
     #[test]

@@ -6,10 +6,11 @@ pub mod findings;
 pub mod growth;
 pub mod holders;
 pub mod limits;
+pub mod memory;
 pub mod oom;
 pub mod oversubscription;
 pub mod remedy;
 pub mod share;
 pub mod storm;
 
-pub use cause::{decide, Ancestor, Cause, Holder, LimitSet};
+pub use cause::decide;

@@ -1,111 +1,11 @@
 //! What an OOM kill did: the memory cgroup that ran out, who held the
 //! memory, and whether the victim was a pool worker whose parent now waits
 //! for a result that will never come (seeds/002, seeds/004).
-use serde::{Deserialize, Serialize};
-
-use super::growth::{self, Verdict};
 use crate::{
-    events::OomKill,
+    model::{MemHolder, OomKill, Pool},
     proctable::{Proc, ProcTable},
+    words::growth::{grew, verdict, GrowthVerdict},
 };
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct MemoryCgroup {
-    pub path: String,
-    pub limit_bytes: u64,
-    pub usage_bytes: Option<u64>,
-    /// How much its usage grew in the window before the kill, up to the
-    /// limit it reached; null when it was not sampled.
-    #[serde(default)]
-    pub grew_bytes: Option<u64>,
-    /// The time `grew_bytes` is measured over.
-    #[serde(default)]
-    pub window_s: Option<f64>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct MemHolder {
-    pub pid: u32,
-    pub comm: String,
-    pub rss_bytes: u64,
-}
-
-/// The first three holders, "comm[pid] 180 MiB, ...", for readable lines.
-pub fn holders_text(holders: &[MemHolder]) -> String {
-    holders
-        .iter()
-        .take(3)
-        .map(|h| {
-            format!(
-                "{}[{}] {}",
-                h.comm,
-                h.pid,
-                crate::sink::text::bytes(h.rss_bytes)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Pool {
-    pub parent_pid: u32,
-    pub parent_comm: String,
-    pub parent_cmdline: Option<String>,
-    /// Other live children of the parent running the same program.
-    pub siblings_alive: u32,
-    /// "python-multiprocessing" when recognizable, else "generic".
-    pub kind: String,
-}
-
-/// v1 reports "no limit" as a huge page-aligned number.
-const V1_UNLIMITED: u64 = 1 << 62;
-
-fn read_u64(path: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// The memory cgroup whose limit applies: the victim's own or the nearest
-/// ancestor with a finite limit; None when no limit applies (a global OOM).
-pub fn memory_cgroup(victim_cgroup: &str) -> Option<MemoryCgroup> {
-    let mut dir = std::path::Path::new(victim_cgroup);
-    loop {
-        let (limit, usage) = if dir.join("memory.limit_in_bytes").exists() {
-            (
-                read_u64(&dir.join("memory.limit_in_bytes")),
-                read_u64(&dir.join("memory.usage_in_bytes")),
-            )
-        } else if dir.join("memory.max").exists() {
-            (
-                read_u64(&dir.join("memory.max")),
-                read_u64(&dir.join("memory.current")),
-            )
-        } else {
-            return None;
-        };
-        if let Some(l) = limit.filter(|&l| l < V1_UNLIMITED) {
-            return Some(MemoryCgroup {
-                path: dir.display().to_string(),
-                limit_bytes: l,
-                usage_bytes: usage,
-                grew_bytes: None,
-                window_s: None,
-            });
-        }
-        dir = dir.parent()?;
-    }
-}
-
-/// A memory cgroup's usage now (v1 or v2).
-pub fn usage_bytes(path: &str) -> Option<u64> {
-    let dir = std::path::Path::new(path);
-    read_u64(&dir.join("memory.usage_in_bytes")).or_else(|| read_u64(&dir.join("memory.current")))
-}
-
-/// Resident memory of a process now (/proc/PID/statm), in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    growth::statm(pid).map(|(_, rss)| rss)
-}
 
 /// Scopes up to this size are all read at a kill; larger ones (a global
 /// OOM on a busy host) only their likeliest largest, by the samples.
@@ -247,30 +147,30 @@ pub fn remedy(k: &OomKill) -> String {
         ),
         None => "the host ran out of memory".into(),
     };
-    let mut r = match (growth::verdict(k), &k.memory_cgroup, k.top_holders.first()) {
-        (Verdict::NotTheGrower(o), _, _) => format!(
+    let mut r = match (verdict(k), &k.memory_cgroup, k.top_holders.first()) {
+        (GrowthVerdict::NotTheGrower(o), _, _) => format!(
             "{ran_out}; {}[{}] {} while {}[{}] (killed) did not: cut {}[{}]'s memory or find its leak (it is still running); \
              to have the OOM killer take it rather than {}[{}], `choom -n 500 -p {}` (or lower {}'s oom_score_adj when it restarts: OOMScoreAdjust= in a systemd unit){}",
-            o.comm, o.pid, growth::grew(o), v.comm, v.pid, o.comm, o.pid, v.comm, v.pid, o.pid, v.comm,
+            o.comm, o.pid, grew(o), v.comm, v.pid, o.comm, o.pid, v.comm, v.pid, o.pid, v.comm,
             if k.memory_cgroup.is_some() { "; raise the limit if both need that memory" } else { "" }
         ),
-        (Verdict::Grower(g), cg, _) => format!(
+        (GrowthVerdict::Grower(g), cg, _) => format!(
             "{ran_out}; {}[{}] grew the most ({}) and was killed: cut its memory or find its leak{}",
             v.comm,
             v.pid,
-            growth::grew(g).trim_start_matches("grew "),
+            grew(g).trim_start_matches("grew "),
             if cg.is_some() { ", or raise the limit" } else { "" }
         ),
-        (Verdict::Unknown | Verdict::NoGrowth(_), Some(_), Some(t)) => format!(
+        (GrowthVerdict::Unknown | GrowthVerdict::NoGrowth(_), Some(_), Some(t)) => format!(
             "{ran_out}; the largest holder is {}[{}] with {} MiB: raise the limit or cut that process's memory",
             t.comm, t.pid, mib(t.rss_bytes)
         ),
-        (Verdict::Unknown | Verdict::NoGrowth(_), Some(_), None) => format!("{ran_out}: raise it or use less"),
-        (Verdict::Unknown | Verdict::NoGrowth(_), None, Some(t)) => format!(
+        (GrowthVerdict::Unknown | GrowthVerdict::NoGrowth(_), Some(_), None) => format!("{ran_out}: raise it or use less"),
+        (GrowthVerdict::Unknown | GrowthVerdict::NoGrowth(_), None, Some(t)) => format!(
             "{ran_out}; the largest holder is {}[{}] with {} MiB",
             t.comm, t.pid, mib(t.rss_bytes)
         ),
-        (Verdict::Unknown | Verdict::NoGrowth(_), None, None) => ran_out,
+        (GrowthVerdict::Unknown | GrowthVerdict::NoGrowth(_), None, None) => ran_out,
     };
     if let Some(p) = &k.pool {
         r.push_str(&format!(
@@ -318,7 +218,7 @@ mod tests {
             (me, 2, "python-multiprocessing")
         );
         assert!(consequence(&p).contains("wait forever"));
-        let mut k = crate::events::oom_kill::tests::kill(4_300_001, "python3");
+        let mut k = crate::model::fixtures::kill(4_300_001, "python3");
         k.pool = Some(p);
         let r = remedy(&k);
         assert!(

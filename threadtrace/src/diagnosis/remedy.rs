@@ -1,5 +1,5 @@
 //! One specific thing to do, per cause.
-use super::cause::Cause;
+use crate::{model::Cause, sanitize};
 
 /// The environment variable that sizes a pool library's threads.
 pub fn pool_variable(library: &str) -> Option<&'static str> {
@@ -43,7 +43,7 @@ pub fn remedy(c: &Cause, library: Option<&str>) -> String {
             c.limit.map(|l| l.to_string()).unwrap_or_else(|| "max".into()),
             // Its owner chose the name: quoted, it stays a path.
             match &c.cgroup {
-                Some(cg) => crate::sanitize::shell(&format!("{cg}/pids.max")).into_owned(),
+                Some(cg) => sanitize::shell(&format!("{cg}/pids.max")).into_owned(),
                 None => "<cgroup>/pids.max".into(),
             }
         ),
@@ -64,7 +64,7 @@ pub fn remedy(c: &Cause, library: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnosis::{evidence::Evidence, Ancestor};
+    use crate::{diagnosis::evidence::Evidence, model::Ancestor};
 
     #[test]
     fn remedies_name_the_pool_variable_and_the_supervisor() {

@@ -7,41 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
-use crate::events::{Summary, ThreadCreateFailed};
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StormProcess {
-    pub pid: u32,
-    pub comm: String,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Storm {
-    pub time: String,
-    /// "start", "update" or "end".
-    pub state: String,
-    /// What the storm is about: "uid 65534", "cgroup /sys/fs/cgroup/pids/app"
-    /// or "library libgomp" (--storm-by).
-    pub scope: String,
-    /// The user of the failure that started it.
-    pub uid: u32,
-    pub started: String,
-    pub duration_s: f64,
-    /// Exact failures of its processes since it started (kernel counters,
-    /// as of the last second); `events` of them were seen in detail.
-    pub failures: u64,
-    pub events: u64,
-    /// Events kept in the trace file (sampled once the storm started).
-    #[serde(default)]
-    pub events_in_file: u64,
-    pub peak_rate_per_s: u64,
-    pub processes: Vec<StormProcess>,
-    pub libraries: Vec<String>,
-    pub causes: Vec<String>,
-    pub remedy: String,
-}
+use crate::model::{Storm, StormProcess, Summary, ThreadCreateFailed};
 
 struct Active {
     uid: u32,
@@ -284,13 +250,13 @@ fn snapshot(scope: &str, a: &Active, state: &str, time: &str, now: Instant) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{session::ProcessFailures, Task};
+    use crate::model::{ProcessFailures, Task};
 
+    /// A pthread_create EAGAIN of libgomp in `omp[pid]`, uid 1000, its
+    /// cause not decided.
     fn failure(pid: u32) -> ThreadCreateFailed {
-        let mut c = crate::events::decode::tests::create_failed(pid, pid, 11, 3);
-        c.header.uid = 1000;
-        let mut ctx = crate::events::Context::new(crate::proctable::ProcTable::default());
-        let mut e = crate::events::thread_create_failed::from_kernel(&c, &mut ctx, &[]);
+        let mut e = crate::model::fixtures::failure(pid, "omp", "libgomp", "unknown");
+        e.cause = None;
         e.task = Task {
             time: "t".into(),
             pid,

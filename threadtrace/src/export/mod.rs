@@ -7,9 +7,31 @@ pub mod chrome;
 pub mod perfetto;
 pub mod timeline;
 
-use std::{io::Write, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
-use crate::{cli::ExportArgs, input, tracefile::reader::Item};
+use crate::{
+    input::{self, WindowArgs},
+    tracefile::reader::Item,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Trace files, or directories of them (a rotating set).
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Write here instead of stdout (created with mode 0600: it holds
+    /// command lines).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Overwrite OUT if it exists (only a regular file of ours, with one
+    /// link; never through a symbolic link).
+    #[arg(long, requires = "output")]
+    pub force: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::{events::Record, tracefile::reader::Item};
+use crate::{
+    model::{Limits, Record, Task},
+    tracefile::reader::Item,
+    words::growth::{grew, sentence, verdict, GrowthVerdict},
+};
 
 /// Frames of a failure's stack kept in its args.
 const STACK_FRAMES: usize = 16;
@@ -93,13 +97,7 @@ impl Timeline {
             .or_insert_with(|| format!("{comm} [{pid}]"));
     }
 
-    fn instant(
-        &mut self,
-        category: &'static str,
-        task: &crate::events::Task,
-        name: String,
-        args: Value,
-    ) {
+    fn instant(&mut self, category: &'static str, task: &Task, name: String, args: Value) {
         let Some(ts_us) = micros(&task.time) else {
             return;
         };
@@ -150,7 +148,7 @@ impl Timeline {
                 task.pid = k.victim.pid;
                 task.tid = k.victim.pid;
                 task.comm = k.victim.comm.clone();
-                let growth = crate::diagnosis::growth::sentence(k);
+                let growth = sentence(k);
                 self.instant(
                     "oom",
                     &task,
@@ -162,9 +160,7 @@ impl Timeline {
                 );
                 // And on the track of the process that grew, when it was
                 // not the victim: that is where the memory went.
-                if let crate::diagnosis::growth::Verdict::NotTheGrower(o) =
-                    crate::diagnosis::growth::verdict(k)
-                {
+                if let GrowthVerdict::NotTheGrower(o) = verdict(k) {
                     let mut task = k.task.clone();
                     task.pid = o.pid;
                     task.tid = o.pid;
@@ -174,7 +170,7 @@ impl Timeline {
                         &task,
                         format!(
                             "{} before the OOM kill of {}[{}]",
-                            crate::diagnosis::growth::grew(o),
+                            grew(o),
                             k.victim.comm,
                             k.victim.pid
                         ),
@@ -184,9 +180,7 @@ impl Timeline {
                 }
             }
             Record::RlimitChange(e) if e.changed => {
-                let lim = |l: &Option<crate::events::rlimit_change::Limits>| {
-                    l.as_ref().map(|l| format!("{}/{}", l.soft, l.hard))
-                };
+                let lim = |l: &Option<Limits>| l.as_ref().map(|l| format!("{}/{}", l.soft, l.hard));
                 self.instant(
                     "rlimit",
                     &e.task,
@@ -197,7 +191,7 @@ impl Timeline {
                 );
             }
             Record::Oversubscribed(o) => {
-                let task = crate::events::Task {
+                let task = Task {
                     time: o.time.clone(),
                     pid: o.pid,
                     tid: o.pid,

@@ -12,7 +12,7 @@ use threadtrace_common::{Event, Mapping, MAPPING_NAMES};
 
 /// What the collector learns from the kernel about an address space.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
+pub enum SpaceChange {
     Mmap {
         pid: u32,
         time: u64,
@@ -34,7 +34,7 @@ pub enum Record {
 const PAGE: u64 = 4096;
 
 /// The record of a `Mapping` event.
-pub fn from_event(e: &Event<Mapping>) -> Record {
+pub fn from_event(e: &Event<Mapping>) -> SpaceChange {
     let m = &e.payload;
     let depth = (m.depth as usize).min(MAPPING_NAMES);
     let mut path = String::new();
@@ -48,7 +48,7 @@ pub fn from_event(e: &Event<Mapping>) -> Record {
         let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
         path.push_str(&String::from_utf8_lossy(&name[..n]));
     }
-    Record::Mmap {
+    SpaceChange::Mmap {
         pid: e.header.tgid,
         time: e.header.ktime_ns,
         start: m.start,
@@ -64,7 +64,14 @@ pub fn from_event(e: &Event<Mapping>) -> Record {
 
 /// A record from untrusted bytes (the fuzz target): what the ring buffer
 /// decoder would make of them, never a panic.
-pub fn from_bytes(bytes: &[u8]) -> Option<Record> {
+#[cfg_attr(
+    not(any(fuzzing, test)),
+    expect(
+        dead_code,
+        reason = "the attribution fuzz target (fuzz/) decodes mapping events from raw bytes with it"
+    )
+)]
+pub fn from_bytes(bytes: &[u8]) -> Option<SpaceChange> {
     if bytes.len() < std::mem::size_of::<Event<Mapping>>() {
         return None;
     }
@@ -110,7 +117,7 @@ mod tests {
         let r = from_event(&event(&["my lib.so", "lib", "opt"], 1));
         assert_eq!(
             r,
-            Record::Mmap {
+            SpaceChange::Mmap {
                 pid: 42,
                 time: 99,
                 start: 0x7f00_0000_0000,
@@ -126,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_walk_cut_short_is_a_relative_path() {
-        let Record::Mmap { path, .. } = from_event(&event(&["x.so", "deep"], 0)) else {
+        let SpaceChange::Mmap { path, .. } = from_event(&event(&["x.so", "deep"], 0)) else {
             panic!()
         };
         assert_eq!(path, "deep/x.so");
@@ -139,7 +146,7 @@ mod tests {
         e.payload.pgoff = u64::MAX;
         e.payload.end = 0;
         e.payload.names = [[0xff; MAPPING_NAME_LEN]; MAPPING_NAMES];
-        let Record::Mmap { path, len, .. } = from_event(&e) else {
+        let SpaceChange::Mmap { path, len, .. } = from_event(&e) else {
             panic!()
         };
         assert_eq!(len, 0);

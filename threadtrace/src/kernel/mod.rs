@@ -4,6 +4,7 @@
 //! and a call that succeeds costs a tracepoint's compare.
 pub mod btf;
 pub mod counters;
+pub mod decode;
 pub mod mappings;
 pub mod tracefs;
 

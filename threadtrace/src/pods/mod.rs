@@ -24,49 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
 use logs::LogIndex;
 
-/// What an event says about the process's pod; absent outside Kubernetes,
-/// fields null when unknown.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct K8s {
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub pod_uid: Option<String>,
-    pub container: Option<String>,
-    pub container_id: Option<String>,
-    /// "containerd", "cri-o" or "docker" when the cgroup path says.
-    pub runtime: Option<String>,
-    /// The Deployment, StatefulSet, DaemonSet or Job, guessed from the pod
-    /// name: see `derived`.
-    pub workload: Option<String>,
-    /// The fields guessed rather than read: "workload" (from the pod
-    /// name's shape), "pod" (from the pod's hostname).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub derived: Vec<String>,
-}
-
-impl K8s {
-    /// "pod shop/cart-7d4b9c8f6d-x2x9k, container app": the pod by name
-    /// where known (its UID otherwise), for findings and the dashboard.
-    /// Names are DNS labels and UIDs hex, checked when read: nothing here
-    /// needs escaping.
-    pub fn describe(&self) -> String {
-        let pod = match (&self.namespace, &self.pod, &self.pod_uid) {
-            (Some(ns), Some(p), _) => format!("pod {ns}/{p}"),
-            (None, Some(p), _) => format!("pod {p}"),
-            (_, None, Some(uid)) => format!("pod uid {uid}"),
-            (_, None, None) => "a pod".to_string(),
-        };
-        match (&self.container, &self.container_id) {
-            (Some(c), _) => format!("{pod}, container {c}"),
-            (None, Some(id)) => format!("{pod}, container {}", &id[..id.len().min(12)]),
-            (None, None) => pod,
-        }
-    }
-}
+use crate::model::K8s;
 
 /// Cgroup paths whose parse is remembered; pods and containers whose
 /// names are. Past the bound a cache starts over: a miss costs a parse or
@@ -328,14 +288,14 @@ mod tests {
             container_id: Some(ID.into()),
             ..Default::default()
         };
-        assert_eq!(k.describe(), "pod shop/cart-1, container app");
+        assert_eq!(crate::words::pod(&k), "pod shop/cart-1, container app");
         k.container = None;
         k.namespace = None;
-        assert_eq!(k.describe(), "pod cart-1, container 4e3b2c1d0f9e");
+        assert_eq!(crate::words::pod(&k), "pod cart-1, container 4e3b2c1d0f9e");
         k.pod = None;
         k.pod_uid = Some(UID.into());
         k.container_id = None;
-        assert_eq!(k.describe(), format!("pod uid {UID}"));
+        assert_eq!(crate::words::pod(&k), format!("pod uid {UID}"));
     }
 
     #[test]

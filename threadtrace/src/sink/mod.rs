@@ -1,7 +1,8 @@
-//! Where records go: stdout (JSON lines or readable text) and the trace file.
+//! Where records go: stdout (JSON lines or readable lines), the trace
+//! file, and the Prometheus metrics. Sinks are leaves: they know the model
+//! and the words, nothing of the collector or the dashboard.
+pub mod lines;
 pub mod metrics;
-pub mod output;
-pub mod text;
 pub mod trace;
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
     path::PathBuf,
 };
 
-use crate::events::Record;
+use crate::{model::Record, sanitize};
 
 /// stdout, as JSON lines or readable lines.
 pub struct Console {
@@ -73,10 +74,10 @@ impl Console {
 
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
         if self.json {
-            let line = crate::sanitize::to_json(r)?;
+            let line = sanitize::to_json(r)?;
             writeln!(self.out, "{line}")
         } else {
-            writeln!(self.out, "{}", text::render(r))
+            writeln!(self.out, "{}", lines::render(r))
         }
     }
 

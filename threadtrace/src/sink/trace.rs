@@ -24,11 +24,11 @@ use std::{
     time::SystemTime,
 };
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{
     clock,
+    model::TraceFileStatus,
     proctable::{self, ProcTable},
     tracefile::{kind, set::Pattern, writer::TraceWriter, TraceError},
 };
@@ -60,56 +60,21 @@ pub enum TraceSinkError {
 
 /// What `-o` and its options asked for.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct TraceConfig {
     pub output: PathBuf,
     pub force: bool,
     pub max_size: Option<u64>,
     pub file_size: Option<u64>,
 }
 
-/// How the trace file(s) fared, in the summary.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct TraceFileStatus {
-    /// The file being written at the end.
-    pub path: String,
-    /// Files this recording wrote (more than one: a rotating set, or
-    /// reopened on SIGHUP).
-    pub files: u64,
-    /// Files of the set removed, oldest first, to keep within --max-size.
-    pub files_removed: u64,
-    /// Bytes of records written (or waiting to be) this recording.
-    pub bytes: u64,
-    /// Records the file did not take (disk full, I/O error) for so long
-    /// that they could not be kept in memory: lost.
-    pub records_lost: u64,
-    /// Bytes still waiting for the file when the recording ended.
-    pub bytes_unwritten: u64,
-    /// Records whose long strings were cut to fit the format's record size.
-    pub records_shortened: u64,
-    /// Records too large for the format even so: left out.
-    pub records_too_large: u64,
-    /// The file's last write error, if it was still failing at the end.
-    pub error: Option<String>,
-}
-
-impl TraceFileStatus {
-    /// Counts one more file's writer in.
-    fn add(&mut self, w: &TraceWriter) {
-        self.files += 1;
-        self.bytes += w.bytes_written;
-        self.records_lost += w.records_lost;
-        self.bytes_unwritten += w.pending() as u64;
-        self.records_shortened += w.records_shortened;
-        self.records_too_large += w.records_too_large;
-    }
-
-    /// Something the operator must know about.
-    pub fn is_incomplete(&self) -> bool {
-        self.records_lost > 0
-            || self.bytes_unwritten > 0
-            || self.records_too_large > 0
-            || self.error.is_some()
-    }
+/// Counts one more file's writer in.
+fn add(status: &mut TraceFileStatus, w: &TraceWriter) {
+    status.files += 1;
+    status.bytes += w.bytes_written;
+    status.records_lost += w.records_lost;
+    status.bytes_unwritten += w.pending() as u64;
+    status.records_shortened += w.records_shortened;
+    status.records_too_large += w.records_too_large;
 }
 
 enum Target {
@@ -162,7 +127,7 @@ pub struct TraceSink {
 impl TraceSink {
     /// Creates the first file, with the header and the process table.
     pub fn open(
-        cfg: &Config,
+        cfg: &TraceConfig,
         header: Value,
         processes: &[Value],
         time: &str,
@@ -313,7 +278,7 @@ impl TraceSink {
         if let Err(e) = old.sync() {
             log::error!("{why}: closing the previous trace file: {e}");
         }
-        self.closed.add(&old);
+        add(&mut self.closed, &old);
         self.closed_events_dropped += old.events_dropped;
         log::info!("{why}: trace now goes to {}", self.writer.path().display());
         self.prune();
@@ -357,7 +322,7 @@ impl TraceSink {
     pub fn status(&self) -> TraceFileStatus {
         let mut s = self.closed.clone();
         let w = &self.writer;
-        s.add(w);
+        add(&mut s, w);
         s.path = w.path().display().to_string();
         s.error = w.failing().map(|e| e.to_string());
         s
@@ -445,8 +410,8 @@ mod tests {
     use super::*;
     use crate::tracefile::{reader::TraceReader, set::Pattern};
 
-    fn config(output: PathBuf, max: u64, file: Option<u64>) -> Config {
-        Config {
+    fn config(output: PathBuf, max: u64, file: Option<u64>) -> TraceConfig {
+        TraceConfig {
             output,
             force: false,
             max_size: Some(max),

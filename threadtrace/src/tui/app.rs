@@ -1,197 +1,17 @@
-//! The dashboard's state: what the recording has shown so far, and what
-//! the SRE is looking at. It changes only through `update` (records and
-//! the per-second picture from the output stage; the tracer's own usage
-//! and log lines from the driver) and `key`; `ui` draws it. No I/O here,
-//! so every behaviour is a unit test.
-use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::Arc,
-};
-
+//! The dashboard's state: what the SRE is looking at (the focused panel,
+//! the selection, the filter typed, a detail open), over the `Data` the
+//! recording has shown so far. It changes only through `update` and
+//! `key`; `ui` draws it. No I/O here, so every behaviour is a unit test.
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::detail::{self, Detail};
-use crate::{
-    diagnosis::{findings::Finding, limits::ProcessLimits, storm::Storm},
-    events::{Record, Started, Summary, ThreadCreateFailed},
+use super::{
+    data::{Data, FailureGroup, FailureRow, Update},
+    detail::{self, Detail},
 };
-
-/// Failed thread creations of one library for one cause.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailureGroup {
-    pub library: String,
-    pub cause: String,
-    /// Exact: each process's count from the kernel, shared among its
-    /// groups as its failures seen in detail were.
-    pub failures: u64,
-    /// (pid, comm, uid) of the first processes seen failing.
-    pub processes: Vec<(u32, String, u32)>,
-    /// A recent failure of the group, for its stack, cause and remedy.
-    pub example: Option<Arc<ThreadCreateFailed>>,
-}
-
-/// What the output stage sends once a second.
-#[derive(Debug, Clone, Default)]
-pub struct Second {
-    /// Exact counters (narrowed by -p/--comm), with the findings so far.
-    pub summary: Summary,
-    /// Cumulative, largest first.
-    pub failures: Vec<FailureGroup>,
-    /// The busiest and the failing processes, most threads first.
-    pub processes: Vec<ProcessLimits>,
-    /// Updates the dashboard was too slow to take, so far.
-    pub dropped: u64,
-}
-
-/// The tracer's own cost, and its trace file's size.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
-    pub cpu_percent: f64,
-    pub rss_bytes: u64,
-    pub trace_bytes: Option<u64>,
-}
-
-#[derive(Debug)]
-pub enum Update {
-    /// A record the console would have printed.
-    Record(Box<Record>),
-    Second(Box<Second>),
-    Usage(Usage),
-    /// A log line (warnings, -v) that would have gone to stderr.
-    Log(String),
-}
-
-/// Seconds of rate history kept per failure group.
-pub const HISTORY: usize = 120;
-/// Recent events kept.
-pub const RECENT: usize = 500;
-/// OOM kills and pool worker deaths kept.
-pub const KILLS: usize = 100;
-
-#[derive(Debug, Clone)]
-pub struct FailureRow {
-    pub group: FailureGroup,
-    /// Failures seen per second, oldest first, the last second last.
-    pub per_second: VecDeque<u64>,
-}
-
-impl FailureRow {
-    pub fn rate(&self) -> u64 {
-        self.per_second.back().copied().unwrap_or(0)
-    }
-}
-
-/// Everything shown; frozen as a whole while paused.
-#[derive(Debug, Clone, Default)]
-pub struct Data {
-    pub started: Option<Started>,
-    pub summary: Summary,
-    pub events_per_s: u64,
-    pub failures: Vec<FailureRow>,
-    pub processes: Vec<ProcessLimits>,
-    /// OOM kills and pool workers killed, newest first.
-    pub kills: VecDeque<Record>,
-    /// Newest first.
-    pub recent: VecDeque<Record>,
-    /// Active storms by scope.
-    pub storms: BTreeMap<String, Storm>,
-    pub usage: Usage,
-    pub dropped: u64,
-    pub log: Option<String>,
-    /// Updates received: while paused, how far the live state has moved.
-    pub updates: u64,
-}
-
-impl Data {
-    fn update(&mut self, u: Update) {
-        self.updates += 1;
-        match u {
-            Update::Record(r) => self.record(*r),
-            Update::Second(s) => self.second(*s),
-            Update::Usage(u) => self.usage = u,
-            Update::Log(l) => self.log = Some(l),
-        }
-    }
-
-    fn record(&mut self, r: Record) {
-        match &r {
-            Record::Started(s) => {
-                self.started = Some(s.clone());
-                return;
-            }
-            Record::Storm(s) => {
-                if s.state == "end" {
-                    self.storms.remove(&s.scope);
-                } else {
-                    self.storms.insert(s.scope.clone(), s.clone());
-                }
-                // Each second's update would push everything else out.
-                if s.state == "update" {
-                    return;
-                }
-            }
-            Record::OomKill(_) => push(&mut self.kills, r.clone(), KILLS),
-            Record::ProcessExit(e) if e.pool.is_some() => push(&mut self.kills, r.clone(), KILLS),
-            _ => {}
-        }
-        push(&mut self.recent, r, RECENT);
-    }
-
-    fn second(&mut self, s: Second) {
-        let dt = s.summary.duration_s - self.summary.duration_s;
-        if dt > 0.0 && self.summary.duration_s > 0.0 {
-            let events = s
-                .summary
-                .events_delivered
-                .saturating_sub(self.summary.events_delivered);
-            self.events_per_s = (events as f64 / dt).round() as u64;
-        }
-        let mut before: BTreeMap<(String, String), FailureRow> = std::mem::take(&mut self.failures)
-            .into_iter()
-            .map(|r| ((r.group.library.clone(), r.group.cause.clone()), r))
-            .collect();
-        self.failures = s
-            .failures
-            .into_iter()
-            .map(|g| {
-                let key = (g.library.clone(), g.cause.clone());
-                let (seen, mut per_second) = match before.remove(&key) {
-                    Some(old) => (old.group.failures, old.per_second),
-                    None => (0, VecDeque::new()),
-                };
-                push_back(&mut per_second, g.failures.saturating_sub(seen), HISTORY);
-                FailureRow {
-                    group: g,
-                    per_second,
-                }
-            })
-            .collect();
-        self.processes = s.processes;
-        self.dropped = s.dropped;
-        self.summary = s.summary;
-    }
-
-    /// The active storm a failure group belongs to.
-    pub fn storm_of(&self, g: &FailureGroup) -> Option<&Storm> {
-        self.storms.values().find(|s| {
-            (s.libraries.contains(&g.library)
-                || (s.libraries.is_empty() && g.library == "unknown code"))
-                && (s.causes.is_empty() || s.causes.contains(&g.cause))
-        })
-    }
-}
-
-fn push<T>(q: &mut VecDeque<T>, v: T, max: usize) {
-    q.push_front(v);
-    q.truncate(max);
-}
-
-fn push_back<T>(q: &mut VecDeque<T>, v: T, max: usize) {
-    q.push_back(v);
-    while q.len() > max {
-        q.pop_front();
-    }
-}
+use crate::{
+    diagnosis::limits::ProcessLimits,
+    model::{Finding, Record, Task},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Panel {
@@ -276,7 +96,7 @@ impl Filter {
         if self.is_empty() {
             return true;
         }
-        let task = |t: &crate::events::Task| self.process(t.pid, &t.comm, Some(t.uid));
+        let task = |t: &Task| self.process(t.pid, &t.comm, Some(t.uid));
         match r {
             Record::ThreadCreateFailed(e) => {
                 task(&e.task)
@@ -509,65 +329,14 @@ impl App {
 
 #[cfg(test)]
 pub mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::{
-        diagnosis::{oom, storm::StormProcess, Cause},
-        events::{oom_kill, Task},
+        model::fixtures::{failure, pool_kill as oom_kill, storm},
+        model::Summary,
+        tui::data::{Second, KILLS},
     };
-
-    pub fn task(pid: u32, comm: &str, uid: u32) -> Task {
-        Task {
-            time: "2026-11-22T03:00:00.123456Z".into(),
-            pid,
-            tid: pid,
-            comm: comm.into(),
-            uid,
-        }
-    }
-
-    pub fn failure(pid: u32, comm: &str, library: &str, cause: &str) -> ThreadCreateFailed {
-        ThreadCreateFailed {
-            task: task(pid, comm, 65534),
-            api: "pthread_create".into(),
-            errno: 11,
-            error: "EAGAIN".into(),
-            library: Some(library.into()),
-            module: Some(format!("/usr/lib/x86_64-linux-gnu/{library}.so.0")),
-            symbol: Some("GOMP_parallel".into()),
-            syscall: Some("clone3".into()),
-            syscall_errno: Some(11),
-            cgroup: Some("/sys/fs/cgroup/pids".into()),
-            ppid: Some(1),
-            exe: None,
-            cmdline: None,
-            caller: Some(0x7f00_0000_1234),
-            start_routine: None,
-            start_routine_addr: None,
-            stack: vec![crate::attribution::Frame {
-                addr: 0x7f00_0000_1234,
-                module: Some(format!("/usr/lib/x86_64-linux-gnu/{library}.so.0")),
-                symbol: Some("GOMP_parallel".into()),
-                offset: Some(0x131),
-                file_offset: Some(0x1234),
-                build_id: None,
-                identified_by: Some("inode".into()),
-            }],
-            attribution_gap: None,
-            cause: Some(Box::new(Cause {
-                kind: cause.into(),
-                limit: Some(6),
-                current: Some(6),
-                detail: "user 65534 had 6 tasks (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is 6".into(),
-                cgroup: None,
-                inherited_from: None,
-                set_by: None,
-                holders: vec![],
-                remedy: "OMP_NUM_THREADS=1; or raise RLIMIT_NPROC (now 6) for this user".into(),
-            })),
-            k8s: None,
-            captured: None,
-        }
-    }
 
     pub fn group(library: &str, cause: &str, failures: u64) -> FailureGroup {
         FailureGroup {
@@ -591,77 +360,6 @@ pub mod tests {
             processes: vec![],
             dropped: 0,
         }))
-    }
-
-    pub fn storm(state: &str, library: &str) -> Storm {
-        Storm {
-            time: "2026-11-22T03:00:01.000000Z".into(),
-            state: state.into(),
-            scope: "uid 65534".into(),
-            uid: 65534,
-            started: "2026-11-22T03:00:00.000000Z".into(),
-            duration_s: 1.0,
-            failures: 5000,
-            events: 900,
-            events_in_file: 2,
-            peak_rate_per_s: 4800,
-            processes: vec![StormProcess {
-                pid: 4242,
-                comm: "omp".into(),
-            }],
-            libraries: vec![library.into()],
-            causes: vec!["rlimit_nproc".into()],
-            remedy: "OMP_NUM_THREADS=1".into(),
-        }
-    }
-
-    pub fn oom_kill(victim: u32, pool: bool) -> Record {
-        Record::OomKill(oom_kill::OomKill {
-            task: task(victim, "python3", 1000),
-            victim: oom_kill::Victim {
-                pid: victim,
-                comm: "python3".into(),
-                cmdline: Some("python3 consumer.py".into()),
-                exe: None,
-                uid: Some(1000),
-                rss_bytes: Some(198 << 20),
-                anon_rss_bytes: None,
-                total_vm_bytes: None,
-                oom_score_adj: Some(0),
-                ppid: Some(victim - 3),
-                parent_comm: Some("python3".into()),
-                cgroup: Some("/sys/fs/cgroup/memory/consumer".into()),
-            },
-            trigger: oom_kill::Trigger {
-                pid: victim,
-                tid: victim,
-                comm: "python3".into(),
-                uid: 1000,
-            },
-            memory_cgroup: Some(oom::MemoryCgroup {
-                path: "/sys/fs/cgroup/memory/consumer".into(),
-                limit_bytes: 200 << 20,
-                usage_bytes: None,
-                grew_bytes: None,
-                window_s: None,
-            }),
-            top_holders: vec![],
-            growers: vec![],
-            victim_growth: None,
-            growth_unknown: 0,
-            pool: pool.then(|| oom::Pool {
-                parent_pid: victim - 3,
-                parent_comm: "python3".into(),
-                parent_cmdline: None,
-                siblings_alive: 2,
-                kind: "python-multiprocessing".into(),
-            }),
-            consequence: pool.then(|| {
-                format!("python3[{}] is a multiprocessing pool: map/map_async/join on it will wait forever", victim - 3)
-            }),
-            remedy: "raise the limit of /sys/fs/cgroup/memory/consumer".into(),
-            k8s: None,
-        })
     }
 
     fn key(app: &mut App, code: KeyCode) {

@@ -4,7 +4,7 @@
 //! update goes through `sanitize` as it arrives, once.
 use std::sync::Arc;
 
-use super::app::{FailureGroup, Second, Update};
+use super::data::{FailureGroup, Second, Update};
 use crate::{diagnosis::limits::ProcessLimits, sanitize};
 
 fn text(s: &mut String) {
@@ -67,7 +67,7 @@ impl Update {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::Record, tui::app::tests::failure};
+    use crate::model::{fixtures::failure, Record};
 
     #[test]
     fn every_string_of_an_update_is_escaped() {

@@ -3,12 +3,12 @@
 //! so that it holds still while the SRE reads it.
 use std::fmt::Write as _;
 
-use super::app::FailureRow;
+use super::data::FailureRow;
 use crate::{
-    attribution::Frame,
-    diagnosis::{findings::Finding, growth, limits::ProcessLimits, storm::Storm},
-    events::{Record, ThreadCreateFailed},
-    sink::text,
+    diagnosis::limits::ProcessLimits,
+    model::{Finding, Frame, OomKill, Record, Storm, ThreadCreateFailed},
+    sink::lines,
+    words,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +56,7 @@ fn frame(i: usize, f: &Frame) -> String {
 /// The readable lines of the console, then what does not fit on a line:
 /// the command, the thread's function and the stack.
 fn failure_lines(e: &ThreadCreateFailed) -> Vec<String> {
-    let mut lines: Vec<String> = text::render(&Record::ThreadCreateFailed(e.clone()))
+    let mut lines: Vec<String> = lines::render(&Record::ThreadCreateFailed(e.clone()))
         .lines()
         .map(|l| l.trim_start().to_string())
         .collect();
@@ -64,7 +64,7 @@ fn failure_lines(e: &ThreadCreateFailed) -> Vec<String> {
         lines.push(format!("command: {c}"));
     }
     if let Some(k) = &e.k8s {
-        lines.push(format!("kubernetes: {}", k.describe()));
+        lines.push(format!("kubernetes: {}", words::pod(k)));
     }
     if let Some(r) = &e.start_routine {
         lines.push(format!(
@@ -172,7 +172,7 @@ pub fn process(p: &ProcessLimits) -> Detail {
 }
 
 /// Each grower on its own line: size, growth, and how early it showed.
-fn growers(k: &crate::events::OomKill) -> Vec<String> {
+fn growers(k: &OomKill) -> Vec<String> {
     let mut out = Vec::new();
     if !k.growers.is_empty() {
         out.push(String::new());
@@ -188,8 +188,8 @@ fn growers(k: &crate::events::OomKill) -> Vec<String> {
             } else {
                 ""
             },
-            text::bytes(g.rss_bytes),
-            growth::grew(g),
+            words::bytes(g.rss_bytes),
+            words::growth::grew(g),
             g.visible_s
                 .map(|v| format!("; a quarter of it showed {v:.0} s before the kill"))
                 .unwrap_or_default()
@@ -211,7 +211,7 @@ pub fn record(r: &Record) -> Detail {
             failure_lines(e),
         ),
         r => {
-            let text = text::render(r);
+            let text = lines::render(r);
             let mut lines: Vec<String> = text.lines().map(|l| l.trim_start().to_string()).collect();
             if let Record::OomKill(k) = r {
                 if let Some(c) = &k.victim.cmdline {
@@ -235,7 +235,7 @@ pub fn record(r: &Record) -> Detail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::app::tests::{failure, oom_kill};
+    use crate::model::fixtures::{failure, not_the_grower, pool_kill as oom_kill};
 
     #[test]
     fn an_event_shows_its_stack_and_remedy() {
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_kill_lists_who_grew() {
-        let mut k = crate::diagnosis::growth::tests::not_the_grower();
+        let mut k = not_the_grower();
         k.growers[0].visible_s = Some(41.5);
         k.growth_unknown = 3;
         let d = record(&Record::OomKill(k));

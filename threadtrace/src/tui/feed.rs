@@ -12,10 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::app::{FailureGroup, Second, Update};
+use super::data::{FailureGroup, Second, Update};
 use crate::{
     diagnosis::{limits::ProcessLimits, share},
-    events::{Record, Summary, ThreadCreateFailed},
+    model::{Record, Summary, ThreadCreateFailed},
 };
 
 /// Updates waiting for the dashboard at most: records are few (storms are
@@ -27,7 +27,7 @@ const GROUP_PROCESSES: usize = 20;
 /// executables (each is its own "library") stops at this many.
 const GROUPS: usize = 256;
 
-struct Tally {
+struct GroupTally {
     /// Failures seen in detail, per process.
     by_pid: HashMap<u32, u64>,
     processes: BTreeMap<u32, (String, u32)>,
@@ -41,7 +41,7 @@ pub struct Feed {
     tx: SyncSender<Update>,
     dropped: u64,
     /// library → cause → tally.
-    groups: HashMap<String, HashMap<String, Tally>>,
+    groups: HashMap<String, HashMap<String, GroupTally>>,
     tallied: usize,
 }
 
@@ -113,7 +113,7 @@ impl Feed {
             None if full => return,
             None => {
                 self.tallied += 1;
-                causes.entry(cause.to_string()).or_insert(Tally {
+                causes.entry(cause.to_string()).or_insert(GroupTally {
                     by_pid: HashMap::new(),
                     processes: BTreeMap::new(),
                     example: None,
@@ -183,7 +183,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::app::tests::failure;
+    use crate::model::fixtures::failure;
 
     #[test]
     fn failures_are_tallied_by_library_and_cause_with_one_example() {
@@ -225,7 +225,7 @@ mod tests {
         }
         feed.failure(&failure(10, "omp", "omp", "rlimit_nproc"), t0);
         feed.failure(&failure(11, "py", "libopenblas", "cgroup_pids"), t0);
-        let row = crate::events::session::ProcessFailures::eagain;
+        let row = crate::model::fixtures::eagain;
         let summary = Summary {
             by_process: vec![row(10, 4000), row(11, 1)],
             ..Default::default()

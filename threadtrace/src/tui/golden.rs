@@ -6,10 +6,7 @@ use std::time::Instant;
 
 use ratatui::{backend::TestBackend, Terminal};
 
-use super::{
-    app::{App, Update},
-    feed, ui,
-};
+use super::{app::App, data::Update, feed, ui};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 fn screen(app: &App, w: u16, h: u16) -> String {
@@ -31,7 +28,7 @@ fn key(app: &mut App, code: KeyCode) {
 
 #[test]
 fn the_dashboard_of_the_golden_recording_is_unchanged() {
-    use crate::events::Record;
+    use crate::model::Record;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let text = std::fs::read_to_string(dir.join("record.jsonl")).unwrap();
     let (mut feed, rx) = feed::channel();

@@ -11,6 +11,7 @@
 //! stage's, before `started`: no thread is created while recording.
 pub mod app;
 mod clean;
+pub mod data;
 pub mod detail;
 pub mod feed;
 #[cfg(test)]
@@ -39,7 +40,8 @@ use crossterm::{
 };
 use ratatui::{backend::CrosstermBackend, Terminal};
 
-use app::{App, Update};
+use app::App;
+use data::Update;
 
 /// How often the screen is redrawn when something changed; keys are
 /// answered at once.

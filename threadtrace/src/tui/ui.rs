@@ -17,13 +17,19 @@ use ratatui::{
 };
 
 use super::{
-    app::{App, FailureRow, Panel},
+    app::{App, Panel},
+    data::FailureRow,
     detail::Detail,
 };
 use crate::{
-    diagnosis::{findings::Finding, limits::ProcessLimits},
-    events::Record,
-    sink::text,
+    diagnosis::limits::ProcessLimits,
+    model::{Finding, OomKill, Pool, Record},
+    sink::lines,
+    words::{
+        bytes_fine as size, bytes_short as short, clock_s as clock,
+        growth::{verdict, GrowthVerdict},
+        limit_or_infinity as of_limit, thousands as count, uptime,
+    },
 };
 
 const DIM: Style = Style::new().fg(Color::DarkGray);
@@ -33,38 +39,6 @@ const GOOD: Style = Style::new().fg(Color::Green);
 const KEY: Style = Style::new().add_modifier(Modifier::BOLD);
 const HEADING: Style = Style::new().add_modifier(Modifier::BOLD);
 const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
-
-/// 1234567 → "1,234,567".
-pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn uptime(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{}:{:02}", s / 60, s % 60)
-    }
-}
-
-fn size(n: u64) -> String {
-    const K: f64 = 1024.0;
-    match n as f64 {
-        b if b < K => format!("{n} B"),
-        b if b < K * K => format!("{:.1} KiB", b / K),
-        b if b < K * K * K => format!("{:.1} MiB", b / K / K),
-        b => format!("{:.1} GiB", b / K / K / K),
-    }
-}
 
 /// The last `width` seconds as bars, scaled to their peak; nothing drawn
 /// for a second without failures, so that bursts stand out.
@@ -479,14 +453,6 @@ fn failures(frame: &mut Frame, area: Rect, app: &App, rows: &[&FailureRow]) {
     table(frame, rest, header, widths, out);
 }
 
-fn of_limit(n: u64) -> String {
-    if n == u64::MAX {
-        "∞".into()
-    } else {
-        n.to_string()
-    }
-}
-
 /// "tasks/limit" of the user's RLIMIT_NPROC, and whether it is nearly
 /// reached.
 fn nproc_cell(p: &ProcessLimits) -> (String, bool) {
@@ -616,12 +582,8 @@ fn processes(frame: &mut Frame, area: Rect, app: &App, rows: &[&ProcessLimits]) 
     table(frame, rest, header, widths, out);
 }
 
-fn clock(time: &str) -> String {
-    time.get(11..19).unwrap_or(time).to_string()
-}
-
 /// The parent first: it is what hangs, and what to restart.
-fn pool_cell(p: &crate::diagnosis::oom::Pool) -> String {
+fn pool_cell(p: &Pool) -> String {
     format!(
         "{}[{}] waits forever ({})",
         p.parent_comm, p.parent_pid, p.kind
@@ -631,30 +593,20 @@ fn pool_cell(p: &crate::diagnosis::oom::Pool) -> String {
 const GROWER_WIDE: usize = 22;
 const GROWER_NARROW: usize = 20;
 
-/// A growth in 4 characters or so: the panel's columns are narrow.
-fn short(n: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    match n as f64 / MIB {
-        m if m >= 1024.0 => format!("{:.1}G", m / 1024.0),
-        m => format!("{m:.0}M"),
-    }
-}
-
 /// Who grew the most before the kill, in `width` columns: the size and
 /// the pid are kept, the name is cut.
-fn grower_cell(k: &crate::events::OomKill, width: usize) -> String {
-    use crate::diagnosis::growth::{verdict, Verdict};
+fn grower_cell(k: &OomKill, width: usize) -> String {
     match verdict(k) {
-        Verdict::NotTheGrower(o) => {
+        GrowthVerdict::NotTheGrower(o) => {
             let head = format!("+{} ", short(o.grew_bytes));
             let tail = format!("[{}]", o.pid);
             let room = width.saturating_sub(head.chars().count() + tail.chars().count());
             let comm: String = o.comm.chars().take(room).collect();
             format!("{head}{comm}{tail}")
         }
-        Verdict::Grower(g) => format!("itself +{}", short(g.grew_bytes)),
-        Verdict::NoGrowth(_) => "none".into(),
-        Verdict::Unknown => "-".into(),
+        GrowthVerdict::Grower(g) => format!("itself +{}", short(g.grew_bytes)),
+        GrowthVerdict::NoGrowth(_) => "none".into(),
+        GrowthVerdict::Unknown => "-".into(),
     }
 }
 
@@ -680,7 +632,7 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
         .map(|(i, r)| {
             let (time, victim, rss, grew, grower, trigger, limit, pool) = match r {
                 Record::OomKill(k) => (
-                    clock(&k.task.time),
+                    clock(&k.task.time).to_string(),
                     format!("{}[{}]", k.victim.comm, k.victim.pid),
                     k.victim.rss_bytes.map(size).unwrap_or_else(|| "?".into()),
                     k.victim_growth
@@ -700,7 +652,7 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
                     k.pool.as_ref().map(pool_cell),
                 ),
                 Record::ProcessExit(e) => (
-                    clock(&e.task.time),
+                    clock(&e.task.time).to_string(),
                     format!("{}[{}]", e.task.comm, e.task.pid),
                     "-".into(),
                     "-".into(),
@@ -809,7 +761,7 @@ fn recent(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
         .skip(start)
         .take(fit)
         .map(|(i, r)| {
-            let text = text::render(r);
+            let text = lines::render(r);
             let first = text.lines().next().unwrap_or("").to_string();
             let style = record_style(r);
             Line::styled(
@@ -910,11 +862,14 @@ fn detail(frame: &mut Frame, r: Rect, d: &Detail) {
 mod tests {
     use super::*;
     use crate::{
-        diagnosis::{findings::Finding, limits::PidsUse, oversubscription::Oversubscribed},
-        events::{Started, Summary},
-        tui::app::{
-            tests::{group, oom_kill, second, storm},
-            Second, Update,
+        diagnosis::limits::PidsUse,
+        model::{
+            fixtures::{not_the_grower, pool_kill as oom_kill, storm},
+            Finding, Oversubscribed, Started, Summary,
+        },
+        tui::{
+            app::tests::{group, second},
+            data::{Second, Update},
         },
     };
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -1090,7 +1045,7 @@ mod tests {
     fn an_oom_kill_names_the_process_that_grew() {
         let mut app = App::new(None);
         app.update(started());
-        let k = crate::diagnosis::growth::tests::not_the_grower();
+        let k = not_the_grower();
         app.update(Update::Record(Box::new(Record::OomKill(k))));
         let s = screen(&app, 140, 30);
         let head = line_with(&s, "TOP GROWER");
@@ -1104,7 +1059,7 @@ mod tests {
         let s = screen(&app, 80, 24);
         let row = line_with(&s, "python3[100]  ");
         assert!(row.contains("+150M python3[200]"), "{row}");
-        let mut k = crate::diagnosis::growth::tests::not_the_grower();
+        let mut k = not_the_grower();
         k.growers[0].comm = "tensorflow_serv".into();
         k.growers[0].pid = 4_194_303;
         assert_eq!(grower_cell(&k, GROWER_NARROW), "+150M tenso[4194303]");

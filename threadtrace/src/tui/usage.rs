@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::app::Usage;
+use super::data::Usage;
 
 /// utime + stime of this process, in clock ticks.
 fn cpu_ticks() -> Option<u64> {

@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn serves_the_exposition_with_its_content_type_and_nothing_else() {
-        let (m, registry) = super::super::new(&super::super::Config {
+        let (m, registry) = super::super::new(&super::super::MetricsConfig {
             labels: Default::default(),
             max_label_sets: 10,
         });

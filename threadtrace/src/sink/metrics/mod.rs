@@ -35,8 +35,7 @@ use prometheus_client::{
 
 use crate::{
     diagnosis::share,
-    events::{names, Record, Summary, ThreadCreateFailed},
-    pods::K8s,
+    model::{names, K8s, Outcome, Record, Summary, ThreadCreateFailed},
 };
 
 /// The label value of the series that over-the-cap label sets fold into.
@@ -107,7 +106,7 @@ impl std::str::FromStr for LabelFilter {
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct MetricsConfig {
     pub labels: LabelFilter,
     /// Distinct label sets at most, over every labelled metric.
     pub max_label_sets: usize,
@@ -320,7 +319,7 @@ pub struct Metrics {
 }
 
 /// The sink, for the output stage, and the registry, for the server.
-pub fn new(cfg: &Config) -> (Metrics, Registry) {
+pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
     let mut r = Registry::default();
     let m = Metrics {
         labels: cfg.labels,
@@ -533,10 +532,7 @@ impl Metrics {
                 let at = Where::of(e.k8s.as_ref(), self.labels);
                 self.pool_lost(&at, e.signal.as_deref().unwrap_or("unknown"));
             }
-            Record::RlimitChange(e)
-                if e.changed
-                    && matches!(e.result, crate::events::rlimit_change::Outcome::Ok(_)) =>
-            {
+            Record::RlimitChange(e) if e.changed && matches!(e.result, Outcome::Ok(_)) => {
                 let labels = ResourceLabels {
                     resource: value(&e.resource),
                 };

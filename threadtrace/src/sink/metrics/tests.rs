@@ -3,13 +3,13 @@ use std::time::Instant;
 use prometheus_client::encoding::text;
 
 use super::*;
-use crate::{
-    events::{session::ProcessFailures, OomKill},
-    tui::app::tests::{failure, oom_kill},
+use crate::model::{
+    fixtures::{failure, pool_kill as oom_kill},
+    OomKill,
 };
 
 fn metrics(labels: LabelFilter, max: usize) -> (Metrics, Registry) {
-    new(&Config {
+    new(&MetricsConfig {
         labels,
         max_label_sets: max,
     })
@@ -58,7 +58,7 @@ fn summary(rows: &[(u32, u64)]) -> Summary {
     Summary {
         by_process: rows
             .iter()
-            .map(|&(pid, n)| ProcessFailures::eagain(pid, n))
+            .map(|&(pid, n)| crate::model::fixtures::eagain(pid, n))
             .collect(),
         ..Default::default()
     }

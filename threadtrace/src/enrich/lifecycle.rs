@@ -1,70 +1,11 @@
-//! Process lifecycle: fork, exec, exit. These keep the process table true;
-//! they are reported with `--lifecycle` and always kept in trace files.
-use serde::{Deserialize, Serialize};
+//! Process lifecycle from the kernel's records: fork, exec, exit and
+//! cgroup moves, each applied to the process table as it is described.
 use threadtrace_common::{
     Event, ProcessExec as RawExec, ProcessExit as RawExit, ProcessFork as RawFork,
 };
 
-use super::{cstr, Context, Task};
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ProcessFork {
-    /// The parent.
-    #[serde(flatten)]
-    pub task: Task,
-    pub child_pid: u32,
-    /// The process's Kubernetes pod and container; absent outside one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub k8s: Option<crate::pods::K8s>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ProcessExec {
-    #[serde(flatten)]
-    pub task: Task,
-    pub filename: String,
-    pub ppid: Option<u32>,
-    pub cmdline: Option<String>,
-    /// The process's Kubernetes pod and container; absent outside one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub k8s: Option<crate::pods::K8s>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ProcessExit {
-    #[serde(flatten)]
-    pub task: Task,
-    /// exit() status, when it exited by itself.
-    pub exit_code: Option<i32>,
-    /// Fatal signal ("SIGKILL", ...), when one ended it.
-    pub signal: Option<String>,
-    pub core_dumped: bool,
-    pub ppid: Option<u32>,
-    pub cmdline: Option<String>,
-    /// Set when a pool worker died of a signal: its pool lost a task.
-    #[serde(default)]
-    pub pool: Option<crate::diagnosis::oom::Pool>,
-    #[serde(default)]
-    pub consequence: Option<String>,
-    /// The process's Kubernetes pod and container; absent outside one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub k8s: Option<crate::pods::K8s>,
-}
-
-/// A process was moved into a cgroup.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ProcessCgroup {
-    /// The task that moved it (often the process itself).
-    #[serde(flatten)]
-    pub task: Task,
-    pub moved_pid: u32,
-    /// Controllers of the hierarchy ("pids", "memory", "" for cgroup v2).
-    pub hierarchy: String,
-    pub path: String,
-    /// The moved process's Kubernetes pod and container; absent outside one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub k8s: Option<crate::pods::K8s>,
-}
+use super::{cstr, Context};
+use crate::model::{names::signal_name, ProcessCgroup, ProcessExec, ProcessExit, ProcessFork};
 
 pub fn cgroup_attach(
     e: &Event<threadtrace_common::CgroupAttach>,
@@ -142,25 +83,6 @@ pub fn split_exit_code(code: i32) -> (Option<i32>, Option<String>, bool) {
     } else {
         (Some((code >> 8) & 0xff), None, false)
     }
-}
-
-pub fn signal_name(sig: i32) -> String {
-    let n = match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        _ => return format!("SIG{sig}"),
-    };
-    n.to_string()
 }
 
 #[cfg(test)]

@@ -1,68 +1,11 @@
-//! `oom_kill`: the OOM killer chose a victim. The victim and the task whose
-//! allocation triggered the kill are both reported: they often differ.
-use serde::{Deserialize, Serialize};
+//! `oom_kill` from the kernel's `mark_victim`: the victim and the task
+//! whose allocation triggered the kill (the task the probe ran in), as the
+//! process table knows them. Diagnosis adds the rest while the victim is
+//! still being killed.
 use threadtrace_common::{Event, OomVictim};
 
-use super::{cstr, Context, Task};
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Victim {
-    pub pid: u32,
-    pub comm: String,
-    pub cmdline: Option<String>,
-    pub exe: Option<String>,
-    pub uid: Option<u32>,
-    /// anon + file + shmem resident memory when it was chosen.
-    pub rss_bytes: Option<u64>,
-    pub anon_rss_bytes: Option<u64>,
-    pub total_vm_bytes: Option<u64>,
-    pub oom_score_adj: Option<i32>,
-    pub ppid: Option<u32>,
-    pub parent_comm: Option<String>,
-    /// Memory cgroup directory.
-    pub cgroup: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Trigger {
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub uid: u32,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct OomKill {
-    /// The victim (pid, comm, uid); `tid` is the victim's pid.
-    #[serde(flatten)]
-    pub task: Task,
-    pub victim: Victim,
-    pub trigger: Trigger,
-    /// The memory cgroup whose limit was reached; null for a global OOM.
-    pub memory_cgroup: Option<crate::diagnosis::oom::MemoryCgroup>,
-    /// The largest resident processes in that cgroup (or the host) then.
-    pub top_holders: Vec<crate::diagnosis::oom::MemHolder>,
-    /// The processes of that cgroup (or the host) whose resident memory
-    /// grew the most in the window before the kill, most first; the
-    /// victim among them when it grew. Empty when nothing was sampled.
-    #[serde(default)]
-    pub growers: Vec<crate::diagnosis::growth::Grower>,
-    /// The victim's own growth in that window; null when not known.
-    #[serde(default)]
-    pub victim_growth: Option<Box<crate::diagnosis::growth::Grower>>,
-    /// Live processes in scope whose growth could not be measured (seen
-    /// too briefly, or past the history's process cap).
-    #[serde(default)]
-    pub growth_unknown: u32,
-    /// Set when the victim was a pool worker.
-    pub pool: Option<crate::diagnosis::oom::Pool>,
-    /// What the kill did beyond the victim (a pool waiting forever).
-    pub consequence: Option<String>,
-    pub remedy: String,
-    /// The victim's Kubernetes pod and container; absent outside one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub k8s: Option<crate::pods::K8s>,
-}
+use super::{cstr, Context};
+use crate::model::{OomKill, Task, Trigger, Victim};
 
 pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
     let p = &e.payload;
@@ -128,62 +71,13 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::{
-        events::decode::tests::header,
+        kernel::decode::tests::header,
         proctable::{Proc, ProcTable},
     };
     use threadtrace_common::EventKind;
-
-    /// A kill of `comm[victim]` at 180 MiB in a 256 MiB cgroup, its own
-    /// allocation the trigger, nothing else known.
-    pub fn kill(victim: u32, comm: &str) -> OomKill {
-        OomKill {
-            task: Task {
-                time: "2026-11-22T03:00:00.000000Z".into(),
-                pid: victim,
-                tid: victim,
-                comm: comm.into(),
-                uid: 1000,
-            },
-            victim: Victim {
-                pid: victim,
-                comm: comm.into(),
-                cmdline: None,
-                exe: None,
-                uid: Some(1000),
-                rss_bytes: Some(180 << 20),
-                anon_rss_bytes: None,
-                total_vm_bytes: None,
-                oom_score_adj: Some(0),
-                ppid: None,
-                parent_comm: None,
-                cgroup: Some("/sys/fs/cgroup/memory/app".into()),
-            },
-            trigger: Trigger {
-                pid: victim,
-                tid: victim,
-                comm: comm.into(),
-                uid: 1000,
-            },
-            memory_cgroup: Some(crate::diagnosis::oom::MemoryCgroup {
-                path: "/sys/fs/cgroup/memory/app".into(),
-                limit_bytes: 256 << 20,
-                usage_bytes: None,
-                grew_bytes: None,
-                window_s: None,
-            }),
-            top_holders: Vec::new(),
-            growers: Vec::new(),
-            victim_growth: None,
-            growth_unknown: 0,
-            k8s: None,
-            pool: None,
-            consequence: None,
-            remedy: String::new(),
-        }
-    }
 
     #[test]
     fn victim_and_trigger_differ_and_parent_is_named() {

@@ -1,4 +1,5 @@
-//! Names for the numbers the kernel reports.
+//! Names for the numbers the kernel reports, as the JSON contract spells
+//! them (errno, signal and resource names).
 
 /// errno as its symbolic name; unknown ones as their number.
 pub fn errno_name(errno: i32) -> String {
@@ -20,18 +21,6 @@ pub fn errno_name(errno: i32) -> String {
         _ => return format!("E{errno}"),
     };
     name.to_string()
-}
-
-/// What an SRE should read into the errno of a thread-creation failure.
-pub fn errno_meaning(errno: i32) -> &'static str {
-    match errno {
-        11 => "a limit on tasks was hit (RLIMIT_NPROC, cgroup pids.max, threads-max) or the thread stack could not be mapped",
-        12 => "the kernel could not allocate memory for the new task",
-        1 => "not permitted (seccomp or a security module)",
-        22 => "invalid flags or attributes",
-        38 => "the syscall is not available (old kernel or seccomp)",
-        _ => "",
-    }
 }
 
 const RESOURCES: [&str; 16] = [
@@ -60,6 +49,26 @@ pub fn resource_name(resource: u32) -> String {
         .unwrap_or_else(|| format!("RLIMIT_{resource}"))
 }
 
+/// A signal by its name; unknown ones as their number.
+pub fn signal_name(sig: i32) -> String {
+    let n = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("SIG{sig}"),
+    };
+    n.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +80,7 @@ mod tests {
         assert_eq!(resource_name(6), "RLIMIT_NPROC");
         assert_eq!(resource_name(9), "RLIMIT_AS");
         assert_eq!(resource_name(40), "RLIMIT_40");
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(64), "SIG64");
     }
 }

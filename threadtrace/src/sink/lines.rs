@@ -1,25 +1,16 @@
-//! One readable line per event, and the end-of-recording summary: what
-//! broke, in which process, and the numbers that say why.
+//! One readable line per event (`record --no-tui`, and the dashboard's
+//! recent events), and the end-of-recording summary: what broke, in which
+//! process, and the numbers that say why.
 use std::fmt::Write as _;
 
-use crate::events::{
-    names::errno_meaning, OomKill, ProcessExit, Record, RlimitChange, Started, Summary,
-    ThreadCreateFailed,
+use crate::{
+    model::{
+        names::errno_name, Finding, Limits, OomKill, Outcome, ProcessExit, Record, RlimitChange,
+        Started, Storm, Summary, ThreadCreateFailed, Tracer,
+    },
+    sanitize,
+    words::{self, bytes, clock_ms as clock, errno_meaning},
 };
-
-fn clock(time: &str) -> &str {
-    // "2026-11-22T03:00:00.123456Z" → "03:00:00.123"
-    time.get(11..23).unwrap_or(time)
-}
-
-pub fn bytes(n: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if n >= 1 << 30 {
-        format!("{:.1} GiB", n as f64 / (MIB * 1024.0))
-    } else {
-        format!("{:.0} MiB", n as f64 / MIB)
-    }
-}
 
 fn failed(e: &ThreadCreateFailed) -> String {
     let who = match (&e.library, &e.symbol) {
@@ -37,11 +28,7 @@ fn failed(e: &ThreadCreateFailed) -> String {
         e.task.uid
     );
     if let (Some(sc), Some(n)) = (&e.syscall, e.syscall_errno) {
-        let _ = write!(
-            s,
-            "  ({sc} failed with {})",
-            crate::events::names::errno_name(n)
-        );
+        let _ = write!(s, "  ({sc} failed with {})", errno_name(n));
     }
     if let Some(cg) = &e.cgroup {
         let _ = write!(s, "  cgroup {cg}");
@@ -58,11 +45,7 @@ fn failed(e: &ThreadCreateFailed) -> String {
             }
         }
         if !c.holders.is_empty() {
-            let _ = write!(
-                s,
-                "\n    held by: {}",
-                crate::diagnosis::cause::holders_text(&c.holders)
-            );
+            let _ = write!(s, "\n    held by: {}", words::threads_held(&c.holders));
         }
         if !c.remedy.is_empty() {
             let _ = write!(s, "\n    do: {}", c.remedy);
@@ -89,7 +72,7 @@ fn oom(e: &OomKill) -> String {
     } else {
         let _ = write!(s, "  triggered by {}[{}]", t.comm, t.pid);
     }
-    if let Some(g) = crate::diagnosis::growth::sentence(e) {
+    if let Some(g) = words::growth::sentence(e) {
         let _ = write!(s, "\n    growth: {g}");
     }
     if let Some(c) = &e.memory_cgroup {
@@ -104,11 +87,7 @@ fn oom(e: &OomKill) -> String {
         }
     }
     if !e.top_holders.is_empty() {
-        let _ = write!(
-            s,
-            "\n    held by: {}",
-            crate::diagnosis::oom::holders_text(&e.top_holders)
-        );
+        let _ = write!(s, "\n    held by: {}", words::memory_held(&e.top_holders));
     }
     if let Some(c) = &e.consequence {
         let _ = write!(s, "\n    then: {c}");
@@ -129,13 +108,13 @@ fn rlimit(e: &RlimitChange) -> String {
             e.target_pid
         )
     };
-    let lim = |l: &Option<crate::events::rlimit_change::Limits>| match l {
+    let lim = |l: &Option<Limits>| match l {
         Some(l) => format!("{}/{}", l.soft, l.hard),
         None => "?".into(),
     };
     let result = match &e.result {
-        crate::events::rlimit_change::Outcome::Ok(_) => String::new(),
-        crate::events::rlimit_change::Outcome::Err(err) => format!("  FAILED {err}"),
+        Outcome::Ok(_) => String::new(),
+        Outcome::Err(err) => format!("  FAILED {err}"),
     };
     let change = match &e.old {
         Some(_) => format!("{} → {}", lim(&e.old), lim(&e.new)),
@@ -176,7 +155,7 @@ fn started(e: &Started) -> String {
     )
 }
 
-fn storm(s: &crate::diagnosis::storm::Storm) -> String {
+fn storm(s: &Storm) -> String {
     let procs: Vec<String> = s
         .processes
         .iter()
@@ -227,7 +206,7 @@ fn storm(s: &crate::diagnosis::storm::Storm) -> String {
 }
 
 /// What the tracer cut or skipped to stay bounded, in one line.
-fn tracer(t: &crate::events::session::Tracer) -> String {
+fn tracer(t: &Tracer) -> String {
     let mut parts = Vec::new();
     let forgotten: u64 = t.evicted.values().sum();
     if forgotten > 0 {
@@ -269,19 +248,43 @@ fn tracer(t: &crate::events::session::Tracer) -> String {
     format!("to stay bounded, the tracer {}.", parts.join("; "))
 }
 
+/// Findings as text, numbered, at most `max`.
+pub fn findings(findings: &[Finding], max: usize) -> String {
+    if findings.is_empty() {
+        return "no findings: nothing failed, nothing was killed.".into();
+    }
+    let mut s = String::from("FINDINGS, most important first:\n");
+    for (i, f) in findings.iter().take(max).enumerate() {
+        s.push_str(&format!("{}. {}\n", i + 1, f.title));
+        for e in f.evidence.iter().take(3) {
+            s.push_str(&format!("   why: {e}\n"));
+        }
+        if !f.remedy.is_empty() {
+            s.push_str(&format!("   do:  {}\n", f.remedy));
+        }
+    }
+    if findings.len() > max {
+        s.push_str(&format!(
+            "({} more findings: threadtrace report --json)\n",
+            findings.len() - max
+        ));
+    }
+    s.trim_end().to_string()
+}
+
 /// The summary, safe for a terminal: every string in it escaped first
 /// (`sanitize`), then the text laid out.
 pub fn summary(s: &Summary) -> String {
-    match crate::sanitize::for_display(s) {
-        Some(clean) => crate::sanitize::block(&summary_of(&clean)).into_owned(),
-        None => crate::sanitize::line(&summary_of(s), usize::MAX).into_owned(),
+    match sanitize::for_display(s) {
+        Some(clean) => sanitize::block(&summary_of(&clean)).into_owned(),
+        None => sanitize::line(&summary_of(s), usize::MAX).into_owned(),
     }
 }
 
 fn summary_of(s: &Summary) -> String {
     let mut out = String::new();
     if !s.findings.is_empty() {
-        out.push_str(&crate::diagnosis::findings::render(&s.findings, 6));
+        out.push_str(&findings(&s.findings, 6));
         out.push('\n');
     }
     let _ = writeln!(out, "── summary ({:.1} s) ──", s.duration_s);
@@ -348,7 +351,7 @@ fn summary_of(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "the trace file {} is incomplete: {} records lost and {} bytes unwritten{}{}; the counts above are complete.",
-            crate::sanitize::text(&t.path),
+            sanitize::text(&t.path),
             t.records_lost,
             t.bytes_unwritten,
             match t.records_too_large {
@@ -392,9 +395,9 @@ fn summary_of(s: &Summary) -> String {
 /// draw on the screen, then laid out. Should the escaped copy not
 /// deserialize, the whole text is escaped, newlines included.
 pub fn render(r: &Record) -> String {
-    match crate::sanitize::for_display(r) {
-        Some(clean) => crate::sanitize::block(&render_clean(&clean)).into_owned(),
-        None => crate::sanitize::line(&render_clean(r), usize::MAX).into_owned(),
+    match sanitize::for_display(r) {
+        Some(clean) => sanitize::block(&render_clean(&clean)).into_owned(),
+        None => sanitize::line(&render_clean(r), usize::MAX).into_owned(),
     }
 }
 
@@ -447,7 +450,7 @@ fn render_clean(r: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Task;
+    use crate::model::Task;
 
     #[test]
     fn a_failure_line_says_what_where_and_why() {
@@ -478,7 +481,6 @@ mod tests {
             attribution_gap: None,
             cause: None,
             k8s: None,
-            captured: None,
         };
         let l = render(&Record::ThreadCreateFailed(e));
         assert!(
@@ -495,13 +497,59 @@ mod tests {
 
     #[test]
     fn summary_explains_eagain() {
-        let mut c = crate::kernel::counters::Counters::default();
-        c.failures.insert((7, 1, 11), 3);
-        let s = Summary::from_counters(&c, |_| "omp".into(), |_, _| true);
+        let mut s = Summary::default();
+        s.by_api
+            .entry("pthread_create".into())
+            .or_default()
+            .insert("EAGAIN".into(), 3);
+        s.failures_total = 3;
+        s.by_process = vec![crate::model::fixtures::eagain(7, 3)];
         let t = summary(&s);
         assert!(
             t.contains("3 thread-creation failures") && t.contains("RLIMIT_NPROC"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn a_hung_pool_outranks_failures_which_outrank_oversubscription() {
+        let f = vec![
+            Finding {
+                kind: "oversubscribed".into(),
+                impact: 1_004,
+                title: "o".into(),
+                evidence: vec![],
+                remedy: "r".into(),
+            },
+            Finding {
+                kind: "thread_create_failed".into(),
+                impact: 10_050,
+                title: "f".into(),
+                evidence: vec!["e".into()],
+                remedy: "r".into(),
+            },
+            Finding {
+                kind: "oom_kill".into(),
+                impact: 1_000_000,
+                title: "k".into(),
+                evidence: vec![],
+                remedy: "r".into(),
+            },
+        ];
+        let mut sorted = f.clone();
+        sorted.sort_by_key(|f| std::cmp::Reverse(f.impact));
+        let t = findings(&sorted, 2);
+        assert!(
+            t.starts_with("FINDINGS, most important first:\n1. k\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2. f\n   why: e\n   do:  r") && t.contains("1 more findings"),
+            "{t}"
+        );
+        assert_eq!(
+            findings(&[], 5),
+            "no findings: nothing failed, nothing was killed."
         );
     }
 }

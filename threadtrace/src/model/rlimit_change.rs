@@ -1,8 +1,9 @@
-//! `rlimit_change`: setrlimit or prlimit64 set a resource limit.
+//! `rlimit_change`: setrlimit or prlimit64 set a resource limit: who
+//! changed which limit of whom, from what to what.
 use serde::{Deserialize, Serialize};
-use threadtrace_common::{Event, Rlimit, RlimitApi, RlimitChange as RawChange, RLIM_INFINITY};
+use threadtrace_common::RLIM_INFINITY;
 
-use super::{names, Context, Task};
+use super::{K8s, Task};
 
 /// A limit value; RLIM_INFINITY is the string "unlimited".
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +44,6 @@ pub struct Limits {
     pub hard: Limit,
 }
 
-impl From<Rlimit> for Limits {
-    fn from(r: Rlimit) -> Self {
-        Limits {
-            soft: Limit::from_raw(r.soft),
-            hard: Limit::from_raw(r.hard),
-        }
-    }
-}
-
 /// 0, or the errno name of the failure.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(untagged)]
@@ -80,40 +72,7 @@ pub struct RlimitChange {
     pub changed: bool,
     /// The process's Kubernetes pod and container; absent outside one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub k8s: Option<crate::pods::K8s>,
-}
-
-pub fn enrich(e: &Event<RawChange>, ctx: &mut Context) -> RlimitChange {
-    let p = &e.payload;
-    let target_pid = if p.target_pid == 0 {
-        e.header.tgid
-    } else {
-        p.target_pid as u32
-    };
-    let target_comm = ctx.procs.lookup(target_pid).map(|p| p.comm.clone());
-    let new: Option<Limits> = (p.has_new != 0).then(|| p.new.into());
-    let old: Option<Limits> = (p.has_old != 0).then(|| p.old.into());
-    RlimitChange {
-        changed: p.result != 0 || old.is_none() || new != old,
-        task: ctx.task(&e.header),
-        api: if p.api == RlimitApi::Setrlimit as u32 {
-            "setrlimit"
-        } else {
-            "prlimit64"
-        }
-        .into(),
-        resource: names::resource_name(p.resource),
-        target_pid,
-        target_comm,
-        new,
-        old,
-        result: if p.result == 0 {
-            Outcome::Ok(0)
-        } else {
-            Outcome::Err(names::errno_name(-p.result))
-        },
-        k8s: ctx.k8s(e.header.tgid),
-    }
+    pub k8s: Option<K8s>,
 }
 
 #[cfg(test)]
@@ -122,10 +81,10 @@ mod tests {
 
     #[test]
     fn unlimited_is_a_string_and_reads_back() {
-        let l = Limits::from(Rlimit {
-            soft: 1024,
-            hard: RLIM_INFINITY,
-        });
+        let l = Limits {
+            soft: Limit::from_raw(1024),
+            hard: Limit::from_raw(RLIM_INFINITY),
+        };
         let j = serde_json::to_string(&l).unwrap();
         assert_eq!(j, r#"{"soft":1024,"hard":"unlimited"}"#);
         assert_eq!(serde_json::from_str::<Limits>(&j).unwrap(), l);

@@ -1,0 +1,121 @@
+//! `oom_kill`: the OOM killer chose a victim. The victim and the task whose
+//! allocation triggered the kill are both reported: they often differ. So
+//! are the processes that grew before it, the largest holders, and the
+//! pool left waiting for the victim's work.
+use serde::{Deserialize, Serialize};
+
+use super::{K8s, Task};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OomKill {
+    /// The victim (pid, comm, uid); `tid` is the victim's pid.
+    #[serde(flatten)]
+    pub task: Task,
+    pub victim: Victim,
+    pub trigger: Trigger,
+    /// The memory cgroup whose limit was reached; null for a global OOM.
+    pub memory_cgroup: Option<MemoryCgroup>,
+    /// The largest resident processes in that cgroup (or the host) then.
+    pub top_holders: Vec<MemHolder>,
+    /// The processes of that cgroup (or the host) whose resident memory
+    /// grew the most in the window before the kill, most first; the
+    /// victim among them when it grew. Empty when nothing was sampled.
+    #[serde(default)]
+    pub growers: Vec<Grower>,
+    /// The victim's own growth in that window; null when not known.
+    #[serde(default)]
+    pub victim_growth: Option<Box<Grower>>,
+    /// Live processes in scope whose growth could not be measured (seen
+    /// too briefly, or past the history's process cap).
+    #[serde(default)]
+    pub growth_unknown: u32,
+    /// Set when the victim was a pool worker.
+    pub pool: Option<Pool>,
+    /// What the kill did beyond the victim (a pool waiting forever).
+    pub consequence: Option<String>,
+    pub remedy: String,
+    /// The victim's Kubernetes pod and container; absent outside one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k8s: Option<K8s>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Victim {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: Option<String>,
+    pub exe: Option<String>,
+    pub uid: Option<u32>,
+    /// anon + file + shmem resident memory when it was chosen.
+    pub rss_bytes: Option<u64>,
+    pub anon_rss_bytes: Option<u64>,
+    pub total_vm_bytes: Option<u64>,
+    pub oom_score_adj: Option<i32>,
+    pub ppid: Option<u32>,
+    pub parent_comm: Option<String>,
+    /// Memory cgroup directory.
+    pub cgroup: Option<String>,
+}
+
+/// The task whose allocation made the kernel choose a victim.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub uid: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemoryCgroup {
+    pub path: String,
+    pub limit_bytes: u64,
+    pub usage_bytes: Option<u64>,
+    /// How much its usage grew in the window before the kill, up to the
+    /// limit it reached; null when it was not sampled.
+    #[serde(default)]
+    pub grew_bytes: Option<u64>,
+    /// The time `grew_bytes` is measured over.
+    #[serde(default)]
+    pub window_s: Option<f64>,
+}
+
+/// A process holding memory when the kill came.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemHolder {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: u64,
+}
+
+/// The parent a killed worker belonged to, and the workers it still has.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub parent_pid: u32,
+    pub parent_comm: String,
+    pub parent_cmdline: Option<String>,
+    /// Other live children of the parent running the same program.
+    pub siblings_alive: u32,
+    /// "python-multiprocessing" when recognizable, else "generic".
+    pub kind: String,
+}
+
+/// A process's growth in the window before a kill.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Grower {
+    pub pid: u32,
+    pub comm: String,
+    /// Resident memory at the kill.
+    pub rss_bytes: u64,
+    /// `rss_bytes` minus its resident memory at the start of the window;
+    /// all of it when the process started inside the window.
+    pub grew_bytes: u64,
+    /// The time `grew_bytes` is measured over: the window, less when the
+    /// process started inside it (its age) or was first seen inside it.
+    pub window_s: f64,
+    /// It started inside the window: all of its memory counts as growth.
+    pub started_in_window: bool,
+    /// How long before the kill the samples first showed a quarter of
+    /// this growth; null when only the reading at the kill showed it.
+    pub visible_s: Option<f64>,
+}
