@@ -4,7 +4,12 @@
 //! the README's two commands are the only ones anybody types.
 mod bench;
 mod bootstrap;
+mod build;
 mod fuzz;
+mod image;
+mod rules;
+mod run;
+mod test;
 
 use std::{
     path::{Path, PathBuf},
@@ -102,21 +107,6 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub fn build(release: bool) -> Result<PathBuf> {
-    bootstrap::toolchain()?;
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root_dir())
-        .args(["build", "--package", "threadtrace"]);
-    if release {
-        cmd.arg("--release");
-    }
-    sh(&mut cmd)?;
-    Ok(root_dir()
-        .join("target")
-        .join(if release { "release" } else { "debug" })
-        .join("threadtrace"))
-}
-
 fn run(args: &[String]) -> Result<ExitCode> {
     let Some(cmd) = args.first() else {
         eprint!("{USAGE}");
@@ -134,34 +124,22 @@ fn run(args: &[String]) -> Result<ExitCode> {
                 // sub-build's progress, hidden otherwise.
                 std::env::set_var("THREADTRACE_BUILD_VERBOSE", "1");
             }
-            let bin = build(!args.iter().any(|a| a == "--debug"))?;
+            let bin = build::build(!args.iter().any(|a| a == "--debug"))?;
             println!("{}", bin.display());
         }
         "run" => {
-            let bin = build(true)?;
             let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
-            let mut c = if is_root() {
-                Command::new(&bin)
-            } else {
-                let mut c = Command::new("sudo");
-                c.arg(&bin);
-                c
-            };
-            c.args(rest);
-            let status = c
-                .status()
-                .with_context(|| format!("cannot run {}", bin.display()))?;
-            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+            return run::run(&rest);
         }
-        "test" => test()?,
-        "image" => image()?,
+        "test" => test::run()?,
+        "image" => image::run()?,
         "bench" if args.iter().any(|a| a == "--growth-only") => {
             let mut o = bench::growth::Options::default();
             if args.iter().any(|a| a == "--quick") {
                 o.reps = 1;
                 o.seconds = 10;
             }
-            let md = bench::growth::run(&build(true)?, &o)?;
+            let md = bench::growth::run(&build::build(true)?, &o)?;
             std::fs::write(root_dir().join("bench/growth.md"), &md)?;
             print!("{md}");
         }
@@ -216,133 +194,4 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The container image, FROM scratch: the release binary and the
-/// libraries it links, as an OCI archive (`podman load -i`, `skopeo copy
-/// oci-archive:...` to push it). Buildah's storage stays under target/.
-fn image() -> Result<()> {
-    let bin = build(true)?;
-    let out = root_dir().join("target/image");
-    let ctx = out.join("context");
-    sh(Command::new(root_dir().join("deploy/container/context.sh"))
-        .arg(&bin)
-        .arg(&ctx))?;
-    let version = env!("CARGO_PKG_VERSION");
-    let tag = format!("localhost/threadtrace:{version}");
-    let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(out.join("storage"))
-            .arg("--runroot")
-            .arg(out.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        c
-    };
-    let ctx_s = ctx.display().to_string();
-    let file = format!("{ctx_s}/Containerfile");
-    sh(&mut buildah(&[
-        "build",
-        "--layers=false",
-        "-f",
-        &file,
-        "-t",
-        &tag,
-        &ctx_s,
-    ]))?;
-    let archive = out.join(format!("threadtrace-{version}.oci.tar"));
-    let _ = std::fs::remove_file(&archive);
-    let dest = format!("oci-archive:{}:{tag}", archive.display());
-    sh(&mut buildah(&["push", &tag, &dest]))?;
-    let size = std::fs::metadata(&archive)?.len();
-    println!(
-        "{} ({:.1} MiB)",
-        archive.display(),
-        size as f64 / (1 << 20) as f64
-    );
-    Ok(())
-}
-
-/// The alerting rules shipped in deploy/prometheus/, against their tests
-/// on synthetic series, with Debian's promtool.
-fn alert_rules(root: bool, ci: bool) -> Result<()> {
-    let dir = root_dir().join("deploy/prometheus");
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() && !root && !ci {
-        eprintln!("xtask: alerting rules not tested: promtool is missing (Debian's prometheus package; `sudo cargo xtask test` installs it)");
-        return Ok(());
-    }
-    sh(Command::new("promtool").current_dir(&dir).args([
-        "check",
-        "rules",
-        "threadtrace.rules.yml",
-    ]))
-    .context("the alerting rules do not load")?;
-    sh(Command::new("promtool").current_dir(&dir).args([
-        "test",
-        "rules",
-        "threadtrace.rules.test.yml",
-    ]))
-    .context("the alerting rules' tests failed")
-}
-
-/// Formatting, clippy, unit tests of every crate, then the end-to-end
-/// scenarios as root against real programs. In CI a missing root is a
-/// failure, not a skip.
-fn test() -> Result<()> {
-    bootstrap::toolchain()?;
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-    let root = is_root();
-    if root {
-        bootstrap::test_packages()?;
-    }
-    let bin = build(true)?;
-    let cargo = |args: &[&str]| {
-        let mut c = Command::new("cargo");
-        c.current_dir(root_dir()).args(args);
-        c
-    };
-    sh(&mut cargo(&["fmt", "--all", "--", "--check"]))
-        .context("code is not formatted: run `cargo fmt --all`")?;
-    sh(&mut cargo(&[
-        "clippy",
-        "--release",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
-    .context("clippy found problems")?;
-    // Unit tests only: the end-to-end crate runs below, one scenario at a
-    // time, since each one traces the whole host.
-    sh(&mut cargo(&[
-        "test",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "threadtrace-e2e",
-        "--exclude",
-        "threadtrace-ebpf",
-    ]))
-    .context("unit tests failed")?;
-    alert_rules(root, ci)?;
-    fuzz::run(fuzz::DEFAULT_SECONDS)?;
-    if !root {
-        if ci {
-            bail!("CI runs the end-to-end tests as root; this run is not root");
-        }
-        eprintln!("xtask: end-to-end tests skipped: they load eBPF programs and need root (run `sudo cargo xtask test`)");
-        return Ok(());
-    }
-    sh(cargo(&[
-        "test",
-        "--release",
-        "--package",
-        "threadtrace-e2e",
-        "--",
-        "--test-threads=1",
-    ])
-    .env("THREADTRACE_BIN", &bin))
-    .context("end-to-end tests failed")
 }

@@ -633,7 +633,7 @@ pub fn run(opts: &Options) -> Result<()> {
     crate::bootstrap::bench_packages()?;
     let bin = match &opts.bin {
         Some(b) => b.clone(),
-        None => crate::build(true)?,
+        None => crate::build::build(true)?,
     };
     std::fs::create_dir_all(work_dir())?;
     sh(Command::new("chmod").arg("755").arg(work_dir()))?;
