@@ -8,6 +8,7 @@ mod bootstrap;
 mod build;
 mod fuzz;
 mod image;
+mod layers;
 mod rules;
 mod run;
 mod test;
@@ -63,6 +64,15 @@ enum Task {
     /// as root. Without root the end-to-end scenarios are skipped, except
     /// in CI (CI set), where that is a failure.
     Test,
+    /// Check that threadtrace's top-level modules import each other in
+    /// layers: no import cycle, and the layering rules hold.
+    ///
+    /// A module is a file src/x.rs or a directory src/x/; a file imports
+    /// module x when its code names crate::x (in a use, a use group or a
+    /// path in code, or through super:: up to the crate's root), tests
+    /// (#[cfg(test)] items, tests.rs, tests/) aside. Prints each cycle with
+    /// the files that make its imports, and fails; otherwise one line.
+    Layers(layers::Args),
     /// Build the container image (deploy/container/) offline with buildah,
     /// as target/image/threadtrace-VERSION.oci.tar.
     Image,
@@ -98,6 +108,7 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Build(args) => build::run(&args)?,
         Task::Run(args) => return run::run(&args),
         Task::Test => test::run()?,
+        Task::Layers(args) => layers::run(&args)?,
         Task::Image => image::run()?,
         Task::Fuzz(args) => {
             fuzz::run(args.seconds)?;
