@@ -54,11 +54,12 @@ enum Task {
     /// Everything after `--` goes to threadtrace: `cargo xtask run --
     /// record -o trace.ttr`.
     Run(run::Args),
-    /// Every test: formatting, clippy, unit tests, alerting rules, fuzzing,
-    /// and the end-to-end scenarios as root.
+    /// Every test: formatting, layers, clippy, unit tests, alerting rules,
+    /// fuzzing, and the end-to-end scenarios as root.
     ///
-    /// Bootstraps, installs the test packages (as root), checks formatting
-    /// and clippy, runs the unit tests, tests the alerting rules with promtool,
+    /// Bootstraps, installs the test packages (as root), checks formatting,
+    /// the layers of threadtrace's modules (`cargo xtask layers`) and
+    /// clippy, runs the unit tests, tests the alerting rules with promtool,
     /// fuzzes the trace reader, report, export and attribution's parsers
     /// for 120 s in all, and runs the end-to-end scenarios one at a time,
     /// as root. Without root the end-to-end scenarios are skipped, except

@@ -1,11 +1,11 @@
-//! `cargo xtask test`: formatting, clippy, unit tests of every crate, the
-//! alerting rules, the fuzzers, then the end-to-end scenarios as root
-//! against real programs. In CI a missing root is a failure, not a skip.
+//! `cargo xtask test`: formatting, layers, clippy, unit tests of every
+//! crate, the alerting rules, the fuzzers, then the end-to-end scenarios as
+//! root against real programs. In CI a missing root is a failure, not a skip.
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bootstrap, build::build, fuzz, is_root, root_dir, rules, sh};
+use crate::{bootstrap, build::build, fuzz, is_root, layers, root_dir, rules, sh};
 
 pub fn run() -> Result<()> {
     bootstrap::toolchain()?;
@@ -22,6 +22,7 @@ pub fn run() -> Result<()> {
     };
     sh(&mut cargo(&["fmt", "--all", "--", "--check"]))
         .context("code is not formatted: run `cargo fmt --all`")?;
+    layers::check(&root_dir().join(layers::DEFAULT_SRC))?;
     sh(&mut cargo(&[
         "clippy",
         "--release",
