@@ -39,6 +39,13 @@ fn bpf_linker_works() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
+/// `cargo xtask bootstrap`: everything, as the test task needs it.
+pub fn run() -> Result<()> {
+    toolchain()?;
+    cargo_fuzz()?;
+    test_packages()
+}
+
 pub fn toolchain() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
         .context("rustup is needed: install it from your distribution or rustup.rs")?;

@@ -30,6 +30,13 @@ const MAX_TRACE_LEN: u64 = 256 << 10;
 const TIMEOUT_S: u64 = 10;
 const RSS_LIMIT_MB: u64 = 1024;
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds of fuzzing in all, shared among the targets.
+    #[arg(value_name = "SECONDS", default_value_t = DEFAULT_SECONDS)]
+    pub seconds: u64,
+}
+
 /// What libFuzzer reached.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {

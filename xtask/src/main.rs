@@ -1,10 +1,17 @@
-//! Developer and CI tasks: `cargo xtask <bootstrap|build|run|test|fuzz>`.
+//! Developer and CI tasks: `cargo xtask <command>`, one module per command
+//! (`cargo xtask --help` lists them).
 //!
 //! Everything a fresh machine needs is set up here, idempotently, so that
 //! the README's two commands are the only ones anybody types.
 mod bench;
 mod bootstrap;
+mod build;
 mod fuzz;
+mod image;
+mod layers;
+mod rules;
+mod run;
+mod test;
 
 use std::{
     path::{Path, PathBuf},
@@ -12,49 +19,104 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+/// Developer and CI tasks of threadtrace.
+///
+/// Each one sets up what it needs first (nightly's rust-src, bpf-linker,
+/// test packages), once.
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
 
-  bootstrap        install what building needs (nightly rust-src, bpf-linker)
-  build [--debug] [-v]
-                   build threadtrace (release unless --debug; -v shows
-                   the eBPF sub-build's progress)
-  run -- ARGS      build, then run threadtrace ARGS as root (sudo if needed)
-  test             bootstrap, install test packages, check formatting and
-                   clippy, run unit tests, test the alerting rules with
-                   promtool, fuzz the trace reader, report, export and
-                   attribution's parsers for 120 s in all, and run the
-                   end-to-end scenarios (as root)
-  image            build the container image (deploy/container/) offline with
-                   buildah, as target/image/threadtrace-VERSION.oci.tar
-  fuzz [SECONDS]   fuzz the trace reader, report, export and attribution's
-                   parsers, the time shared among them (default 120 s;
-                   cargo-fuzz, nightly)
-  bench [--quick]  measure overhead against untraced and bpftrace (wall and
-                   CPU time, interleaved rounds, intervals), each kernel
-                   program's cost, storm rate and exactness, CPU, RSS,
-                   start-up, address-space memory (as root); installs
-                   bpftrace and bpftool; writes bench/results.md. --quick:
-                   3 rounds, 10k threads, a 10 s storm, to try it out
-  bench --storm-seconds N   the storm's length (default 60)
-  bench --storm-only        only the storm: bench/storm-{N}s.md
-  bench --bin PATH          measure that threadtrace binary (another build)
-  bench --out FILE          write the results there, not bench/results.md
-  bench --processes N       processes for the address-space figure (5000)
-  bench --growth-only       what sampling memory for OOM growers costs with
-                            1,000 idle processes: bench/growth.md
-";
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need: nightly's rust-src,
+    /// bpf-linker, cargo-fuzz and the test packages.
+    ///
+    /// bpf-linker is built against the LLVM inside the nightly toolchain (a
+    /// few minutes, once); the Debian packages the end-to-end tests use are
+    /// installed with apt-get, which needs root.
+    Bootstrap,
+    /// Build threadtrace (release unless --debug) and print the binary's
+    /// path.
+    Build(build::Args),
+    /// Build threadtrace, then run it with ARGS as root (sudo if needed),
+    /// exiting with its exit code.
+    ///
+    /// Everything after `--` goes to threadtrace: `cargo xtask run --
+    /// record -o trace.ttr`.
+    Run(run::Args),
+    /// Every test: formatting, layers, clippy, unit tests, alerting rules,
+    /// fuzzing, and the end-to-end scenarios as root.
+    ///
+    /// Bootstraps, installs the test packages (as root), checks formatting,
+    /// the layers of threadtrace's modules (`cargo xtask layers`) and
+    /// clippy, runs the unit tests, tests the alerting rules with promtool,
+    /// fuzzes the trace reader, report, export and attribution's parsers
+    /// for 120 s in all, and runs the end-to-end scenarios one at a time,
+    /// as root. Without root the end-to-end scenarios are skipped, except
+    /// in CI (CI set), where that is a failure.
+    Test,
+    /// Check that threadtrace's top-level modules import each other in
+    /// layers: no import cycle, and the layering rules hold.
+    ///
+    /// A module is a file src/x.rs or a directory src/x/; a file imports
+    /// module x when its code names crate::x (in a use, a use group or a
+    /// path in code, or through super:: up to the crate's root), tests
+    /// (#[cfg(test)] items, tests.rs, tests/) aside. Prints each cycle with
+    /// the files that make its imports, and fails; otherwise one line.
+    Layers(layers::Args),
+    /// Build the container image (deploy/container/) offline with buildah,
+    /// as target/image/threadtrace-VERSION.oci.tar.
+    Image,
+    /// Fuzz the trace reader, report, export and attribution's parsers, the
+    /// time shared among them (cargo-fuzz, nightly).
+    ///
+    /// New inputs go to fuzz/corpus/<target>/, a crash's input to
+    /// fuzz/artifacts/<target>/.
+    Fuzz(fuzz::Args),
+    /// Measure what threadtrace costs and whether it counts right, as root:
+    /// writes bench/results.md.
+    ///
+    /// Overhead against untraced and bpftrace (wall and CPU time,
+    /// interleaved rounds, 95% intervals), each kernel program's cost, a
+    /// failure storm's rate and exactness, the tracer's CPU and RSS,
+    /// start-up, address-space memory. Installs bpftrace and bpftool.
+    Bench(bench::Args),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    match run(Cli::parse().command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn run(task: Task) -> Result<ExitCode> {
+    match task {
+        Task::Bootstrap => bootstrap::run()?,
+        Task::Build(args) => build::run(&args)?,
+        Task::Run(args) => return run::run(&args),
+        Task::Test => test::run()?,
+        Task::Layers(args) => layers::run(&args)?,
+        Task::Image => image::run()?,
+        Task::Fuzz(args) => {
+            fuzz::run(args.seconds)?;
+        }
+        Task::Bench(args) => bench::run(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn root_dir() -> PathBuf {
@@ -102,247 +164,39 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub fn build(release: bool) -> Result<PathBuf> {
-    bootstrap::toolchain()?;
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root_dir())
-        .args(["build", "--package", "threadtrace"]);
-    if release {
-        cmd.arg("--release");
-    }
-    sh(&mut cmd)?;
-    Ok(root_dir()
-        .join("target")
-        .join(if release { "release" } else { "debug" })
-        .join("threadtrace"))
+/// The task a command line asks for, as `cargo xtask ARGS` would parse it.
+#[cfg(test)]
+fn parse(args: &[&str]) -> Result<Task, clap::Error> {
+    Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.command)
 }
 
-fn run(args: &[String]) -> Result<ExitCode> {
-    let Some(cmd) = args.first() else {
-        eprint!("{USAGE}");
-        return Ok(ExitCode::from(2));
-    };
-    match cmd.as_str() {
-        "bootstrap" => {
-            bootstrap::toolchain()?;
-            bootstrap::cargo_fuzz()?;
-            bootstrap::test_packages()?;
-        }
-        "build" => {
-            if args.iter().any(|a| a == "-v" || a == "--verbose") {
-                // threadtrace's build script then shows the eBPF
-                // sub-build's progress, hidden otherwise.
-                std::env::set_var("THREADTRACE_BUILD_VERBOSE", "1");
-            }
-            let bin = build(!args.iter().any(|a| a == "--debug"))?;
-            println!("{}", bin.display());
-        }
-        "run" => {
-            let bin = build(true)?;
-            let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
-            let mut c = if is_root() {
-                Command::new(&bin)
-            } else {
-                let mut c = Command::new("sudo");
-                c.arg(&bin);
-                c
-            };
-            c.args(rest);
-            let status = c
-                .status()
-                .with_context(|| format!("cannot run {}", bin.display()))?;
-            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
-        }
-        "test" => test()?,
-        "image" => image()?,
-        "bench" if args.iter().any(|a| a == "--growth-only") => {
-            let mut o = bench::growth::Options::default();
-            if args.iter().any(|a| a == "--quick") {
-                o.reps = 1;
-                o.seconds = 10;
-            }
-            let md = bench::growth::run(&build(true)?, &o)?;
-            std::fs::write(root_dir().join("bench/growth.md"), &md)?;
-            print!("{md}");
-        }
-        "bench" => {
-            let mut o = bench::Options::default();
-            let mut rest = args.iter().skip(1);
-            while let Some(a) = rest.next() {
-                match a.as_str() {
-                    "--quick" => {
-                        o.reps = 3;
-                        o.threads = 10_000;
-                        o.storm_seconds = 10;
-                        o.processes = 500;
-                    }
-                    "--bin" => {
-                        o.bin = Some(rest.next().context("--bin needs a path")?.into());
-                    }
-                    "--out" => {
-                        o.out = Some(rest.next().context("--out needs a path")?.into());
-                    }
-                    "--processes" => {
-                        let v = rest.next().context("--processes needs a number")?;
-                        o.processes = v
-                            .parse()
-                            .with_context(|| format!("--processes {v:?}: not a number"))?;
-                    }
-                    "--storm-only" => o.storm_only = true,
-                    "--storm-seconds" => {
-                        let v = rest.next().context("--storm-seconds needs a number")?;
-                        o.storm_seconds = v
-                            .parse()
-                            .with_context(|| format!("--storm-seconds {v:?}: not a number"))?;
-                    }
-                    other => bail!("bench: unknown option {other:?}\n\n{USAGE}"),
-                }
-            }
-            bench::run(&o)?;
-        }
-        "fuzz" => {
-            let seconds = match args.get(1) {
-                Some(s) => s
-                    .parse()
-                    .with_context(|| format!("fuzz: {s:?} is not a number of seconds"))?,
-                None => fuzz::DEFAULT_SECONDS,
-            };
-            fuzz::run(seconds)?;
-        }
-        "-h" | "--help" | "help" => print!("{USAGE}"),
-        other => {
-            eprint!("xtask: unknown command {other:?}\n\n{USAGE}");
-            return Ok(ExitCode::from(2));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
 
-/// The container image, FROM scratch: the release binary and the
-/// libraries it links, as an OCI archive (`podman load -i`, `skopeo copy
-/// oci-archive:...` to push it). Buildah's storage stays under target/.
-fn image() -> Result<()> {
-    let bin = build(true)?;
-    let out = root_dir().join("target/image");
-    let ctx = out.join("context");
-    sh(Command::new(root_dir().join("deploy/container/context.sh"))
-        .arg(&bin)
-        .arg(&ctx))?;
-    let version = env!("CARGO_PKG_VERSION");
-    let tag = format!("localhost/threadtrace:{version}");
-    let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(out.join("storage"))
-            .arg("--runroot")
-            .arg(out.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        c
-    };
-    let ctx_s = ctx.display().to_string();
-    let file = format!("{ctx_s}/Containerfile");
-    sh(&mut buildah(&[
-        "build",
-        "--layers=false",
-        "-f",
-        &file,
-        "-t",
-        &tag,
-        &ctx_s,
-    ]))?;
-    let archive = out.join(format!("threadtrace-{version}.oci.tar"));
-    let _ = std::fs::remove_file(&archive);
-    let dest = format!("oci-archive:{}:{tag}", archive.display());
-    sh(&mut buildah(&["push", &tag, &dest]))?;
-    let size = std::fs::metadata(&archive)?.len();
-    println!(
-        "{} ({:.1} MiB)",
-        archive.display(),
-        size as f64 / (1 << 20) as f64
-    );
-    Ok(())
-}
+    use super::{parse, Cli, Task};
 
-/// The alerting rules shipped in deploy/prometheus/, against their tests
-/// on synthetic series, with Debian's promtool.
-fn alert_rules(root: bool, ci: bool) -> Result<()> {
-    let dir = root_dir().join("deploy/prometheus");
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() && !root && !ci {
-        eprintln!("xtask: alerting rules not tested: promtool is missing (Debian's prometheus package; `sudo cargo xtask test` installs it)");
-        return Ok(());
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
-    sh(Command::new("promtool").current_dir(&dir).args([
-        "check",
-        "rules",
-        "threadtrace.rules.yml",
-    ]))
-    .context("the alerting rules do not load")?;
-    sh(Command::new("promtool").current_dir(&dir).args([
-        "test",
-        "rules",
-        "threadtrace.rules.test.yml",
-    ]))
-    .context("the alerting rules' tests failed")
-}
 
-/// Formatting, clippy, unit tests of every crate, then the end-to-end
-/// scenarios as root against real programs. In CI a missing root is a
-/// failure, not a skip.
-fn test() -> Result<()> {
-    bootstrap::toolchain()?;
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-    let root = is_root();
-    if root {
-        bootstrap::test_packages()?;
-    }
-    let bin = build(true)?;
-    let cargo = |args: &[&str]| {
-        let mut c = Command::new("cargo");
-        c.current_dir(root_dir()).args(args);
-        c
-    };
-    sh(&mut cargo(&["fmt", "--all", "--", "--check"]))
-        .context("code is not formatted: run `cargo fmt --all`")?;
-    sh(&mut cargo(&[
-        "clippy",
-        "--release",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
-    .context("clippy found problems")?;
-    // Unit tests only: the end-to-end crate runs below, one scenario at a
-    // time, since each one traces the whole host.
-    sh(&mut cargo(&[
-        "test",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "threadtrace-e2e",
-        "--exclude",
-        "threadtrace-ebpf",
-    ]))
-    .context("unit tests failed")?;
-    alert_rules(root, ci)?;
-    fuzz::run(fuzz::DEFAULT_SECONDS)?;
-    if !root {
-        if ci {
-            bail!("CI runs the end-to-end tests as root; this run is not root");
+    #[test]
+    fn unknown_or_missing_commands_are_usage_errors() {
+        for args in [&["frobnicate"][..], &[]] {
+            let e = parse(args).err().expect("an error");
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
         }
-        eprintln!("xtask: end-to-end tests skipped: they load eBPF programs and need root (run `sudo cargo xtask test`)");
-        return Ok(());
     }
-    sh(cargo(&[
-        "test",
-        "--release",
-        "--package",
-        "threadtrace-e2e",
-        "--",
-        "--test-threads=1",
-    ])
-    .env("THREADTRACE_BIN", &bin))
-    .context("end-to-end tests failed")
+
+    #[test]
+    fn fuzz_takes_its_seconds_or_the_default() {
+        let seconds = |args: &[&str]| match parse(args).unwrap() {
+            Task::Fuzz(a) => a.seconds,
+            _ => panic!("not fuzz"),
+        };
+        assert_eq!(seconds(&["fuzz"]), crate::fuzz::DEFAULT_SECONDS);
+        assert_eq!(seconds(&["fuzz", "30"]), 30);
+        assert!(parse(&["fuzz", "soon"]).is_err());
+    }
 }

@@ -9,7 +9,7 @@
 //! on these VMs swings by 30% between runs. Configurations take turns in
 //! rounds, each round starting with another one, and a slowdown is the
 //! median of the per-round ratios with a 95% bootstrap interval.
-pub mod growth;
+mod growth;
 mod probes;
 mod spaces;
 mod stats;
@@ -29,20 +29,71 @@ use serde_json::Value;
 
 use crate::{output, root_dir, sh};
 
-pub struct Options {
+#[derive(clap::Args)]
+pub struct Args {
+    /// To try it out: 3 rounds, 10k threads, a 10 s storm, 500 processes
+    /// (with --growth-only: 1 round of 10 s per setting).
+    #[arg(long)]
+    quick: bool,
+    /// The storm's length in seconds [default: 60, 10 with --quick].
+    #[arg(long, value_name = "N")]
+    storm_seconds: Option<u64>,
+    /// Only the storm: bench/storm-{N}s.md.
+    #[arg(long)]
+    storm_only: bool,
+    /// Measure this threadtrace binary instead of building one (another
+    /// build, for a before/after comparison).
+    #[arg(long, value_name = "PATH")]
+    bin: Option<PathBuf>,
+    /// Write the results there, not to bench/results.md.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Processes for the address-space memory figure [default: 5000, 500
+    /// with --quick].
+    #[arg(long, value_name = "N")]
+    processes: Option<usize>,
+    /// Only what sampling memory for OOM growers costs the tracer with
+    /// 1,000 idle processes: bench/growth.md (of the other options, only
+    /// --quick applies).
+    #[arg(long)]
+    growth_only: bool,
+}
+
+impl Args {
+    fn options(&self) -> Options {
+        let mut o = Options::default();
+        if self.quick {
+            o.reps = 3;
+            o.threads = 10_000;
+            o.storm_seconds = 10;
+            o.processes = 500;
+        }
+        Options {
+            storm_seconds: self.storm_seconds.unwrap_or(o.storm_seconds),
+            storm_only: self.storm_only,
+            bin: self.bin.clone(),
+            processes: self.processes.unwrap_or(o.processes),
+            out: self.out.clone(),
+            ..o
+        }
+    }
+}
+
+/// What one run measures, from [`Args`].
+struct Options {
     /// Rounds of each overhead workload (each runs every configuration).
-    pub reps: usize,
-    pub storm_seconds: u64,
-    pub threads: u64,
+    reps: usize,
+    storm_seconds: u64,
+    threads: u64,
     /// Only the storm, written to bench/storm-{N}s.md.
-    pub storm_only: bool,
+    storm_only: bool,
     /// Measure this threadtrace binary instead of building one (e.g. an
     /// older build, for a before/after comparison).
-    pub bin: Option<PathBuf>,
+    bin: Option<PathBuf>,
     /// Processes in the address-space memory figure.
-    pub processes: usize,
+    processes: usize,
     /// Where results.md goes (another build's figures go beside it).
-    pub out: Option<PathBuf>,
+    out: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -625,7 +676,28 @@ fn storm_only(bin: &Path, generator: &Path, seconds: u64) -> Result<()> {
     Ok(())
 }
 
-pub fn run(opts: &Options) -> Result<()> {
+pub fn run(args: &Args) -> Result<()> {
+    if args.growth_only {
+        growth_only(args.quick)
+    } else {
+        benchmark(&args.options())
+    }
+}
+
+/// bench/growth.md.
+fn growth_only(quick: bool) -> Result<()> {
+    let mut o = growth::Options::default();
+    if quick {
+        o.reps = 1;
+        o.seconds = 10;
+    }
+    let md = growth::run(&crate::build::build(true)?, &o)?;
+    std::fs::write(root_dir().join("bench/growth.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}
+
+fn benchmark(opts: &Options) -> Result<()> {
     if !crate::is_root() {
         bail!("the benchmark loads eBPF programs: run it as root (sudo cargo xtask bench)");
     }
@@ -633,7 +705,7 @@ pub fn run(opts: &Options) -> Result<()> {
     crate::bootstrap::bench_packages()?;
     let bin = match &opts.bin {
         Some(b) => b.clone(),
-        None => crate::build(true)?,
+        None => crate::build::build(true)?,
     };
     std::fs::create_dir_all(work_dir())?;
     sh(Command::new("chmod").arg("755").arg(work_dir()))?;
@@ -820,6 +892,40 @@ pub fn run(opts: &Options) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(cmdline: &[&str]) -> Args {
+        match crate::parse(cmdline).unwrap() {
+            crate::Task::Bench(a) => a,
+            _ => panic!("not bench"),
+        }
+    }
+
+    #[test]
+    fn quick_shrinks_the_defaults_and_explicit_options_win() {
+        let o = args(&["bench"]).options();
+        assert_eq!((o.reps, o.storm_seconds, o.processes), (15, 60, 5000));
+        let o = args(&["bench", "--quick"]).options();
+        assert_eq!(
+            (o.reps, o.threads, o.storm_seconds, o.processes),
+            (3, 10_000, 10, 500)
+        );
+        let o = args(&[
+            "bench",
+            "--storm-seconds",
+            "30",
+            "--quick",
+            "--processes",
+            "7",
+        ])
+        .options();
+        assert_eq!((o.reps, o.storm_seconds, o.processes), (3, 30, 7));
+        let o = args(&["bench", "--storm-only", "--bin", "/b", "--out", "/o"]).options();
+        assert!(o.storm_only);
+        assert_eq!(o.bin.as_deref(), Some(Path::new("/b")));
+        assert_eq!(o.out.as_deref(), Some(Path::new("/o")));
+        let a = args(&["bench", "--growth-only", "--quick"]);
+        assert!(a.growth_only && a.quick);
+    }
 
     #[test]
     fn fields_of_a_workloads_output() {
