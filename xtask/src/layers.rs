@@ -33,14 +33,75 @@ enum Imports {
     /// Only these (none: the module is at the bottom).
     Only(&'static [&'static str]),
     /// Any but these.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for the rules to come; tested"))]
     Not(&'static [&'static str]),
 }
 
 /// The layering rules, each checked when its module exists.
+/// They follow docs/architecture.md: foundation, then the model, the
+/// words, what fills the model, what reads it, and the commands on top.
 const RULES: &[(&str, Imports)] = &[
     // The data model, at the bottom: everything else builds on it.
     ("model", Imports::Only(&[])),
+    // Words for people read the model and nothing else.
+    ("words", Imports::Only(&["model"])),
+    // Foundation: no model, nothing above.
+    ("clock", Imports::Only(&[])),
+    ("sanitize", Imports::Only(&[])),
+    ("bounded", Imports::Only(&[])),
+    ("host", Imports::Only(&[])),
+    ("own_limits", Imports::Only(&[])),
+    ("privileges", Imports::Only(&[])),
+    ("proctable", Imports::Only(&["clock"])),
+    ("panics", Imports::Only(&["sanitize"])),
+    // What fills the model knows nothing of where it goes.
+    ("kernel", Imports::Not(READERS_AND_COMMANDS)),
+    ("pods", Imports::Not(READERS_AND_COMMANDS)),
+    ("attribution", Imports::Not(READERS_AND_COMMANDS)),
+    ("enrich", Imports::Not(READERS_AND_COMMANDS)),
+    ("diagnosis", Imports::Not(READERS_AND_COMMANDS)),
+    // Sinks are leaves: the model and the words, not the collector, the
+    // dashboard or what fills the model from the kernel.
+    (
+        "sink",
+        Imports::Not(&[
+            "collector",
+            "tui",
+            "cli",
+            "report",
+            "export",
+            "kernel",
+            "enrich",
+            "attribution",
+        ]),
+    ),
+    (
+        "tui",
+        Imports::Not(&[
+            "collector",
+            "cli",
+            "report",
+            "export",
+            "kernel",
+            "enrich",
+            "attribution",
+        ]),
+    ),
+    (
+        "input",
+        Imports::Not(&["collector", "cli", "report", "export", "tui", "sink"]),
+    ),
+];
+
+/// The layers above the fillers of the model.
+const READERS_AND_COMMANDS: &[&str] = &[
+    "sink",
+    "tui",
+    "input",
+    "report",
+    "export",
+    "collector",
+    "cli",
+    "doctor",
 ];
 
 impl Imports {
