@@ -167,48 +167,7 @@ pub fn build(input: &mut Input) -> Result<Report, ReportError> {
                     r.counters = Some(s);
                 }
             }
-            Item::Event(v) => {
-                let kind = v
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                *r.events_by_kind.entry(kind.clone()).or_default() += 1;
-                let rec = serde_json::from_value::<Record>(v.clone());
-                if let Ok(rec) = &rec {
-                    findings.add(rec);
-                }
-                match rec {
-                    Ok(Record::ThreadCreateFailed(e)) => {
-                        r.failure_events += 1;
-                        let lib = match (e.library, e.symbol) {
-                            (Some(l), Some(s)) => format!("{l} ({s})"),
-                            (Some(l), None) => l,
-                            _ => "unknown".into(),
-                        };
-                        *r.failures_by_library.entry(lib).or_default() += 1;
-                    }
-                    Ok(Record::OomKill(_)) => {
-                        r.oom_kills_total += 1;
-                        if r.oom_kills.len() < KEPT {
-                            r.oom_kills.push(v);
-                        }
-                    }
-                    Ok(Record::RlimitChange(e)) if e.changed => {
-                        r.rlimit_changes_total += 1;
-                        if r.rlimit_changes.len() < KEPT {
-                            r.rlimit_changes.push(v);
-                        }
-                    }
-                    Ok(Record::RlimitChange(_)) => r.rlimit_unchanged += 1,
-                    Ok(Record::Summary(s)) => {
-                        r.counters = Some(s);
-                        r.ended_cleanly = true;
-                    }
-                    Ok(_) => {}
-                    Err(_) => r.records_unreadable += 1,
-                }
-            }
+            Item::Event(v) => r.event(v, &mut findings),
         }
     }
     r.damage = (&input.damage()).into();
@@ -221,21 +180,7 @@ pub fn build(input: &mut Input) -> Result<Report, ReportError> {
         .continued()
         .and_then(|c| c["next"].as_str())
         .map(String::from);
-    if !input.window.is_all() {
-        let baseline = input
-            .baseline
-            .take()
-            .and_then(|v| serde_json::from_value::<Summary>(v).ok());
-        r.window = Some(WindowReport {
-            since: input.window.since.map(crate::clock::rfc3339),
-            until: input.window.until.map(crate::clock::rfc3339),
-            outside: input.outside,
-            counted_from: baseline.as_ref().map(|b| b.time.clone()),
-        });
-        if let (Some(c), Some(b)) = (r.counters.as_mut(), baseline.as_ref()) {
-            *c = crate::input::since(c, b);
-        }
-    }
+    r.window(input);
     // A recording that ended cleanly ranked its findings with every event;
     // otherwise (or for a window) rank them from what was read.
     r.findings = match &r.counters {
@@ -252,6 +197,74 @@ pub fn build(input: &mut Input) -> Result<Report, ReportError> {
         return Err(ReportError::Empty(input.name()));
     }
     Ok(r)
+}
+
+impl Report {
+    /// One event record: counted by kind, kept or tallied, and seen by
+    /// the findings.
+    fn event(&mut self, v: Value, findings: &mut Findings) {
+        let kind = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        *self.events_by_kind.entry(kind).or_default() += 1;
+        let rec = serde_json::from_value::<Record>(v.clone());
+        if let Ok(rec) = &rec {
+            findings.add(rec);
+        }
+        match rec {
+            Ok(Record::ThreadCreateFailed(e)) => {
+                self.failure_events += 1;
+                let lib = match (e.library, e.symbol) {
+                    (Some(l), Some(s)) => format!("{l} ({s})"),
+                    (Some(l), None) => l,
+                    _ => "unknown".into(),
+                };
+                *self.failures_by_library.entry(lib).or_default() += 1;
+            }
+            Ok(Record::OomKill(_)) => {
+                self.oom_kills_total += 1;
+                if self.oom_kills.len() < KEPT {
+                    self.oom_kills.push(v);
+                }
+            }
+            Ok(Record::RlimitChange(e)) if e.changed => {
+                self.rlimit_changes_total += 1;
+                if self.rlimit_changes.len() < KEPT {
+                    self.rlimit_changes.push(v);
+                }
+            }
+            Ok(Record::RlimitChange(_)) => self.rlimit_unchanged += 1,
+            Ok(Record::Summary(s)) => {
+                self.counters = Some(s);
+                self.ended_cleanly = true;
+            }
+            Ok(_) => {}
+            Err(_) => self.records_unreadable += 1,
+        }
+    }
+
+    /// With --since/--until: the window, and the counts within it (the
+    /// last snapshot in it minus the last one before it).
+    fn window(&mut self, input: &mut Input) {
+        if input.window.is_all() {
+            return;
+        }
+        let baseline = input
+            .baseline
+            .take()
+            .and_then(|v| serde_json::from_value::<Summary>(v).ok());
+        self.window = Some(WindowReport {
+            since: input.window.since.map(crate::clock::rfc3339),
+            until: input.window.until.map(crate::clock::rfc3339),
+            outside: input.outside,
+            counted_from: baseline.as_ref().map(|b| b.time.clone()),
+        });
+        if let (Some(c), Some(b)) = (self.counters.as_mut(), baseline.as_ref()) {
+            *c = crate::input::since(c, b);
+        }
+    }
 }
 
 /// Damage in one line for stderr, or None when the file is intact.

@@ -107,17 +107,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Recording> {
         Some((addr, _)) => Some(metrics::http::bind(*addr)?),
         None => None,
     };
-    let log_level = if opts.verbose > 0 {
-        aya_log::Level::Debug as u8
-    } else {
-        0
-    };
-    let mut kernel = Kernel::load(log_level, opts.detail_rate)?;
-    if opts.verbose > 0 {
-        kernel_logs(&mut kernel)?;
-    }
-    let counters = CounterMaps::take(&mut kernel.ebpf)?;
-    let ring = register(kernel.take_ring_buffer()?)?;
+    let (kernel, counters, ring) = load(opts)?;
     // The probes are attached before /proc is read: a mapping made
     // meanwhile is in one or the other.
     let mut procs = ProcTable::new(CgroupMounts::read());
@@ -135,29 +125,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Recording> {
         probes: kernel.attached.clone(),
         processes: procs.len(),
     };
-    let trace = match &opts.output {
-        Some(path) => {
-            let header = serde_json::json!({
-                "host": host,
-                "started": started.time,
-                "threadtrace": env!("CARGO_PKG_VERSION"),
-                "args": std::env::args().collect::<Vec<_>>(),
-            });
-            let cfg = TraceConfig {
-                output: path.clone(),
-                force: opts.force,
-                max_size: opts.max_size,
-                file_size: opts.file_size,
-            };
-            Some(TraceSink::open(
-                &cfg,
-                header,
-                &trace::process_table(&procs),
-                &started.time,
-            )?)
-        }
-        None => None,
-    };
+    let trace = open_trace(opts, &host, &started, &procs)?;
     let trace_rotation = trace.as_ref().map(|t| t.wants_rotation.clone());
     let filter = ProcessFilter {
         pids: opts.pids.clone(),
@@ -172,28 +140,10 @@ pub async fn start(opts: &Options) -> anyhow::Result<Recording> {
         hangup: signal(SignalKind::hangup())?,
         hangup_stops: std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
-    let (dashboard, feed, quit) = if opts.dashboard {
-        match tui::start(opts.output.clone()) {
-            Ok((d, feed, quit)) => (Some(d), Some(feed), Some(quit)),
-            Err(e) => {
-                log::warn!("{e}");
-                (None, None, None)
-            }
-        }
-    } else {
-        (None, None, None)
-    };
+    let (dashboard, feed, quit) = start_dashboard(opts);
     let shared = Shared::default();
     let ctx = Context::new(procs);
-    let (metrics_sink, metrics_server) = match (metrics_listener, &opts.metrics) {
-        (Some(listener), Some((_, cfg))) => {
-            let (sink, registry) = metrics::new(cfg);
-            let server = metrics::http::spawn(listener, registry)?;
-            log::info!("metrics at http://{}/metrics", server.addr);
-            (Some(sink), Some(server))
-        }
-        _ => (None, None),
-    };
+    let (metrics_sink, metrics_server) = serve_metrics(metrics_listener, opts)?;
     let (sender, output_thread) = output::spawn(Output {
         shared: shared.clone(),
         clock: ctx.clock,
@@ -221,18 +171,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Recording> {
         ),
         ctx,
     };
-    let t0 = Instant::now();
-    for offset in collector
-        .spaces
-        .seed(&collector.ctx.procs, &collector.ctx.clock)
-    {
-        collector.source.read_start_routine_at(offset);
-    }
-    log::info!(
-        "address spaces of {} processes read in {:?}",
-        collector.spaces.spaces().stats().processes,
-        t0.elapsed()
-    );
+    collector.seed_address_spaces();
     collector.handoff.emit(Record::Started(started), None);
     collector.checkpoint();
     log::info!("started in {:?}", started_at.elapsed());
@@ -268,5 +207,103 @@ fn give_up_privileges(max_memory: u64) {
     match own_limits::cap_memory(max_memory) {
         Ok(b) => log::debug!("memory limit (RLIMIT_DATA): {b} bytes"),
         Err(e) => log::warn!("{e}: the tracer's memory is not capped"),
+    }
+}
+
+/// Loads and attaches the kernel programs; their counters and ring buffer.
+fn load(opts: &Options) -> anyhow::Result<(Kernel, CounterMaps, AsyncFd<RingBuf<MapData>>)> {
+    let log_level = if opts.verbose > 0 {
+        aya_log::Level::Debug as u8
+    } else {
+        0
+    };
+    let mut kernel = Kernel::load(log_level, opts.detail_rate)?;
+    if opts.verbose > 0 {
+        kernel_logs(&mut kernel)?;
+    }
+    let counters = CounterMaps::take(&mut kernel.ebpf)?;
+    let ring = register(kernel.take_ring_buffer()?)?;
+    Ok((kernel, counters, ring))
+}
+
+/// The trace file or set of `-o`, which starts with the host and the
+/// processes alive.
+fn open_trace(
+    opts: &Options,
+    host: &HostFacts,
+    started: &Started,
+    procs: &ProcTable,
+) -> anyhow::Result<Option<TraceSink>> {
+    let Some(path) = &opts.output else {
+        return Ok(None);
+    };
+    let header = serde_json::json!({
+        "host": host,
+        "started": started.time,
+        "threadtrace": env!("CARGO_PKG_VERSION"),
+        "args": std::env::args().collect::<Vec<_>>(),
+    });
+    let cfg = TraceConfig {
+        output: path.clone(),
+        force: opts.force,
+        max_size: opts.max_size,
+        file_size: opts.file_size,
+    };
+    Ok(Some(TraceSink::open(
+        &cfg,
+        header,
+        &trace::process_table(procs),
+        &started.time,
+    )?))
+}
+
+type DashboardParts = (
+    Option<Dashboard>,
+    Option<tui::feed::Feed>,
+    Option<oneshot::Receiver<()>>,
+);
+
+/// The dashboard, when asked for and the terminal can be taken; lines
+/// otherwise.
+fn start_dashboard(opts: &Options) -> DashboardParts {
+    if !opts.dashboard {
+        return (None, None, None);
+    }
+    match tui::start(opts.output.clone()) {
+        Ok((d, feed, quit)) => (Some(d), Some(feed), Some(quit)),
+        Err(e) => {
+            log::warn!("{e}");
+            (None, None, None)
+        }
+    }
+}
+
+/// The metrics and their server, on the port bound before loading.
+fn serve_metrics(
+    listener: Option<std::net::TcpListener>,
+    opts: &Options,
+) -> anyhow::Result<(Option<metrics::Metrics>, Option<metrics::http::Server>)> {
+    let (Some(listener), Some((_, cfg))) = (listener, &opts.metrics) else {
+        return Ok((None, None));
+    };
+    let (sink, registry) = metrics::new(cfg);
+    let server = metrics::http::spawn(listener, registry)?;
+    log::info!("metrics at http://{}/metrics", server.addr);
+    Ok((Some(sink), Some(server)))
+}
+
+impl Collector {
+    /// The address spaces of every process alive now, and the start
+    /// routine offsets of the libcs they map.
+    fn seed_address_spaces(&mut self) {
+        let t0 = Instant::now();
+        for offset in self.spaces.seed(&self.ctx.procs, &self.ctx.clock) {
+            self.source.read_start_routine_at(offset);
+        }
+        log::info!(
+            "address spaces of {} processes read in {:?}",
+            self.spaces.spaces().stats().processes,
+            t0.elapsed()
+        );
     }
 }

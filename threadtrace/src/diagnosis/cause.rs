@@ -28,21 +28,7 @@ pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
     // The new thread's stack could not be mapped (mmap or mprotect failed
     // inside pthread_create): pthread_create says EAGAIN, the syscall ENOMEM.
     if api == "pthread_create" && !clone_tried {
-        let mut why = Vec::new();
-        if let Some(as_) = e.rlimit_as {
-            why.push(format!("RLIMIT_AS is {} MiB", as_ >> 20));
-        }
-        if let (Some(maps), Some(max)) = (e.map_count, e.max_map_count) {
-            if maps + 16 >= max {
-                why.push(format!("{maps} of vm.max_map_count {max} mappings used"));
-            }
-        }
-        let detail = if why.is_empty() {
-            "pthread_create failed before any clone: the thread's stack or TLS could not be mapped (memory)".to_string()
-        } else {
-            format!("pthread_create failed before any clone: the thread's stack could not be mapped; {}", why.join(", "))
-        };
-        return cause("stack_alloc", e.rlimit_as, None, detail);
+        return stack_alloc(e);
     }
     if errno == ENOMEM {
         return cause(
@@ -60,61 +46,96 @@ pub fn decide(api: &str, errno: i32, clone_tried: bool, e: &Evidence) -> Cause {
             format!("errno {errno} is not a limit on tasks"),
         );
     }
-    if let Some(p) = &e.pids {
-        if p.max_events_moved || p.max.is_some_and(|m| p.current >= m) {
-            let mut c = cause(
-                "cgroup_pids",
-                p.max,
-                Some(p.current),
-                format!(
-                    "the pids cgroup {} is at its limit: pids.current {} of pids.max {}{}",
-                    p.cgroup,
-                    p.current,
-                    p.max.map(|m| m.to_string()).unwrap_or_else(|| "max".into()),
-                    if p.max_events_moved {
-                        " (its pids.events max counter moved)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-            c.cgroup = Some(p.cgroup.clone());
-            return c;
+    pids_cgroup(e)
+        .or_else(|| rlimit_nproc(e))
+        .or_else(|| host_limit(e))
+        .unwrap_or_else(|| nothing_at_its_limit(e))
+}
+
+fn stack_alloc(e: &Evidence) -> Cause {
+    let mut why = Vec::new();
+    if let Some(as_) = e.rlimit_as {
+        why.push(format!("RLIMIT_AS is {} MiB", as_ >> 20));
+    }
+    if let (Some(maps), Some(max)) = (e.map_count, e.max_map_count) {
+        if maps + 16 >= max {
+            why.push(format!("{maps} of vm.max_map_count {max} mappings used"));
         }
     }
-    if let Some(n) = e.nproc {
-        if e.uid != 0 && n.soft != u64::MAX && n.count >= n.soft as i64 {
-            return cause(
-                "rlimit_nproc",
-                Some(n.soft),
-                Some(n.count as u64),
-                format!(
-                    "user {} had {} (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is {}",
-                    e.uid, words::count(n.count, "task"), n.soft
-                ),
-            );
-        }
+    let detail = if why.is_empty() {
+        "pthread_create failed before any clone: the thread's stack or TLS could not be mapped (memory)".to_string()
+    } else {
+        format!(
+            "pthread_create failed before any clone: the thread's stack could not be mapped; {}",
+            why.join(", ")
+        )
+    };
+    cause("stack_alloc", e.rlimit_as, None, detail)
+}
+
+fn pids_cgroup(e: &Evidence) -> Option<Cause> {
+    let p = e.pids.as_ref()?;
+    if !(p.max_events_moved || p.max.is_some_and(|m| p.current >= m)) {
+        return None;
     }
-    if let (Some(total), Some(max)) = (e.threads_total, e.threads_max) {
-        if total + 64 >= max {
-            return cause(
-                "threads_max",
+    let mut c = cause(
+        "cgroup_pids",
+        p.max,
+        Some(p.current),
+        format!(
+            "the pids cgroup {} is at its limit: pids.current {} of pids.max {}{}",
+            p.cgroup,
+            p.current,
+            p.max.map(|m| m.to_string()).unwrap_or_else(|| "max".into()),
+            if p.max_events_moved {
+                " (its pids.events max counter moved)"
+            } else {
+                ""
+            }
+        ),
+    );
+    c.cgroup = Some(p.cgroup.clone());
+    Some(c)
+}
+
+/// Root is not bound by RLIMIT_NPROC.
+fn rlimit_nproc(e: &Evidence) -> Option<Cause> {
+    let n = e.nproc?;
+    (e.uid != 0 && n.soft != u64::MAX && n.count >= n.soft as i64).then(|| {
+        cause(
+            "rlimit_nproc",
+            Some(n.soft),
+            Some(n.count as u64),
+            format!(
+                "user {} had {} (threads count) at the failure, the soft RLIMIT_NPROC of the failing process is {}",
+                e.uid,
+                words::count(n.count, "task"),
+                n.soft
+            ),
+        )
+    })
+}
+
+/// kernel.threads-max, then kernel.pid_max, within 64 tasks of the host's.
+fn host_limit(e: &Evidence) -> Option<Cause> {
+    let total = e.threads_total?;
+    for (kind, name, max) in [
+        ("threads_max", "kernel.threads-max", e.threads_max),
+        ("pid_max", "kernel.pid_max", e.pid_max),
+    ] {
+        if let Some(max) = max.filter(|&m| total + 64 >= m) {
+            return Some(cause(
+                kind,
                 Some(max),
                 Some(total),
-                format!("{total} tasks on the host, kernel.threads-max is {max}"),
-            );
+                format!("{total} tasks on the host, {name} is {max}"),
+            ));
         }
     }
-    if let (Some(total), Some(max)) = (e.threads_total, e.pid_max) {
-        if total + 64 >= max {
-            return cause(
-                "pid_max",
-                Some(max),
-                Some(total),
-                format!("{total} tasks on the host, kernel.pid_max is {max}"),
-            );
-        }
-    }
+    None
+}
+
+fn nothing_at_its_limit(e: &Evidence) -> Cause {
     let mut seen = Vec::new();
     if let Some(n) = e.nproc {
         seen.push(format!(

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    model::{Limits, Record, Task},
+    model::{
+        Limits, OomKill, Oversubscribed, Record, RlimitChange, Storm, Task, ThreadCreateFailed,
+    },
     tracefile::reader::Item,
     words::growth::{grew, sentence, verdict, GrowthVerdict},
 };
@@ -114,118 +116,11 @@ impl Timeline {
 
     pub fn add_record(&mut self, r: &Record) {
         match r {
-            Record::ThreadCreateFailed(e) => {
-                let who = e.library.clone().unwrap_or_else(|| "unknown".into());
-                let stack: Vec<String> = e
-                    .stack
-                    .iter()
-                    .take(STACK_FRAMES)
-                    .map(|f| {
-                        format!(
-                            "{} ({})",
-                            f.symbol.as_deref().unwrap_or("?"),
-                            f.module.as_deref().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                self.instant(
-                    "failure",
-                    &e.task,
-                    format!("{} {} ({who})", e.api, e.error),
-                    json!({
-                        "library": e.library, "symbol": e.symbol, "module": e.module,
-                        "syscall": e.syscall, "uid": e.task.uid, "cgroup": e.cgroup,
-                        "cause": e.cause.as_ref().map(|c| c.kind.clone()),
-                        "detail": e.cause.as_ref().map(|c| c.detail.clone()),
-                        "remedy": e.cause.as_ref().map(|c| c.remedy.clone()),
-                        "stack": stack,
-                    }),
-                );
-            }
-            Record::OomKill(k) => {
-                // On the victim's track: that is whose work was lost.
-                let mut task = k.task.clone();
-                task.pid = k.victim.pid;
-                task.tid = k.victim.pid;
-                task.comm = k.victim.comm.clone();
-                let growth = sentence(k);
-                self.instant(
-                    "oom",
-                    &task,
-                    format!("OOM kill of {}[{}]", k.victim.comm, k.victim.pid),
-                    json!({"rss_bytes": k.victim.rss_bytes, "memory_cgroup": k.memory_cgroup,
-                           "trigger": k.trigger, "growth": growth, "growers": k.growers,
-                           "victim_growth": k.victim_growth, "pool": k.pool,
-                           "consequence": k.consequence, "remedy": k.remedy}),
-                );
-                // And on the track of the process that grew, when it was
-                // not the victim: that is where the memory went.
-                if let GrowthVerdict::NotTheGrower(o) = verdict(k) {
-                    let mut task = k.task.clone();
-                    task.pid = o.pid;
-                    task.tid = o.pid;
-                    task.comm = o.comm.clone();
-                    self.instant(
-                        "oom",
-                        &task,
-                        format!(
-                            "{} before the OOM kill of {}[{}]",
-                            grew(o),
-                            k.victim.comm,
-                            k.victim.pid
-                        ),
-                        json!({"grower": o, "victim_pid": k.victim.pid, "growth": growth,
-                               "remedy": k.remedy}),
-                    );
-                }
-            }
-            Record::RlimitChange(e) if e.changed => {
-                let lim = |l: &Option<Limits>| l.as_ref().map(|l| format!("{}/{}", l.soft, l.hard));
-                self.instant(
-                    "rlimit",
-                    &e.task,
-                    format!("{} set to {}", e.resource, lim(&e.new).unwrap_or_default()),
-                    json!({"resource": e.resource, "target_pid": e.target_pid,
-                           "target_comm": e.target_comm, "old": lim(&e.old), "new": lim(&e.new),
-                           "api": e.api}),
-                );
-            }
-            Record::Oversubscribed(o) => {
-                let task = Task {
-                    time: o.time.clone(),
-                    pid: o.pid,
-                    tid: o.pid,
-                    comm: o.comm.clone(),
-                    uid: 0,
-                };
-                self.instant(
-                    "oversubscribed",
-                    &task,
-                    format!(
-                        "{} threads of {} on {} CPUs",
-                        o.threads, o.library, o.cpus_allowed
-                    ),
-                    json!({"library": o.library, "threads": o.threads,
-                           "cpus_allowed": o.cpus_allowed, "source": o.source, "remedy": o.remedy}),
-                );
-            }
-            Record::Storm(s) if s.state == "end" => {
-                let (Some(ts_us), Some(p)) = (micros(&s.started), s.processes.first()) else {
-                    return;
-                };
-                self.name(p.pid, &p.comm);
-                self.spans.push(Span {
-                    pid: p.pid,
-                    ts_us,
-                    dur_us: (s.duration_s * 1e6) as u64,
-                    name: format!("storm: {} failures", s.failures),
-                    args: object(json!({
-                        "scope": s.scope, "failures": s.failures,
-                        "peak_rate_per_s": s.peak_rate_per_s, "libraries": s.libraries,
-                        "causes": s.causes, "remedy": s.remedy,
-                    })),
-                });
-            }
+            Record::ThreadCreateFailed(e) => self.failure(e),
+            Record::OomKill(k) => self.oom_kill(k),
+            Record::RlimitChange(e) if e.changed => self.rlimit_change(e),
+            Record::Oversubscribed(o) => self.oversubscribed(o),
+            Record::Storm(s) if s.state == "end" => self.storm(s),
             Record::ProcessExec(e) => {
                 // The name after exec is the one people know the process by.
                 self.processes
@@ -233,6 +128,122 @@ impl Timeline {
             }
             _ => {}
         }
+    }
+
+    fn failure(&mut self, e: &ThreadCreateFailed) {
+        let who = e.library.clone().unwrap_or_else(|| "unknown".into());
+        let stack: Vec<String> = e
+            .stack
+            .iter()
+            .take(STACK_FRAMES)
+            .map(|f| {
+                format!(
+                    "{} ({})",
+                    f.symbol.as_deref().unwrap_or("?"),
+                    f.module.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        self.instant(
+            "failure",
+            &e.task,
+            format!("{} {} ({who})", e.api, e.error),
+            json!({
+                "library": e.library, "symbol": e.symbol, "module": e.module,
+                "syscall": e.syscall, "uid": e.task.uid, "cgroup": e.cgroup,
+                "cause": e.cause.as_ref().map(|c| c.kind.clone()),
+                "detail": e.cause.as_ref().map(|c| c.detail.clone()),
+                "remedy": e.cause.as_ref().map(|c| c.remedy.clone()),
+                "stack": stack,
+            }),
+        );
+    }
+
+    /// On the victim's track: that is whose work was lost. And on the
+    /// track of the process that grew, when it was not the victim: that is
+    /// where the memory went.
+    fn oom_kill(&mut self, k: &OomKill) {
+        let on_track_of = |pid: u32, comm: &str| Task {
+            pid,
+            tid: pid,
+            comm: comm.to_string(),
+            ..k.task.clone()
+        };
+        let growth = sentence(k);
+        self.instant(
+            "oom",
+            &on_track_of(k.victim.pid, &k.victim.comm),
+            format!("OOM kill of {}[{}]", k.victim.comm, k.victim.pid),
+            json!({"rss_bytes": k.victim.rss_bytes, "memory_cgroup": k.memory_cgroup,
+                   "trigger": k.trigger, "growth": growth, "growers": k.growers,
+                   "victim_growth": k.victim_growth, "pool": k.pool,
+                   "consequence": k.consequence, "remedy": k.remedy}),
+        );
+        if let GrowthVerdict::NotTheGrower(o) = verdict(k) {
+            self.instant(
+                "oom",
+                &on_track_of(o.pid, &o.comm),
+                format!(
+                    "{} before the OOM kill of {}[{}]",
+                    grew(o),
+                    k.victim.comm,
+                    k.victim.pid
+                ),
+                json!({"grower": o, "victim_pid": k.victim.pid, "growth": growth,
+                       "remedy": k.remedy}),
+            );
+        }
+    }
+
+    fn rlimit_change(&mut self, e: &RlimitChange) {
+        let lim = |l: &Option<Limits>| l.as_ref().map(|l| format!("{}/{}", l.soft, l.hard));
+        self.instant(
+            "rlimit",
+            &e.task,
+            format!("{} set to {}", e.resource, lim(&e.new).unwrap_or_default()),
+            json!({"resource": e.resource, "target_pid": e.target_pid,
+                   "target_comm": e.target_comm, "old": lim(&e.old), "new": lim(&e.new),
+                   "api": e.api}),
+        );
+    }
+
+    fn oversubscribed(&mut self, o: &Oversubscribed) {
+        let task = Task {
+            time: o.time.clone(),
+            pid: o.pid,
+            tid: o.pid,
+            comm: o.comm.clone(),
+            uid: 0,
+        };
+        self.instant(
+            "oversubscribed",
+            &task,
+            format!(
+                "{} threads of {} on {} CPUs",
+                o.threads, o.library, o.cpus_allowed
+            ),
+            json!({"library": o.library, "threads": o.threads,
+                   "cpus_allowed": o.cpus_allowed, "source": o.source, "remedy": o.remedy}),
+        );
+    }
+
+    /// A storm that ended, as a span on its first process's track.
+    fn storm(&mut self, s: &Storm) {
+        let (Some(ts_us), Some(p)) = (micros(&s.started), s.processes.first()) else {
+            return;
+        };
+        self.name(p.pid, &p.comm);
+        self.spans.push(Span {
+            pid: p.pid,
+            ts_us,
+            dur_us: (s.duration_s * 1e6) as u64,
+            name: format!("storm: {} failures", s.failures),
+            args: object(json!({
+                "scope": s.scope, "failures": s.failures,
+                "peak_rate_per_s": s.peak_rate_per_s, "libraries": s.libraries,
+                "causes": s.causes, "remedy": s.remedy,
+            })),
+        });
     }
 
     /// Every name and arg escaped by `sanitize`: the viewers draw bidi

@@ -283,6 +283,15 @@ pub fn summary(s: &Summary) -> String {
 
 fn summary_of(s: &Summary) -> String {
     let mut out = String::new();
+    failures(&mut out, s);
+    live_threads(&mut out, s);
+    what_is_missing(&mut out, s);
+    out.trim_end().to_string()
+}
+
+/// The findings, then the exact counts: by api and error, the top
+/// processes, and what the first error means.
+fn failures(out: &mut String, s: &Summary) {
     if !s.findings.is_empty() {
         out.push_str(&findings(&s.findings, 6));
         out.push('\n');
@@ -316,6 +325,10 @@ fn summary_of(s: &Summary) -> String {
             }
         }
     }
+}
+
+/// Live threads by the library that created them.
+fn live_threads(out: &mut String, s: &Summary) {
     if !s.threads.is_empty() {
         out.push_str("live threads by creating library:\n");
         for t in s.threads.iter().take(5) {
@@ -326,6 +339,11 @@ fn summary_of(s: &Summary) -> String {
             );
         }
     }
+}
+
+/// What the counts are exact without: details lost, sampled out, left out
+/// of the file, or given up by the tracer to stay bounded.
+fn what_is_missing(out: &mut String, s: &Summary) {
     if s.events_lost > 0 {
         let _ = writeln!(
             out,
@@ -387,7 +405,6 @@ fn summary_of(s: &Summary) -> String {
             s.mmap_records_lost
         );
     }
-    out.trim_end().to_string()
 }
 
 /// A record's readable line(s), safe for a terminal: every string in the

@@ -610,6 +610,116 @@ fn grower_cell(k: &OomKill, width: usize) -> String {
     }
 }
 
+/// One row of the kills panel: an OOM kill, or a pool worker killed by
+/// a signal.
+#[derive(Default)]
+struct KillRow {
+    time: String,
+    victim: String,
+    rss: String,
+    grew: String,
+    grower: String,
+    trigger: String,
+    limit: String,
+    pool: Option<String>,
+}
+
+impl KillRow {
+    fn of(r: &Record, wide: bool) -> KillRow {
+        match r {
+            Record::OomKill(k) => KillRow {
+                time: clock(&k.task.time).to_string(),
+                victim: format!("{}[{}]", k.victim.comm, k.victim.pid),
+                rss: k.victim.rss_bytes.map(size).unwrap_or_else(|| "?".into()),
+                grew: k
+                    .victim_growth
+                    .as_ref()
+                    .map(|g| format!("+{}", short(g.grew_bytes)))
+                    .unwrap_or_else(|| "?".into()),
+                grower: grower_cell(k, if wide { GROWER_WIDE } else { GROWER_NARROW }),
+                trigger: if k.trigger.pid == k.victim.pid {
+                    "itself".to_string()
+                } else {
+                    format!("{}[{}]", k.trigger.comm, k.trigger.pid)
+                },
+                limit: k
+                    .memory_cgroup
+                    .as_ref()
+                    .map(|c| size(c.limit_bytes))
+                    .unwrap_or_else(|| "host".into()),
+                pool: k.pool.as_ref().map(pool_cell),
+            },
+            Record::ProcessExit(e) => KillRow {
+                time: clock(&e.task.time).to_string(),
+                victim: format!("{}[{}]", e.task.comm, e.task.pid),
+                rss: "-".into(),
+                grew: "-".into(),
+                grower: "-".into(),
+                trigger: e.signal.clone().unwrap_or_else(|| "?".into()),
+                limit: "-".into(),
+                pool: e.pool.as_ref().map(pool_cell),
+            },
+            _ => KillRow::default(),
+        }
+    }
+
+    /// Narrow, the victim's growth, the trigger and the limit give way to
+    /// the top grower (the detail view has them all).
+    fn cells(self, wide: bool) -> Vec<Cell<'static>> {
+        let mut cells = Vec::new();
+        if wide {
+            cells.push(Cell::from(self.time));
+        }
+        cells.extend([Cell::from(self.victim), Cell::from(self.rss)]);
+        if wide {
+            cells.push(Cell::from(self.grew));
+        }
+        cells.push(Cell::from(self.grower));
+        if wide {
+            cells.extend([Cell::from(self.trigger), Cell::from(self.limit)]);
+        }
+        cells.push(Cell::from(self.pool.unwrap_or_else(|| "-".into())));
+        cells
+    }
+
+    fn columns(wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
+        if wide {
+            (
+                vec![
+                    "TIME",
+                    "VICTIM",
+                    "RSS",
+                    "GREW",
+                    "TOP GROWER",
+                    "TRIGGER",
+                    "LIMIT",
+                    "POOL",
+                ],
+                vec![
+                    Constraint::Length(8),
+                    Constraint::Length(20),
+                    Constraint::Length(9),
+                    Constraint::Length(6),
+                    Constraint::Length(GROWER_WIDE as u16),
+                    Constraint::Length(18),
+                    Constraint::Length(9),
+                    Constraint::Fill(1),
+                ],
+            )
+        } else {
+            (
+                vec!["VICTIM", "RSS", "TOP GROWER", "POOL"],
+                vec![
+                    Constraint::Length(16),
+                    Constraint::Length(9),
+                    Constraint::Length(GROWER_NARROW as u16),
+                    Constraint::Fill(1),
+                ],
+            )
+        }
+    }
+}
+
 fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
     if area.height == 0 {
         return;
@@ -630,100 +740,20 @@ fn kills(frame: &mut Frame, area: Rect, app: &App, rows: &[&Record]) {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let (time, victim, rss, grew, grower, trigger, limit, pool) = match r {
-                Record::OomKill(k) => (
-                    clock(&k.task.time).to_string(),
-                    format!("{}[{}]", k.victim.comm, k.victim.pid),
-                    k.victim.rss_bytes.map(size).unwrap_or_else(|| "?".into()),
-                    k.victim_growth
-                        .as_ref()
-                        .map(|g| format!("+{}", short(g.grew_bytes)))
-                        .unwrap_or_else(|| "?".into()),
-                    grower_cell(k, if wide { GROWER_WIDE } else { GROWER_NARROW }),
-                    if k.trigger.pid == k.victim.pid {
-                        "itself".to_string()
-                    } else {
-                        format!("{}[{}]", k.trigger.comm, k.trigger.pid)
-                    },
-                    k.memory_cgroup
-                        .as_ref()
-                        .map(|c| size(c.limit_bytes))
-                        .unwrap_or_else(|| "host".into()),
-                    k.pool.as_ref().map(pool_cell),
-                ),
-                Record::ProcessExit(e) => (
-                    clock(&e.task.time).to_string(),
-                    format!("{}[{}]", e.task.comm, e.task.pid),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    e.signal.clone().unwrap_or_else(|| "?".into()),
-                    "-".into(),
-                    e.pool.as_ref().map(pool_cell),
-                ),
-                _ => Default::default(),
-            };
-            let style = if pool.is_some() {
+            let row = KillRow::of(r, wide);
+            let style = if row.pool.is_some() {
                 ALERT
             } else {
                 Style::new().fg(Color::Magenta)
             };
-            let mut cells = Vec::new();
-            if wide {
-                cells.push(Cell::from(time));
-            }
-            cells.extend([Cell::from(victim), Cell::from(rss)]);
-            if wide {
-                cells.push(Cell::from(grew));
-            }
-            cells.push(Cell::from(grower));
-            if wide {
-                cells.extend([Cell::from(trigger), Cell::from(limit)]);
-            }
-            cells.push(Cell::from(pool.unwrap_or_else(|| "-".into())));
-            Row::new(cells).style(if selected == Some(start + i) {
+            Row::new(row.cells(wide)).style(if selected == Some(start + i) {
                 style.patch(SELECTED)
             } else {
                 style
             })
         })
         .collect();
-    // Narrow, the victim's growth, the trigger and the limit give way to
-    // the top grower (the detail view has them all).
-    let (header, widths) = if wide {
-        (
-            vec![
-                "TIME",
-                "VICTIM",
-                "RSS",
-                "GREW",
-                "TOP GROWER",
-                "TRIGGER",
-                "LIMIT",
-                "POOL",
-            ],
-            vec![
-                Constraint::Length(8),
-                Constraint::Length(20),
-                Constraint::Length(9),
-                Constraint::Length(6),
-                Constraint::Length(GROWER_WIDE as u16),
-                Constraint::Length(18),
-                Constraint::Length(9),
-                Constraint::Fill(1),
-            ],
-        )
-    } else {
-        (
-            vec!["VICTIM", "RSS", "TOP GROWER", "POOL"],
-            vec![
-                Constraint::Length(16),
-                Constraint::Length(9),
-                Constraint::Length(GROWER_NARROW as u16),
-                Constraint::Fill(1),
-            ],
-        )
-    };
+    let (header, widths) = KillRow::columns(wide);
     table(frame, rest, header, widths, out);
 }
 
