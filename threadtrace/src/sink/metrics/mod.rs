@@ -28,9 +28,9 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
-    registry::Registry,
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info, MetricType},
+    registry::{Metric, Registry},
 };
 
 use crate::{
@@ -318,6 +318,24 @@ pub struct Metrics {
     totals: Totals,
 }
 
+/// A metric of any type, so that registration is one table.
+#[derive(Debug)]
+struct AnyMetric(Box<dyn Metric>);
+
+impl EncodeMetric for AnyMetric {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The sink, for the output stage, and the registry, for the server.
 pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
     let mut r = Registry::default();
@@ -342,75 +360,77 @@ pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
         pods: HashMap::new(),
         totals: Totals::default(),
     };
-    r.register(
-        "threadtrace_thread_create_failures",
-        "Failed pthread_create, clone, clone3, fork and vfork: the kernel's exact counts, by the library that asked and the limit that was hit",
-        m.failures.clone(),
-    );
-    r.register(
-        "threadtrace_oom_kills",
-        "OOM kills, by pod or memory cgroup, and whether the victim was a pool worker",
-        m.ooms.clone(),
-    );
-    r.register(
-        "threadtrace_pool_workers_lost",
-        "Pool workers (multiprocessing and the like) killed by the OOM killer or a fatal signal: their pool may wait forever",
-        m.pool_lost.clone(),
-    );
-    r.register(
-        "threadtrace_rlimit_changes",
-        "setrlimit/prlimit calls that changed a limit, by resource",
-        m.rlimits.clone(),
-    );
-    r.register(
-        "threadtrace_storms",
-        "Thread-creation failure storms started, by what they are counted per (--storm-by)",
-        m.storms.clone(),
-    );
-    r.register(
-        "threadtrace_events_lost",
-        "Events the kernel's ring buffer had no room for: their failures are still counted, their detail is lost",
-        m.events_lost.clone(),
-    );
-    r.register(
-        "threadtrace_events_sampled_out",
-        "Failures past --detail-rate: counted, not captured in detail",
-        m.sampled_out.clone(),
-    );
-    r.register(
-        "threadtrace_failures_without_process",
-        "Failures the kernel counted with no process (its per-process table was full): not in threadtrace_thread_create_failures_total",
-        m.without_process.clone(),
-    );
-    r.register(
-        "threadtrace_probes_attached",
-        "Kernel probes attached (tracepoints)",
-        m.probes.clone(),
-    );
-    r.register(
-        "threadtrace_metrics_label_sets",
-        "Distinct label sets of the labelled metrics now",
-        m.cap.gauge.clone(),
-    );
     let max: Gauge = Gauge::default();
     max.set(cfg.max_label_sets as i64);
-    r.register(
-        "threadtrace_metrics_label_sets_max",
-        "The cap on label sets (--metrics-max-series): past it, new ones fold into the _overflow series",
-        max,
-    );
-    r.register(
-        "threadtrace_metrics_folded",
-        "Updates folded into a metric's _overflow series because the label-set cap was reached",
-        m.cap.folded.clone(),
-    );
-    r.register(
-        "threadtrace_build",
-        "The threadtrace version",
-        Info::new(BuildLabels {
-            version: env!("CARGO_PKG_VERSION").into(),
-        }),
-    );
+    let build = Info::new(BuildLabels {
+        version: env!("CARGO_PKG_VERSION").into(),
+    });
+    let table: [(&str, &str, Box<dyn Metric>); 13] = [
+        (
+            "threadtrace_thread_create_failures",
+            "Failed pthread_create, clone, clone3, fork and vfork: the kernel's exact counts, by the library that asked and the limit that was hit",
+            Box::new(m.failures.clone()),
+        ),
+        (
+            "threadtrace_oom_kills",
+            "OOM kills, by pod or memory cgroup, and whether the victim was a pool worker",
+            Box::new(m.ooms.clone()),
+        ),
+        (
+            "threadtrace_pool_workers_lost",
+            "Pool workers (multiprocessing and the like) killed by the OOM killer or a fatal signal: their pool may wait forever",
+            Box::new(m.pool_lost.clone()),
+        ),
+        (
+            "threadtrace_rlimit_changes",
+            "setrlimit/prlimit calls that changed a limit, by resource",
+            Box::new(m.rlimits.clone()),
+        ),
+        (
+            "threadtrace_storms",
+            "Thread-creation failure storms started, by what they are counted per (--storm-by)",
+            Box::new(m.storms.clone()),
+        ),
+        (
+            "threadtrace_events_lost",
+            "Events the kernel's ring buffer had no room for: their failures are still counted, their detail is lost",
+            Box::new(m.events_lost.clone()),
+        ),
+        (
+            "threadtrace_events_sampled_out",
+            "Failures past --detail-rate: counted, not captured in detail",
+            Box::new(m.sampled_out.clone()),
+        ),
+        (
+            "threadtrace_failures_without_process",
+            "Failures the kernel counted with no process (its per-process table was full): not in threadtrace_thread_create_failures_total",
+            Box::new(m.without_process.clone()),
+        ),
+        (
+            "threadtrace_probes_attached",
+            "Kernel probes attached (tracepoints)",
+            Box::new(m.probes.clone()),
+        ),
+        (
+            "threadtrace_metrics_label_sets",
+            "Distinct label sets of the labelled metrics now",
+            Box::new(m.cap.gauge.clone()),
+        ),
+        (
+            "threadtrace_metrics_label_sets_max",
+            "The cap on label sets (--metrics-max-series): past it, new ones fold into the _overflow series",
+            Box::new(max),
+        ),
+        (
+            "threadtrace_metrics_folded",
+            "Updates folded into a metric's _overflow series because the label-set cap was reached",
+            Box::new(m.cap.folded.clone()),
+        ),
+        ("threadtrace_build", "The threadtrace version", Box::new(build)),
+    ];
+    for (name, help, metric) in table {
+        r.register(name, help, AnyMetric(metric));
+    }
     r.register_collector(Box::new(process::Process::new()));
     (m, r)
 }
