@@ -104,7 +104,7 @@ struct Header {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct Data {
+struct CapData {
     effective: u32,
     permitted: u32,
     inheritable: u32,
@@ -118,8 +118,8 @@ pub fn current() -> Result<Caps, PrivilegeError> {
         version: VERSION_3,
         pid: 0,
     };
-    let mut d = [Data::default(); 2];
-    // SAFETY: capget fills two Data for version 3 from a valid header.
+    let mut d = [CapData::default(); 2];
+    // SAFETY: capget fills two CapData for version 3 from a valid header.
     if unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) } != 0 {
         return Err(PrivilegeError::Get(io::Error::last_os_error()));
     }
@@ -137,12 +137,12 @@ fn set(c: Caps) -> Result<(), PrivilegeError> {
         pid: 0,
     };
     let half = |m: u64, i: usize| (m >> (32 * i)) as u32;
-    let d: [Data; 2] = std::array::from_fn(|i| Data {
+    let d: [CapData; 2] = std::array::from_fn(|i| CapData {
         effective: half(c.effective, i),
         permitted: half(c.permitted, i),
         inheritable: half(c.inheritable, i),
     });
-    // SAFETY: capset reads a valid header and two Data.
+    // SAFETY: capset reads a valid header and two CapData.
     if unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) } != 0 {
         return Err(PrivilegeError::Set(io::Error::last_os_error()));
     }

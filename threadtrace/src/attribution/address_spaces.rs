@@ -110,7 +110,7 @@ const MAX_MAPPINGS: usize = 1 << 20;
 const MAX_CHAIN: usize = 16;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
+pub struct SpaceStats {
     pub processes: usize,
     pub generations: usize,
     pub mappings: usize,
@@ -475,8 +475,8 @@ impl AddressSpaces {
         }
     }
 
-    pub fn stats(&self) -> Stats {
-        Stats {
+    pub fn stats(&self) -> SpaceStats {
+        SpaceStats {
             processes: self.pids.len(),
             generations: self.pids.values().map(Vec::len).sum(),
             mappings: self.total,
@@ -672,7 +672,7 @@ mod tests {
             "kept while the output stage is behind"
         );
         s.prune(|_| false, false);
-        assert_eq!(s.stats(), Stats::default());
+        assert_eq!(s.stats(), SpaceStats::default());
     }
 
     #[test]

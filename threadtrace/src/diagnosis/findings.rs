@@ -13,7 +13,7 @@ use crate::{
 type PoolDeaths = (String, Vec<String>, BTreeSet<String>, Option<String>);
 
 #[derive(Default)]
-struct FailureGroup {
+struct FailureTally {
     events: u64,
     processes: BTreeMap<u32, String>,
     symbol: Option<String>,
@@ -31,7 +31,7 @@ struct FailureGroup {
 #[derive(Default)]
 pub struct Findings {
     /// (cause, library, uid) → group.
-    failures: BTreeMap<(String, String, u32), FailureGroup>,
+    failures: BTreeMap<(String, String, u32), FailureTally>,
     ooms: Vec<Finding>,
     /// Parent pid → (parent comm, dead workers, signals, consequence).
     pool_deaths: BTreeMap<u32, PoolDeaths>,

@@ -81,11 +81,11 @@ impl Sample {
 }
 
 #[derive(Debug, Default)]
-struct Series {
+struct RssSeries {
     samples: VecDeque<Sample>,
 }
 
-impl Series {
+impl RssSeries {
     /// Keeps the samples of the last `window_ms`, at least `spacing_ms`
     /// apart: a sample closer than that to the one before the newest
     /// replaces the newest, so that the count stays bounded and the newest
@@ -136,7 +136,7 @@ impl Series {
 struct Track {
     /// Tells this process from a later one with the same pid.
     start_ticks: Option<u64>,
-    series: Series,
+    series: RssSeries,
     /// The round that last read it: a process no round reads has exited.
     round: u64,
 }
@@ -198,7 +198,7 @@ impl Tally {
 }
 
 #[derive(Debug, Default)]
-struct Stats {
+struct SamplingStats {
     rounds: u64,
     round: Tally,
     minute: Tally,
@@ -220,7 +220,7 @@ pub struct RssHistory {
     procs: HashMap<u32, Track>,
     /// Kernel threads, by (pid, start), with the round that last saw them.
     no_mm: HashMap<(u32, Option<u64>), u64>,
-    cgroups: HashMap<String, (Series, u64)>,
+    cgroups: HashMap<String, (RssSeries, u64)>,
     /// Memory cgroup directory → the one whose limit applies, and the
     /// round it was looked up in.
     limited: HashMap<String, (Option<String>, u64)>,
@@ -237,7 +237,7 @@ pub struct RssHistory {
     /// Live processes left without a history in the last round (past
     /// MAX_PROCESSES).
     pub untracked: usize,
-    stats: Stats,
+    stats: SamplingStats,
 }
 
 impl RssHistory {
@@ -263,7 +263,7 @@ impl RssHistory {
             next_round_ns: now_ns,
             untracked_now: 0,
             untracked: 0,
-            stats: Stats::default(),
+            stats: SamplingStats::default(),
         }
     }
 
@@ -309,7 +309,7 @@ impl RssHistory {
                 let t = e.into_mut();
                 if t.start_ticks != start_ticks {
                     // The pid was reused: a new process, a new history.
-                    t.series = Series::default();
+                    t.series = RssSeries::default();
                     t.start_ticks = start_ticks;
                 }
                 t
@@ -320,7 +320,7 @@ impl RssHistory {
             }
             std::collections::hash_map::Entry::Vacant(e) => e.insert(Track {
                 start_ticks,
-                series: Series::default(),
+                series: RssSeries::default(),
                 round,
             }),
         };

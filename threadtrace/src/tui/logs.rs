@@ -12,7 +12,7 @@ use std::{
 const KEPT: usize = 500;
 
 #[derive(Default)]
-struct Captured {
+struct CapturedLogs {
     /// For stderr, after the dashboard.
     kept: VecDeque<String>,
     /// Not yet shown by the dashboard.
@@ -23,9 +23,9 @@ struct Captured {
 }
 
 /// None: lines go straight to stderr.
-static CAPTURE: Mutex<Option<Captured>> = Mutex::new(None);
+static CAPTURE: Mutex<Option<CapturedLogs>> = Mutex::new(None);
 
-fn lock() -> MutexGuard<'static, Option<Captured>> {
+fn lock() -> MutexGuard<'static, Option<CapturedLogs>> {
     // A panic while logging must not silence the logs that follow.
     CAPTURE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -65,7 +65,7 @@ impl Write for Writer {
 
 /// From now on, keep log lines instead of writing them.
 pub fn capture() {
-    lock().get_or_insert_with(Captured::default);
+    lock().get_or_insert_with(CapturedLogs::default);
 }
 
 /// Lines logged since the last call.
@@ -93,7 +93,7 @@ pub fn release_on_panic() {
     write_out(c);
 }
 
-fn write_out(c: Option<Captured>) {
+fn write_out(c: Option<CapturedLogs>) {
     let Some(c) = c else { return };
     let mut err = io::stderr().lock();
     if c.lost > 0 {

@@ -219,7 +219,7 @@ struct BuildLabels {
 
 /// A series, to delete it with its pod.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Series {
+enum LabelledSeries {
     Failure(FailureLabels),
     Oom(OomLabels),
     Pool(PoolLabels),
@@ -280,7 +280,7 @@ struct Account {
     counts: [u64; LAG],
 }
 
-struct Process {
+struct ProcessAccount {
     at: Where,
     accounts: HashMap<(Value, i32), Account>,
 }
@@ -289,7 +289,7 @@ struct Process {
 #[derive(Default)]
 struct PodSeries {
     uids: HashSet<Value>,
-    series: HashSet<Series>,
+    series: HashSet<LabelledSeries>,
     gone_since: Option<Instant>,
 }
 
@@ -313,7 +313,7 @@ pub struct Metrics {
     without_process: Counter,
     probes: Gauge,
     cap: Cap,
-    processes: HashMap<u32, Process>,
+    processes: HashMap<u32, ProcessAccount>,
     pods: HashMap<(Value, Value), PodSeries>,
     totals: Totals,
 }
@@ -431,7 +431,7 @@ pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
     for (name, help, metric) in table {
         r.register(name, help, AnyMetric(metric));
     }
-    r.register_collector(Box::new(process::Process::new()));
+    r.register_collector(Box::new(process::TracerProcess::new()));
     (m, r)
 }
 
@@ -450,7 +450,7 @@ impl Metrics {
         let p = match self.processes.get_mut(&e.task.pid) {
             Some(p) => p,
             None if full => return,
-            None => self.processes.entry(e.task.pid).or_insert(Process {
+            None => self.processes.entry(e.task.pid).or_insert(ProcessAccount {
                 at: at.clone(),
                 accounts: HashMap::new(),
             }),
@@ -506,7 +506,7 @@ impl Metrics {
         );
         self.failures.get_or_create(&labels).inc_by(n);
         if new {
-            self.track(at, Series::Failure(labels));
+            self.track(at, LabelledSeries::Failure(labels));
         }
     }
 
@@ -542,7 +542,7 @@ impl Metrics {
                         .admit(&self.ooms, labels, overflow, "threadtrace_oom_kills_total");
                 self.ooms.get_or_create(&labels).inc();
                 if new {
-                    self.track(&at, Series::Oom(labels));
+                    self.track(&at, LabelledSeries::Oom(labels));
                 }
                 if e.pool.is_some() {
                     self.pool_lost(&at, "oom_kill");
@@ -597,14 +597,14 @@ impl Metrics {
         );
         self.pool_lost.get_or_create(&labels).inc();
         if new {
-            self.track(at, Series::Pool(labels));
+            self.track(at, LabelledSeries::Pool(labels));
         }
     }
 
     /// Remembers a pod's series, to delete them with the pod. Only series
     /// with a pod label are the pod's: with `pod` dropped, a series is
     /// shared by every pod of its namespace and container.
-    fn track(&mut self, at: &Where, s: Series) {
+    fn track(&mut self, at: &Where, s: LabelledSeries) {
         let Some(uid) = &at.pod_uid else { return };
         if at.pod.is_empty() {
             return;
@@ -629,7 +629,7 @@ impl Metrics {
                 // Failures without detail yet: the process is met here.
                 self.processes.insert(
                     row.pid,
-                    Process {
+                    ProcessAccount {
                         at: Where::host(),
                         accounts: HashMap::new(),
                     },
@@ -722,9 +722,9 @@ impl Metrics {
             let mut n = 0;
             for s in p.series {
                 let removed = match &s {
-                    Series::Failure(l) => self.failures.remove(l),
-                    Series::Oom(l) => self.ooms.remove(l),
-                    Series::Pool(l) => self.pool_lost.remove(l),
+                    LabelledSeries::Failure(l) => self.failures.remove(l),
+                    LabelledSeries::Oom(l) => self.ooms.remove(l),
+                    LabelledSeries::Pool(l) => self.pool_lost.remove(l),
                 };
                 n += usize::from(removed);
             }

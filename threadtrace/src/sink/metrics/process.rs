@@ -11,7 +11,7 @@ use prometheus_client::{
 const FDS_MAX: usize = 1 << 20;
 
 #[derive(Debug)]
-pub struct Process {
+pub struct TracerProcess {
     /// Clock ticks per second and the page size, for /proc/self/stat.
     hz: f64,
     page: f64,
@@ -19,7 +19,7 @@ pub struct Process {
     start_time: Option<f64>,
 }
 
-impl Process {
+impl TracerProcess {
     pub fn new() -> Self {
         // SAFETY: sysconf has no preconditions.
         let (hz, page) = unsafe {
@@ -33,7 +33,7 @@ impl Process {
             .and_then(crate::proctable::started_at)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs_f64());
-        Process {
+        TracerProcess {
             hz: hz.max(1) as f64,
             page: page.max(1) as f64,
             start_time,
@@ -78,7 +78,7 @@ fn max_fds() -> Option<u64> {
     (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0).then_some(r.rlim_cur)
 }
 
-impl Collector for Process {
+impl Collector for TracerProcess {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
             let g = ConstGauge::new(v);
