@@ -5,7 +5,7 @@
 //! two top-level modules import each other.
 // Foundation: no model, no diagnosis.
 mod bounded;
-pub mod clock;
+mod clock;
 mod host;
 mod own_limits;
 mod panics;
@@ -15,7 +15,7 @@ pub mod sanitize;
 pub use threadtrace_tracefile as tracefile;
 // The data model of `record --json` and trace files, and how it reads.
 pub mod model;
-pub mod words;
+mod words;
 // What fills the model: the kernel's records, attribution, diagnosis.
 mod attribution;
 mod diagnosis;
@@ -26,7 +26,9 @@ mod pods;
 pub mod export;
 pub mod input;
 pub mod report;
-pub mod sink;
+mod sink;
+/// The readable lines of records and summaries, for the golden tests.
+pub use sink::lines;
 mod tui;
 // The commands.
 pub mod cli;

@@ -18,7 +18,7 @@ use std::{
     process::Command,
 };
 
-use threadtrace::{model::Record, sanitize, sink::lines};
+use threadtrace::{lines, model::Record, sanitize};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")

@@ -8,7 +8,7 @@ use crate::{
     diagnosis::limits::ProcessLimits,
     model::{Finding, Frame, OomKill, Record, Storm, ThreadCreateFailed},
     sink::lines,
-    words,
+    words::{self, limit_or_unlimited as limit},
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,13 +112,6 @@ pub fn failures(r: &FailureRow, storm: Option<&Storm>) -> Detail {
     detail(format!("{} × {}", g.library, g.cause), lines)
 }
 
-fn limit(n: u64) -> String {
-    if n == u64::MAX {
-        "unlimited".into()
-    } else {
-        n.to_string()
-    }
-}
 
 pub fn process(p: &ProcessLimits) -> Detail {
     let mut lines = vec![format!(
