@@ -112,7 +112,6 @@ pub fn failures(r: &FailureRow, storm: Option<&Storm>) -> Detail {
     detail(format!("{} × {}", g.library, g.cause), lines)
 }
 
-
 pub fn process(p: &ProcessLimits) -> Detail {
     let mut lines = vec![format!(
         "{} threads{}",
