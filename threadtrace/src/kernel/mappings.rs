@@ -62,25 +62,6 @@ pub fn from_event(e: &Event<Mapping>) -> SpaceChange {
     }
 }
 
-/// A record from untrusted bytes (the fuzz target): what the ring buffer
-/// decoder would make of them, never a panic.
-#[cfg_attr(
-    not(any(fuzzing, test)),
-    expect(
-        dead_code,
-        reason = "the attribution fuzz target (fuzz/) decodes mapping events from raw bytes with it"
-    )
-)]
-pub fn from_bytes(bytes: &[u8]) -> Option<SpaceChange> {
-    if bytes.len() < std::mem::size_of::<Event<Mapping>>() {
-        return None;
-    }
-    // SAFETY: length checked; Event<Mapping> is repr(C) plain data, any
-    // bit pattern is valid, and read_unaligned has no alignment need.
-    let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event<Mapping>>()) };
-    Some(from_event(&e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +132,5 @@ mod tests {
         };
         assert_eq!(len, 0);
         assert!(path.starts_with('/'));
-        assert!(from_bytes(&[0; 8]).is_none());
     }
 }
