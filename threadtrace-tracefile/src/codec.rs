@@ -63,6 +63,12 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Forgets every key: the records that follow define their own again
+    /// (after records that were given up with the keys they defined).
+    pub fn reset(&mut self) {
+        self.ids.clear();
+    }
+
     /// Called between records: once the table is full, ids start again
     /// from 0, each key redefined before the record that uses it.
     pub fn reset_if_full(&mut self) {

@@ -43,6 +43,12 @@ pub mod kind {
     /// Last record of a file that a rotating set or a reopen (SIGHUP)
     /// closed: the recording goes on in the next file. Older readers skip it.
     pub const CONTINUED: u8 = 6;
+    /// The file stopped taking records (`{"time", "reason", "error",
+    /// "records_lost"}`: the disk was full), or took them again
+    /// (`"resumed": true`). Written into space reserved for it, so that a
+    /// full disk is told as one, not as a killed recorder. Older readers
+    /// skip it.
+    pub const CUT: u8 = 7;
 }
 
 #[derive(Debug, thiserror::Error)]

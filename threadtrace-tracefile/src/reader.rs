@@ -97,7 +97,13 @@ pub struct TraceReader {
     /// The file ends with a CONTINUED record: its recording goes on in
     /// another file (rotation, or a reopen on SIGHUP).
     pub continued: Option<Value>,
+    /// CUT records: where the file stopped taking records (a full disk),
+    /// and took them again; the first ones, at most CUTS_KEPT.
+    pub cuts: Vec<Value>,
 }
+
+/// CUT records kept by a reader.
+const CUTS_KEPT: usize = 64;
 
 impl TraceReader {
     /// Opens a regular file (see `open::read_regular`) and reads its
@@ -124,6 +130,7 @@ impl TraceReader {
             version: 0,
             damage: Damage::default(),
             continued: None,
+            cuts: Vec::new(),
         };
         let have = r.fill(PREAMBLE_LEN);
         if let Some(e) = r.damage.read_error.take() {
@@ -271,7 +278,12 @@ impl Iterator for TraceReader {
                     }
                     None
                 }
-                kind::HEADER | kind::EVENT | kind::COUNTERS | kind::PROCESSES | kind::CONTINUED => {
+                kind::HEADER
+                | kind::EVENT
+                | kind::COUNTERS
+                | kind::PROCESSES
+                | kind::CONTINUED
+                | kind::CUT => {
                     let mut b = payload;
                     let v = self.keys.decode(&mut b);
                     if v.is_none() {
@@ -290,6 +302,12 @@ impl Iterator for TraceReader {
                 kind::PROCESSES => Item::Processes(value),
                 kind::CONTINUED => {
                     self.continued = Some(value);
+                    continue;
+                }
+                kind::CUT => {
+                    if self.cuts.len() < CUTS_KEPT {
+                        self.cuts.push(value);
+                    }
                     continue;
                 }
                 _ => Item::Counters(value),

@@ -221,6 +221,8 @@ pub struct SetReader {
     /// The last file ends with a CONTINUED record: its recording goes on
     /// in a file that was not given.
     pub continued: Option<Value>,
+    /// The CUT records of the files read (a full disk), in order.
+    pub cuts: Vec<Value>,
 }
 
 impl SetReader {
@@ -269,6 +271,7 @@ impl SetReader {
             version,
             skipped,
             continued: None,
+            cuts: Vec::new(),
         })
     }
 
@@ -282,6 +285,7 @@ impl SetReader {
             damage: Damage::default(),
             skipped: Vec::new(),
             continued: None,
+            cuts: Vec::new(),
         }
     }
 
@@ -307,6 +311,7 @@ impl Iterator for SetReader {
                 let done = self.current.take().expect("checked");
                 self.damage.add(&done.damage);
                 self.continued = done.continued;
+                self.cuts.extend(done.cuts);
             }
             let (r, first) = self.files.pop_front()?;
             self.current = Some(r);
