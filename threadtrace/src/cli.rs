@@ -234,4 +234,45 @@ mod tests {
             assert!(about.contains(f), "{about}");
         }
     }
+
+    /// What `--help` says and what the README says agree where they state
+    /// a number or a guarantee: the defaults, and how much of a storm the
+    /// trace file keeps (the code's own figure).
+    #[test]
+    fn help_and_readme_agree() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .unwrap()
+            .replace('\n', " ");
+        let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut c = Cli::command();
+        let help = c
+            .find_subcommand_mut("record")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (readme_says, help_says) in [
+            ("`--storm-threshold` failures (default 20)", "[default: 20]"),
+            ("`--storm-window` (1 s)", "[default: 1s]"),
+            ("`--detail-rate` (250)", "[default: 250]"),
+            ("`--rss-interval`, 2 s by default", "[default: 2s]"),
+            ("`--rss-window` (60 s)", "[default: 60s]"),
+            ("(`record --max-memory`, 1 GiB by", "[default: 1G]"),
+            ("`--file-size` (64M by default", "(default 64M"),
+            ("`--max-size` (1G by default)", "(default 1G)"),
+            ("`--metrics-max-series` (default 2000)", "[default: 2000]"),
+        ] {
+            assert!(readme.contains(readme_says), "README: {readme_says:?}");
+            assert!(
+                help.contains(help_says),
+                "help: {help_says:?} for {readme_says:?}"
+            );
+        }
+        let kept = crate::diagnosis::storm::DETAIL_PER_SECOND;
+        let in_file = format!("keeps {kept} of their events a second");
+        assert!(help.contains(&in_file), "help: {in_file:?}");
+        let in_readme = format!("keeps {kept} of a storm's events a second");
+        assert!(readme.contains(&in_readme), "README: {in_readme:?}");
+        assert!(readme.contains(&format!("sampled into the file, {kept} a second per storm")));
+    }
 }

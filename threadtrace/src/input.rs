@@ -215,6 +215,12 @@ impl Input {
         self.reader.continued.as_ref()
     }
 
+    /// Where the files read stopped taking records (a full disk), and
+    /// took them again.
+    pub fn cuts(&self) -> &[Value] {
+        &self.reader.cuts
+    }
+
     /// The files for messages: "a.trace" or "a.trace and 3 more files".
     pub fn name(&self) -> String {
         let first = self
@@ -349,7 +355,7 @@ pub fn damage_line(d: &Damage, unreadable: u64) -> Option<String> {
     }
     let mut s = format!("skipped {} damaged bytes", d.bytes_skipped);
     if d.truncated_tail {
-        s.push_str(" (the file ends mid-record: the recorder was killed)");
+        s.push_str(" (the file ends mid-record: the recorder was killed while writing)");
     }
     if d.records_undecodable + unreadable > 0 {
         s.push_str(&format!(

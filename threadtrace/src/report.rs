@@ -14,6 +14,7 @@ use crate::{
     sanitize,
     sink::lines,
     tracefile::reader::{Damage, Item},
+    words,
 };
 
 #[derive(clap::Args, Debug)]
@@ -32,6 +33,27 @@ pub struct ReportArgs {
 pub enum ReportError {
     #[error("{0}: no intact record could be read")]
     Empty(String),
+}
+
+/// Why the file ends without its summary, in the words that fit: a full
+/// disk (the file says so), a kill in the middle of a write, or either of
+/// a kill and a file system that took nothing more.
+fn incomplete(cuts: &[Value], truncated_tail: bool) -> String {
+    let last_stop = cuts.last().filter(|c| c["resumed"] != Value::Bool(true));
+    if let Some(c) = last_stop {
+        let time = c["time"].as_str().unwrap_or("?");
+        let why = match c["reason"].as_str() {
+            Some("disk full") | None => "the disk was full",
+            Some(other) => other,
+        };
+        return format!(
+            "the file stopped taking records at {time}: {why}; the recording may have gone on without it"
+        );
+    }
+    if truncated_tail {
+        return "the recording did not end cleanly: the recorder was killed while writing (the file ends mid-record)".into();
+    }
+    "the recording did not end cleanly: the recorder was killed, or its file system took no more (full or read-only)".into()
 }
 
 /// OOM kills and limit changes kept whole in a report, each: the rest are
@@ -75,7 +97,30 @@ pub struct Report {
     pub window: Option<WindowReport>,
     /// The last file ends by naming the file its recording goes on in.
     pub continued_in: Option<String>,
+    /// Where the files stopped taking records (a full disk), and took them
+    /// again: the CUT records.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<Value>,
+    /// Why the files do not hold the end of the recording, when they do
+    /// not: killed, or no more room, told as what it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// Failures recorded in detail after the last counter snapshot of a
+    /// recording that did not end cleanly: `counters` were raised by them,
+    /// so that no count is below what the events show.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub counts_raised_by: u64,
+    /// Failure events per (pid, api, errno): (comm, error, events).
+    #[serde(skip)]
+    events_by_process: BTreeMap<(u32, String, i32), (String, String, u64)>,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// (pid, api, errno) keys of failure events tallied at most.
+const EVENT_KEYS: usize = 65_536;
 
 #[derive(Debug, Default, Serialize)]
 pub struct WindowReport {
@@ -180,7 +225,12 @@ pub fn build(input: &mut Input) -> Result<Report, ReportError> {
         .continued()
         .and_then(|c| c["next"].as_str())
         .map(String::from);
+    r.cuts = input.cuts().to_vec();
     r.window(input);
+    if r.window.is_none() && r.continued_in.is_none() && !r.ended_cleanly {
+        r.incomplete = Some(incomplete(&r.cuts, r.damage.truncated_tail));
+        r.counts_raised_by = r.raise_counts_to_events();
+    }
     // A recording that ended cleanly ranked its findings with every event;
     // otherwise (or for a window) rank them from what was read.
     r.findings = match &r.counters {
@@ -216,6 +266,15 @@ impl Report {
         match rec {
             Ok(Record::ThreadCreateFailed(e)) => {
                 self.failure_events += 1;
+                let key = (e.task.pid, e.api.clone(), e.errno);
+                if self.events_by_process.len() < EVENT_KEYS
+                    || self.events_by_process.contains_key(&key)
+                {
+                    self.events_by_process
+                        .entry(key)
+                        .or_insert_with(|| (e.task.comm.clone(), e.error.clone(), 0))
+                        .2 += 1;
+                }
                 let lib = match (e.library, e.symbol) {
                     (Some(l), Some(s)) => format!("{l} ({s})"),
                     (Some(l), None) => l,
@@ -243,6 +302,51 @@ impl Report {
             Ok(_) => {}
             Err(_) => self.records_unreadable += 1,
         }
+    }
+
+    /// A recording that did not end cleanly has counts from its last
+    /// snapshot, which may be older than failures the file recorded in
+    /// detail: each (process, api, errno) count is raised to its events,
+    /// so that the counts are a floor the findings never contradict.
+    /// Returns the failures added.
+    fn raise_counts_to_events(&mut self) -> u64 {
+        if self.events_by_process.is_empty() {
+            return 0;
+        }
+        let s = self.counters.get_or_insert_with(Summary::default);
+        let mut added = 0;
+        for ((pid, api, errno), (comm, error, events)) in &self.events_by_process {
+            let row = s
+                .by_process
+                .iter_mut()
+                .find(|p| p.pid == *pid && &p.api == api && p.errno == *errno);
+            let counted = row.as_ref().map_or(0, |p| p.count);
+            if *events <= counted {
+                continue;
+            }
+            let more = events - counted;
+            match row {
+                Some(p) => p.count = *events,
+                None => s.by_process.push(crate::model::ProcessFailures {
+                    pid: *pid,
+                    comm: comm.clone(),
+                    api: api.clone(),
+                    errno: *errno,
+                    error: error.clone(),
+                    count: *events,
+                }),
+            }
+            *s.by_api
+                .entry(api.clone())
+                .or_default()
+                .entry(error.clone())
+                .or_default() += more;
+            s.failures_total += more;
+            added += more;
+        }
+        s.by_process
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+        added
     }
 
     /// With --since/--until: the window, and the counts within it (the
@@ -326,10 +430,15 @@ fn render_text(r: &Report) -> String {
             out,
             "the recording goes on in {next}: counts are from the last snapshot read."
         );
-    } else if !r.ended_cleanly {
-        out.push_str(
-            "the recording did not end cleanly (killed?): counts are from its last snapshot.\n",
-        );
+    } else if let Some(why) = &r.incomplete {
+        let raised = match r.counts_raised_by {
+            0 => String::new(),
+            n => format!(
+                ", raised by {} recorded in detail after it",
+                words::count(n, "failure")
+            ),
+        };
+        let _ = writeln!(out, "{why}: counts are from its last snapshot{raised}.");
     }
     match &r.counters {
         Some(s) => out.push_str(&lines::summary(s)),

@@ -144,6 +144,33 @@ impl Shared {
     }
 }
 
+/// A live process's /proc maps, its executable's (device, inode), and
+/// when it started, if it started before `at` (a later one reuses the
+/// pid of the process that failed).
+fn live_maps(pid: u32, at: u64) -> Option<LiveMaps> {
+    use std::os::unix::fs::MetadataExt;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, start_ticks) = crate::proctable::parse_stat(&stat)?;
+    let since = crate::proctable::ticks_to_ns(start_ticks);
+    if since > at {
+        return None;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    Some(LiveMaps { maps, exe, since })
+}
+
+/// What /proc says of a live process, for `space_of`.
+struct LiveMaps {
+    maps: String,
+    /// (device, inode) of its executable.
+    exe: Option<(u64, u64)>,
+    /// Kernel time it started.
+    since: u64,
+}
+
 fn is_pthread_create(symbol: &str) -> bool {
     symbol.starts_with("pthread_create") || symbol.starts_with("__pthread_create")
 }
@@ -160,6 +187,10 @@ pub struct Attributor {
     /// pthread_create: decided from detailed failures, asked by the exact
     /// counters.
     sites: HashMap<(Arc<MappedFile>, u64), bool>,
+    /// The same, per (pid, return address) as the kernel counts them,
+    /// decided when a failure there was attributed: its process may be
+    /// gone, its mappings forgotten, by the time the counts are read.
+    pid_sites: HashMap<(u32, u64), bool>,
     /// Failures unwound with .eh_frame / from the frame-pointer walk only.
     pub unwound: u64,
     pub fp_only: u64,
@@ -179,6 +210,7 @@ impl Attributor {
             clock,
             unwinder: StackUnwinder::default(),
             sites: HashMap::new(),
+            pid_sites: HashMap::new(),
             unwound: 0,
             fp_only: 0,
             busy: Duration::ZERO,
@@ -212,22 +244,41 @@ impl Attributor {
         v
     }
 
+    /// The process's mappings at `at`. When its start was not seen (its
+    /// fork record lost in a storm): its own from /proc, if it still
+    /// lives and is the process that failed; else its parent's, which a
+    /// forked child shares until it runs another program.
+    fn space_of(&self, ev: &ThreadCreateFailed, at: u64) -> Option<Snapshot> {
+        let pid = ev.task.pid;
+        let mut spaces = self.shared.spaces.lock().expect("not poisoned");
+        if let Some(snap) = spaces.snapshot(pid, at) {
+            return Some(snap);
+        }
+        if let Some(LiveMaps { maps, exe, since }) = live_maps(pid, at) {
+            spaces.seed(pid, &maps, since, exe, None);
+            if let Some(snap) = spaces.snapshot(pid, at) {
+                return Some(snap);
+            }
+        }
+        let parent = spaces.snapshot(ev.ppid?, at)?;
+        let same_program = match (&parent.exe, ev.exe.as_deref()) {
+            (Some(p), Some(exe)) => *p.path == *exe,
+            _ => false,
+        };
+        same_program.then_some(parent)
+    }
+
     fn attribute_inner(&mut self, ev: &mut ThreadCreateFailed, c: &Captured) -> Attributed {
         let pid = ev.task.pid;
         let stack_setup = ev
             .syscall
             .as_deref()
             .is_some_and(|s| s == Api::Mmap.name() || s == Api::Mprotect.name());
-        let snap = self
-            .shared
-            .spaces
-            .lock()
-            .expect("not poisoned")
-            .snapshot(pid, c.ktime);
-        let Some(snap) = snap else {
+        let Some(snap) = self.space_of(ev, c.ktime) else {
             ev.attribution_gap = Some(
                 "the code that asked is not known: no mapping of this process is known (it \
-                 was neither seen starting nor found in /proc)"
+                 was neither seen starting nor found in /proc, and its parent's mappings are \
+                 not its program's)"
                     .into(),
             );
             ev.stack = c
@@ -256,6 +307,12 @@ impl Attributor {
                 .get(..8)
                 .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
             let inside = first_pthread.is_some_and(|p| p <= 2);
+            if let Some(s) = site {
+                if self.pid_sites.len() >= SITES_KEPT {
+                    self.pid_sites.clear();
+                }
+                self.pid_sites.insert((pid, s), inside);
+            }
             if let Some((m, off)) = site.and_then(|s| snap.locate(s.saturating_sub(1))) {
                 if self.sites.len() >= SITES_KEPT {
                     self.sites.clear();
@@ -424,6 +481,9 @@ impl Attributor {
     /// Whether the failures counted at an mmap/mprotect call site of
     /// process `pid` are pthread_create's: decided by the site's function.
     pub fn site_in_pthread_create(&mut self, pid: u32, site: u64) -> bool {
+        if let Some(&inside) = self.pid_sites.get(&(pid, site)) {
+            return inside;
+        }
         let snap = self
             .shared
             .spaces

@@ -74,7 +74,8 @@ pub struct RecordArgs {
     pub comms: Vec<String>,
     /// Failures within --storm-window, for one --storm-by scope, that make
     /// a storm: then they are summarized each second instead of printed one
-    /// by one (the trace file keeps them all).
+    /// by one (the trace file keeps 2 of their events a second, and the
+    /// exact counts).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub storm_threshold: u32,
     /// The window those failures must fall in, e.g. 1s, 500ms.

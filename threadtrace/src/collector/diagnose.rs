@@ -31,6 +31,8 @@ use crate::{
     proctable::{self, Proc},
 };
 
+const EAGAIN: i32 = 11;
+
 /// Processes named as holding the threads, per cause.
 const HOLDERS: usize = 5;
 /// Processes whose thread count is read for a summary at most.
@@ -93,22 +95,23 @@ impl Diagnosis {
     /// What a record needs before it goes out: a failure's cause, an OOM
     /// kill's scope and growers, a pool worker's death, an RLIMIT_NPROC
     /// set remembered. `nproc`: the kernel's count and limit at a failure;
-    /// `kill_ns`: when the OOM killer chose.
+    /// `at_ns`: when it happened (CLOCK_MONOTONIC), for a kill when the
+    /// OOM killer chose.
     pub fn on_record(
         &mut self,
         r: &mut Record,
         nproc: Option<NprocSnapshot>,
-        kill_ns: u64,
+        at_ns: u64,
         ctx: &mut Context,
     ) {
         match r {
             Record::ThreadCreateFailed(e) => {
                 if let Some(nproc) = nproc {
-                    e.cause = Some(Box::new(self.failure(e, nproc, ctx)));
+                    e.cause = Some(Box::new(self.failure(e, nproc, at_ns, ctx)));
                 }
             }
             Record::RlimitChange(e) => self.note_nproc_change(e),
-            Record::OomKill(e) => self.oom_kill(e, kill_ns, ctx),
+            Record::OomKill(e) => self.oom_kill(e, at_ns, ctx),
             // A crash or a kill -9, not a polite SIGTERM (Pool.terminate()
             // ends its workers that way).
             Record::ProcessExit(e)
@@ -152,6 +155,7 @@ impl Diagnosis {
         &mut self,
         e: &ThreadCreateFailed,
         nproc: NprocSnapshot,
+        at_ns: u64,
         ctx: &mut Context,
     ) -> Cause {
         // A failed mmap/mprotect is diagnosed as the pthread_create it may
@@ -170,7 +174,7 @@ impl Diagnosis {
             }
         }
         let pid = e.task.pid;
-        let ev = self.evidence(e, nproc, clone_tried);
+        let ev = self.evidence(e, nproc, clone_tried, at_ns);
         let mut c = decide(api, e.errno, clone_tried, &ev);
         match c.kind.as_str() {
             "rlimit_nproc" => {
@@ -216,6 +220,7 @@ impl Diagnosis {
         e: &ThreadCreateFailed,
         nproc: NprocSnapshot,
         clone_tried: bool,
+        at_ns: u64,
     ) -> Evidence {
         let mut ev = Evidence {
             uid: e.task.uid,
@@ -228,7 +233,15 @@ impl Diagnosis {
             });
         }
         if let Some(cg) = &e.cgroup {
-            ev.pids = self.pids_watch.check(cg);
+            ev.pids = self.pids_watch.check(cg, at_ns);
+        }
+        // A process gone before its cgroup could be read: a cgroup refusing
+        // tasks at that moment is the likely limit, and is said to be
+        // inferred.
+        if e.cgroup.is_none() && e.errno == EAGAIN {
+            if let Some(p) = self.pids_watch.check_refusing(at_ns) {
+                ev.pids = Some(p);
+            }
         }
         evidence::host(&mut ev);
         if !clone_tried {

@@ -74,17 +74,15 @@ impl Collector {
             Raw::CreateFailed(e) => Some(e.payload.nproc),
             _ => None,
         };
-        // When the OOM killer chose: where the growth window ends.
-        let kill_ns = match &raw {
-            Raw::OomVictim(e) => e.header.ktime_ns,
-            _ => 0,
-        };
+        // When it happened: the evidence is what moved by then (an OOM
+        // kill's growth window ends there).
+        let at_ns = raw.header().ktime_ns;
         let offsets = self.source.start_routine_offsets();
         let Some((mut r, captured)) = crate::enrich::enrich(raw, &mut self.ctx, offsets) else {
             return;
         };
         self.diagnosis
-            .on_record(&mut r, nproc, kill_ns, &mut self.ctx);
+            .on_record(&mut r, nproc, at_ns, &mut self.ctx);
         self.handoff.emit(r, captured);
     }
 

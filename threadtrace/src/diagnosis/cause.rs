@@ -78,22 +78,25 @@ fn pids_cgroup(e: &Evidence) -> Option<Cause> {
     if !(p.max_events_moved || p.max.is_some_and(|m| p.current >= m)) {
         return None;
     }
-    let mut c = cause(
-        "cgroup_pids",
-        p.max,
-        Some(p.current),
-        format!(
-            "the pids cgroup {} is at its limit: pids.current {} of pids.max {}{}",
-            p.cgroup,
-            p.current,
-            p.max.map(|m| m.to_string()).unwrap_or_else(|| "max".into()),
-            if p.max_events_moved {
-                " (its pids.events max counter moved)"
-            } else {
-                ""
-            }
+    let max = p.max.map_or_else(|| "max".to_string(), |m| m.to_string());
+    let detail = match (p.max_events_moved, p.process_cgroup_unknown) {
+        (true, false) => format!(
+            "the pids cgroup {} refused new tasks: its pids.events max counter moved \
+             (pids.current {} of pids.max {max} when read)",
+            p.cgroup, p.current
         ),
-    );
+        (true, true) => format!(
+            "the pids cgroup {} refused new tasks then: its pids.events max counter moved \
+             (pids.current {} of pids.max {max} when read); the process was gone before its \
+             own cgroup could be read",
+            p.cgroup, p.current
+        ),
+        (false, _) => format!(
+            "the pids cgroup {} is at its limit: pids.current {} of pids.max {max}",
+            p.cgroup, p.current
+        ),
+    };
+    let mut c = cause("cgroup_pids", p.max, Some(p.current), detail);
     c.cgroup = Some(p.cgroup.clone());
     Some(c)
 }
@@ -145,8 +148,10 @@ fn nothing_at_its_limit(e: &Evidence) -> Cause {
     }
     if let Some(p) = &e.pids {
         seen.push(format!(
-            "pids cgroup {} at {} of {:?}",
-            p.cgroup, p.current, p.max
+            "pids cgroup {} at pids.current {} of pids.max {}, its pids.events max counter unchanged",
+            p.cgroup,
+            p.current,
+            p.max.map_or_else(|| "max".to_string(), |m| m.to_string())
         ));
     }
     if let (Some(t), Some(m)) = (e.threads_total, e.threads_max) {
@@ -201,6 +206,7 @@ mod tests {
             current: 3,
             max: Some(4),
             max_events_moved: true,
+            process_cgroup_unknown: false,
         };
         let e = Evidence {
             pids: Some(pids),

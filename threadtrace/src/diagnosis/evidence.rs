@@ -1,7 +1,12 @@
 //! What is known about the limits when a thread creation failed: the
 //! kernel's own snapshot of RLIMIT_NPROC, and what /proc and the cgroup
 //! files say right after.
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, VecDeque},
+    path::Path,
+};
+
+use crate::clock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Nproc {
@@ -16,8 +21,11 @@ pub struct Pids {
     pub current: u64,
     /// None for "max".
     pub max: Option<u64>,
-    /// Its pids.events "max" counter moved since we last looked.
+    /// Its pids.events "max" counter moved since before the failure.
     pub max_events_moved: bool,
+    /// The failing process's own cgroup was not known (it was gone before
+    /// it could be read): this is a cgroup that refused tasks then.
+    pub process_cgroup_unknown: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,27 +61,43 @@ fn max_events(dir: &Path) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// pids.events "max" counters as last seen, per cgroup directory: a
-/// counter that moved is proof that this cgroup refused a task.
+/// pids.events "max" counters as read, per cgroup directory, with when
+/// each was read: a counter higher now than at a read taken before a
+/// failure is proof that this cgroup refused a task since, however late
+/// the failure is looked at (in a storm, many failures are handled after
+/// later ones already moved the counter).
 #[derive(Default)]
 pub struct PidsWatch {
-    seen: HashMap<String, u64>,
+    /// Directory → reads (CLOCK_MONOTONIC ns, counter), oldest first.
+    reads: HashMap<String, VecDeque<(u64, u64)>>,
+    /// Cgroups seen refusing tasks lately, newest last.
+    refusing: VecDeque<String>,
 }
 
-/// Directories of a cgroup tree whose counters are read at start at most.
+/// Cgroups remembered as refusing tasks lately.
+const REFUSING_KEPT: usize = 16;
+
+/// Directories of a cgroup tree whose counters are read at start at most;
+/// directories watched at most.
 const SEED_MAX: usize = 10_000;
+/// Reads kept per directory, at least READ_GAP_NS apart: a storm's
+/// failures are handled up to seconds after they happen.
+const READS_KEPT: usize = 256;
+const READ_GAP_NS: u64 = 10_000_000;
 
 impl PidsWatch {
     /// Records every pids cgroup's counter now, so that later movement is
     /// exact for cgroups that already exist.
     pub fn seed(&mut self, roots: &[&str]) {
+        let now = clock::monotonic_ns();
         let mut stack: Vec<std::path::PathBuf> = roots.iter().map(Into::into).collect();
         while let Some(dir) = stack.pop() {
-            if self.seen.len() >= SEED_MAX {
+            if self.reads.len() >= SEED_MAX {
                 break;
             }
             if let Some(n) = max_events(&dir) {
-                self.seen.insert(dir.display().to_string(), n);
+                self.reads
+                    .insert(dir.display().to_string(), VecDeque::from([(now, n)]));
             }
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 stack.extend(
@@ -86,16 +110,40 @@ impl PidsWatch {
         }
     }
 
+    /// Whether the counter `n`, read now, moved since a read taken before
+    /// `at_ns`; the read is remembered.
+    fn moved(&mut self, key: &str, n: u64, at_ns: u64) -> bool {
+        let now = clock::monotonic_ns();
+        if !self.reads.contains_key(key) && self.reads.len() >= SEED_MAX {
+            // Past the bound: only a non-zero counter is news.
+            return n > 0;
+        }
+        let reads = self.reads.entry(key.to_string()).or_default();
+        // The last read before the failure; a cgroup first read after it
+        // (born after start) has refused nothing before it was seen.
+        let before = reads
+            .iter()
+            .rev()
+            .find(|&&(at, _)| at < at_ns)
+            .map_or(0, |&(_, v)| v);
+        if reads.back().is_none_or(|&(at, _)| now >= at + READ_GAP_NS) {
+            reads.push_back((now, n));
+            if reads.len() > READS_KEPT {
+                reads.pop_front();
+            }
+        }
+        n > before
+    }
+
     /// From the process's pids cgroup up to the hierarchy's root: the
-    /// deepest cgroup whose max counter moved, else the process's own.
-    pub fn check(&mut self, cgroup_dir: &str) -> Option<Pids> {
+    /// deepest cgroup whose max counter moved since before the failure at
+    /// `at_ns`, else the process's own.
+    pub fn check(&mut self, cgroup_dir: &str, at_ns: u64) -> Option<Pids> {
         let mut dir = Path::new(cgroup_dir);
         let mut own: Option<Pids> = None;
         while let Some(n) = max_events(dir) {
             let key = dir.display().to_string();
-            // A cgroup born after start: a non-zero counter is its first news.
-            let moved = self.seen.get(&key).map_or(n > 0, |&before| n > before);
-            self.seen.insert(key.clone(), n);
+            let moved = self.moved(&key, n, at_ns);
             let max = std::fs::read_to_string(dir.join("pids.max"))
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
@@ -104,8 +152,10 @@ impl PidsWatch {
                 current: read_u64(dir.join("pids.current")).unwrap_or(0),
                 max,
                 max_events_moved: moved,
+                process_cgroup_unknown: false,
             };
             if moved {
+                self.note_refusing(&here.cgroup);
                 return Some(here);
             }
             own.get_or_insert(here);
@@ -115,6 +165,43 @@ impl PidsWatch {
             };
         }
         own
+    }
+}
+
+impl PidsWatch {
+    fn note_refusing(&mut self, cgroup: &str) {
+        if self.refusing.back().is_some_and(|c| c == cgroup) {
+            return;
+        }
+        self.refusing.retain(|c| c != cgroup);
+        self.refusing.push_back(cgroup.to_string());
+        if self.refusing.len() > REFUSING_KEPT {
+            self.refusing.pop_front();
+        }
+    }
+
+    /// For a failure whose process's cgroup is not known (the process was
+    /// gone before it could be read): a cgroup seen refusing tasks lately
+    /// whose counter moved since before the failure, newest first.
+    pub fn check_refusing(&mut self, at_ns: u64) -> Option<Pids> {
+        let candidates: Vec<String> = self.refusing.iter().rev().cloned().collect();
+        for cg in candidates {
+            let dir = Path::new(&cg);
+            let Some(n) = max_events(dir) else { continue };
+            if !self.moved(&cg, n, at_ns) {
+                continue;
+            }
+            return Some(Pids {
+                current: read_u64(dir.join("pids.current")).unwrap_or(0),
+                max: std::fs::read_to_string(dir.join("pids.max"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok()),
+                cgroup: cg,
+                max_events_moved: true,
+                process_cgroup_unknown: true,
+            });
+        }
+        None
     }
 }
 
@@ -157,18 +244,59 @@ mod tests {
     fn pids_counter_movement_is_relative_to_what_was_seen() {
         let dir = tempfile::tempdir().unwrap();
         let cg = dir.path().join("app");
+        let path = cg.to_str().unwrap();
         std::fs::create_dir(&cg).unwrap();
         std::fs::write(cg.join("pids.events"), "max 2\n").unwrap();
         std::fs::write(cg.join("pids.max"), "4\n").unwrap();
         std::fs::write(cg.join("pids.current"), "3\n").unwrap();
         let mut w = PidsWatch::default();
-        w.seed(&[cg.to_str().unwrap()]);
-        let p = w.check(cg.to_str().unwrap()).unwrap();
+        w.seed(&[path]);
+        let p = w.check(path, clock::monotonic_ns()).unwrap();
         assert!(!p.max_events_moved, "2 was there before");
         assert_eq!((p.current, p.max), (3, Some(4)));
         std::fs::write(cg.join("pids.events"), "max 3\n").unwrap();
-        assert!(w.check(cg.to_str().unwrap()).unwrap().max_events_moved);
+        assert!(
+            w.check(path, clock::monotonic_ns())
+                .unwrap()
+                .max_events_moved
+        );
         std::fs::write(cg.join("pids.max"), "max\n").unwrap();
-        assert_eq!(w.check(cg.to_str().unwrap()).unwrap().max, None);
+        assert_eq!(w.check(path, clock::monotonic_ns()).unwrap().max, None);
+    }
+
+    /// A storm: failures handled after later ones moved the counter, and
+    /// after pids.current fell below pids.max again, are still told as
+    /// the cgroup's; a failure after the counter stopped moving is not.
+    #[test]
+    fn a_failure_handled_late_is_judged_by_the_counter_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cg = dir.path().join("storm");
+        let path = cg.to_str().unwrap();
+        std::fs::create_dir(&cg).unwrap();
+        std::fs::write(cg.join("pids.events"), "max 0\n").unwrap();
+        std::fs::write(cg.join("pids.max"), "200\n").unwrap();
+        std::fs::write(cg.join("pids.current"), "150\n").unwrap();
+        let mut w = PidsWatch::default();
+        w.seed(&[path]);
+        let failures: Vec<u64> = (0..5).map(|_| clock::monotonic_ns()).collect();
+        std::fs::write(cg.join("pids.events"), "max 5\n").unwrap();
+        for at in failures {
+            let p = w.check(path, at).unwrap();
+            assert!(p.max_events_moved, "{p:?}");
+            assert!(p.current < p.max.unwrap(), "the cgroup has room again");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(
+            2 * READ_GAP_NS / 1_000_000,
+        ));
+        let after = clock::monotonic_ns();
+        std::thread::sleep(std::time::Duration::from_millis(
+            2 * READ_GAP_NS / 1_000_000,
+        ));
+        w.check(path, after);
+        let later = clock::monotonic_ns();
+        assert!(
+            !w.check(path, later).unwrap().max_events_moved,
+            "read at 5 before this failure, 5 now"
+        );
     }
 }

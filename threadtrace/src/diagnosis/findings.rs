@@ -1,7 +1,8 @@
 //! Findings: what the recording means, ranked by impact, each with its
 //! evidence and one remedy, for one screen at 3 a.m.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::share;
 use crate::{
     model::{Finding, OomKill, Record, Summary, ThreadCreateFailed},
     words::{
@@ -15,7 +16,9 @@ type PoolDeaths = (String, Vec<String>, BTreeSet<String>, Option<String>);
 #[derive(Default)]
 struct FailureTally {
     events: u64,
-    processes: BTreeMap<u32, String>,
+    /// pid → (comm, failures seen in detail): every process of the group,
+    /// up to PROCESSES_KEPT over all groups.
+    processes: BTreeMap<u32, (String, u64)>,
     symbol: Option<String>,
     detail: String,
     inherited: Option<String>,
@@ -30,8 +33,11 @@ struct FailureTally {
 /// Collects what findings need, bounded: groups, not events.
 #[derive(Default)]
 pub struct Findings {
-    /// (cause, library, uid) → group.
-    failures: BTreeMap<(String, String, u32), FailureTally>,
+    /// (cause, library, uid, whether processes were to be created) →
+    /// group.
+    failures: BTreeMap<GroupKey, FailureTally>,
+    /// Processes tracked over all groups.
+    processes_kept: usize,
     ooms: Vec<Finding>,
     /// Parent pid → (parent comm, dead workers, signals, consequence).
     pool_deaths: BTreeMap<u32, PoolDeaths>,
@@ -39,7 +45,28 @@ pub struct Findings {
     seen_kills: BTreeSet<u32>,
 }
 
+type GroupKey = (String, String, u32, bool);
+
 const KEPT: usize = 64;
+/// Processes whose failures are shared out exactly, over all groups.
+const PROCESSES_KEPT: usize = 65_536;
+
+/// What the counts hold that no group's detail covers.
+#[derive(Default)]
+struct Rest {
+    share: Share,
+    pids: std::collections::HashSet<u32>,
+    /// "api error" → failures.
+    kinds: BTreeMap<String, u64>,
+}
+
+/// A group's exact share of the counts: failures and processes, those
+/// seen in detail and those of the same program inferred to belong.
+#[derive(Default, Clone, Copy)]
+struct Share {
+    failures: u64,
+    processes: u64,
+}
 
 impl Findings {
     pub fn add(&mut self, r: &Record) {
@@ -56,17 +83,17 @@ impl Findings {
             .map(|c| c.kind.clone())
             .unwrap_or_else(|| "unknown".into());
         let lib = e.library.clone().unwrap_or_else(|| "unknown code".into());
-        if self.failures.len() >= KEPT
-            && !self
-                .failures
-                .contains_key(&(kind.clone(), lib.clone(), e.task.uid))
-        {
+        let key = (kind, lib, e.task.uid, e.creates_process());
+        if self.failures.len() >= KEPT && !self.failures.contains_key(&key) {
             return;
         }
-        let g = self.failures.entry((kind, lib, e.task.uid)).or_default();
+        let g = self.failures.entry(key).or_default();
         g.events += 1;
-        if g.processes.len() < 20 {
-            g.processes.insert(e.task.pid, e.task.comm.clone());
+        if let Some(p) = g.processes.get_mut(&e.task.pid) {
+            p.1 += 1;
+        } else if self.processes_kept < PROCESSES_KEPT {
+            self.processes_kept += 1;
+            g.processes.insert(e.task.pid, (e.task.comm.clone(), 1));
         }
         if g.symbol.is_none() {
             g.symbol = e.symbol.clone();
@@ -143,6 +170,137 @@ impl Findings {
         }
     }
 
+    /// Each group's exact failures, from `counts` (the kernel's counts per
+    /// process): a process's count is shared among its groups as its
+    /// failures seen in detail were; a process seen in no group's detail
+    /// goes to the group of a process with the same name (the same
+    /// program, failing the same way), else to the rest, with what the
+    /// counts do not tie to a process. Without counts, the events.
+    /// Returns the shares, in the groups' order, the rest and the total.
+    fn shares(&self, counts: Option<&Summary>) -> (Vec<Share>, Rest, u64) {
+        let mut shares: Vec<Share> = self
+            .failures
+            .values()
+            .map(|g| Share {
+                failures: g.events,
+                processes: g.processes.len() as u64,
+            })
+            .collect();
+        let Some(s) = counts else {
+            let total = shares.iter().map(|s| s.failures).sum();
+            return (shares, Rest::default(), total);
+        };
+        let mut per_pid: HashMap<u32, (&str, u64)> = HashMap::new();
+        for p in &s.by_process {
+            let e = per_pid.entry(p.pid).or_insert((p.comm.as_str(), 0));
+            e.1 += p.count;
+        }
+        let mut rest = Rest {
+            share: Share {
+                failures: s.failures_not_listed + s.failures_without_process,
+                processes: s.processes_not_listed,
+            },
+            ..Default::default()
+        };
+        let mut groups_of: HashMap<u32, Vec<(usize, u64)>> = HashMap::new();
+        let mut group_of_comm: HashMap<&str, usize> = HashMap::new();
+        for (i, g) in self.failures.values().enumerate() {
+            shares[i].failures = 0;
+            for (pid, (comm, detailed)) in &g.processes {
+                groups_of.entry(*pid).or_default().push((i, *detailed));
+                group_of_comm.entry(comm.as_str()).or_insert(i);
+            }
+        }
+        for (pid, groups) in &groups_of {
+            let exact = per_pid.get(pid).map_or(0, |p| p.1);
+            let detailed: Vec<u64> = groups.iter().map(|g| g.1).collect();
+            for ((i, _), n) in groups.iter().zip(share::exact_by_group(exact, &detailed)) {
+                shares[*i].failures += n;
+            }
+        }
+        for (pid, (comm, n)) in &per_pid {
+            if groups_of.contains_key(pid) {
+                continue;
+            }
+            match group_of_comm.get(comm) {
+                Some(&i) => {
+                    shares[i].failures += n;
+                    shares[i].processes += 1;
+                }
+                None => {
+                    rest.share.failures += n;
+                    rest.share.processes += 1;
+                    rest.pids.insert(*pid);
+                }
+            }
+        }
+        for p in s.by_process.iter().filter(|p| rest.pids.contains(&p.pid)) {
+            *rest
+                .kinds
+                .entry(format!("{} {}", p.api, p.error))
+                .or_default() += p.count;
+        }
+        let total = (shares.iter().map(|s| s.failures).sum::<u64>() + rest.share.failures)
+            .max(s.failures_total);
+        (shares, rest, total)
+    }
+
+    /// Failures the kernel counted whose detail was never seen (the ring
+    /// buffer full, a process beyond what is tracked) and whose program no
+    /// other finding covers: counted, so that the findings add up, with
+    /// what the counts do say (the api and error) and the cause that the
+    /// failures seen in detail nearly all had, as the likely one.
+    fn not_seen_in_detail(&self, rest: &Rest, groups: &[Finding], total: u64) -> Finding {
+        let mut evidence = Vec::new();
+        if !rest.kinds.is_empty() {
+            let kinds: Vec<String> = rest
+                .kinds
+                .iter()
+                .map(|(k, n)| format!("{k} {}", words::thousands(*n)))
+                .collect();
+            evidence.push(format!(
+                "the kernel counted them exactly: {}",
+                kinds.join(", ")
+            ));
+        }
+        evidence.push(
+            "their events were lost (the ring buffer was full) or their processes were gone \
+             before they could be named"
+                .into(),
+        );
+        let failures: Vec<&Finding> = groups
+            .iter()
+            .filter(|f| f.kind == "thread_create_failed")
+            .collect();
+        let seen: u64 = failures.iter().map(|f| f.impact - 10_000).sum();
+        if let Some(top) = failures.iter().max_by_key(|f| f.impact) {
+            let share = top.impact - 10_000;
+            if seen > 0 && share * 10 >= seen * 9 {
+                if let Some(why) = top.evidence.first() {
+                    evidence.push(format!(
+                        "{}% of the failures seen in detail had one cause, likely theirs too: {why}",
+                        share * 100 / seen
+                    ));
+                }
+            }
+        }
+        Finding {
+            kind: "thread_create_failed".into(),
+            impact: 10_000 + rest.share.failures,
+            title: format!(
+                "{} of {} failures{} were counted but not seen in detail: their library is not known",
+                words::thousands(rest.share.failures),
+                words::thousands(total),
+                match rest.share.processes {
+                    0 => String::new(),
+                    n => format!(", in {},", words::count(n, "process")),
+                }
+            ),
+            evidence,
+            remedy: String::new(),
+        }
+    }
+
     /// Findings, most important first. `counts` (exact, from the kernel)
     /// replaces event counts, which miss what the ring buffer dropped.
     pub fn ranked(&self, counts: Option<&Summary>) -> Vec<Finding> {
@@ -164,27 +322,17 @@ impl Findings {
                 ),
             });
         }
-        for ((kind, lib, uid), g) in &self.failures {
-            let exact: u64 = counts
-                .map(|s| {
-                    s.by_process
-                        .iter()
-                        .filter(|p| g.processes.contains_key(&p.pid))
-                        .map(|p| p.count)
-                        .sum()
-                })
-                .unwrap_or(0)
-                .max(g.events);
-            let procs: Vec<String> = g
+        let (shares, rest, total) = self.shares(counts);
+        for (((kind, lib, uid, processes), g), share) in self.failures.iter().zip(shares) {
+            let names: Vec<String> = g
                 .processes
                 .iter()
                 .take(3)
-                .map(|(pid, comm)| format!("{comm}[{pid}]"))
+                .map(|(pid, (comm, _))| format!("{comm}[{pid}]"))
                 .collect();
-            let more = if g.processes.len() > 3 {
-                format!(" and {} more", g.processes.len() - 3)
-            } else {
-                String::new()
+            let more = match share.processes.saturating_sub(3) {
+                0 => String::new(),
+                n => format!(" and {} more", words::thousands(n)),
             };
             let who = match &g.symbol {
                 Some(s) => format!("{lib} ({s})"),
@@ -196,21 +344,38 @@ impl Findings {
                 let list: Vec<&str> = g.pods.iter().map(String::as_str).collect();
                 format!(" ({})", list.join("; "))
             };
+            let of_total = if share.failures < total {
+                format!(
+                    " ({} of {} failures{})",
+                    words::thousands(share.failures),
+                    words::thousands(total),
+                    if share.processes > 3 {
+                        format!(", in {} processes", words::thousands(share.processes))
+                    } else {
+                        String::new()
+                    }
+                )
+            } else {
+                String::new()
+            };
             let mut evidence = vec![format!("{kind}: {}", g.detail)];
             evidence.extend(g.inherited.iter().cloned());
             evidence.extend(g.holders.iter().cloned());
             evidence.extend(g.attribution_gap.iter().cloned());
             out.push(Finding {
                 kind: "thread_create_failed".into(),
-                impact: 10_000 + exact,
+                impact: 10_000 + share.failures,
                 title: format!(
-                    "{} failed for {who} in {}{more}{pods}, uid {uid}",
-                    words::count(exact, "thread creation"),
-                    procs.join(", ")
+                    "{} failed for {who} in {}{more}{pods}, uid {uid}{of_total}",
+                    words::count(share.failures, words::creation(*processes)),
+                    names.join(", ")
                 ),
                 evidence,
                 remedy: g.remedy.clone(),
             });
+        }
+        if rest.share.failures > 0 {
+            out.push(self.not_seen_in_detail(&rest, &out, total));
         }
         out.extend(self.oversubscribed.values().cloned());
         out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));

@@ -20,6 +20,8 @@ struct Active {
     processes: BTreeMap<u32, String>,
     libraries: BTreeSet<String>,
     causes: BTreeSet<String>,
+    /// "thread", "process".
+    creates: BTreeSet<&'static str>,
     remedy: String,
     /// Kernel count per process when it joined the storm.
     baseline: HashMap<u32, u64>,
@@ -109,6 +111,7 @@ impl StormDetector {
                 processes: BTreeMap::new(),
                 libraries: BTreeSet::new(),
                 causes: BTreeSet::new(),
+                creates: BTreeSet::new(),
                 remedy: String::new(),
                 baseline: HashMap::new(),
                 failures: 0,
@@ -133,6 +136,11 @@ impl StormDetector {
         if let Some(l) = &e.library {
             a.libraries.insert(l.clone());
         }
+        a.creates.insert(if e.creates_process() {
+            "process"
+        } else {
+            "thread"
+        });
         if let Some(c) = &e.cause {
             a.causes.insert(c.kind.clone());
             if a.remedy.is_empty() {
@@ -244,6 +252,7 @@ fn snapshot(scope: &str, a: &Active, state: &str, time: &str, now: Instant) -> S
         libraries: a.libraries.iter().cloned().collect(),
         causes: a.causes.iter().cloned().collect(),
         remedy: a.remedy.clone(),
+        creates: a.creates.iter().map(|c| c.to_string()).collect(),
     }
 }
 

@@ -20,6 +20,7 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
     ThreadCreateFailed {
         task,
         api: api.into(),
+        creates: None,
         errno,
         error: names::errno_name(errno),
         library: None,
@@ -41,6 +42,19 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
     }
 }
 
+const CLONE_THREAD: u64 = 0x10000;
+
+/// What the failing call was to create: a thread shares its process's
+/// memory (CLONE_THREAD; a stack mapped for pthread_create), a process
+/// does not (fork, vfork, clone without CLONE_THREAD).
+fn creates(api: Api, syscall: Api, flags: u64) -> &'static str {
+    match (api, syscall) {
+        (Api::PthreadCreate, _) | (_, Api::Mmap | Api::Mprotect) => "thread",
+        (_, Api::Clone | Api::Clone3) if flags & CLONE_THREAD != 0 => "thread",
+        _ => "process",
+    }
+}
+
 /// A failure as the kernel sent it. `offsets` are the start_routine
 /// offsets the kernel read at (see `PTHREAD_OFFSETS`), slot by slot.
 pub fn from_kernel(
@@ -54,6 +68,7 @@ pub fn from_kernel(
     let mut ev = base(ctx.task(&e.header), api.name(), p.errno, ctx);
     ev.syscall = Some(syscall.name().to_string());
     ev.syscall_errno = Some(p.errno);
+    ev.creates = Some(creates(api, syscall, p.flags).into());
     let mut c = Captured::new(e.header.ktime_ns, stack(&p.stack), &p.copy);
     c.pd = p.pd;
     c.start_routine = offsets

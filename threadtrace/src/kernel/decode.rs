@@ -19,6 +19,22 @@ pub enum Raw {
     Mapping(Box<Event<Mapping>>),
 }
 
+impl Raw {
+    /// The header every kernel record starts with.
+    pub fn header(&self) -> &Header {
+        match self {
+            Raw::CreateFailed(e) => &e.header,
+            Raw::RlimitChange(e) => &e.header,
+            Raw::OomVictim(e) => &e.header,
+            Raw::ProcessFork(e) => &e.header,
+            Raw::ProcessExec(e) => &e.header,
+            Raw::ProcessExit(e) => &e.header,
+            Raw::CgroupAttach(e) => &e.header,
+            Raw::Mapping(e) => &e.header,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {0} bytes is shorter than a header")]

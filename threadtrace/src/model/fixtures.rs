@@ -20,6 +20,7 @@ pub fn failure(pid: u32, comm: &str, library: &str, cause: &str) -> ThreadCreate
     ThreadCreateFailed {
         task: task(pid, comm, 65534),
         api: "pthread_create".into(),
+        creates: None,
         errno: 11,
         error: "EAGAIN".into(),
         library: Some(library.into()),
@@ -210,6 +211,7 @@ pub fn storm(state: &str, library: &str) -> Storm {
         libraries: vec![library.into()],
         causes: vec!["rlimit_nproc".into()],
         remedy: "OMP_NUM_THREADS=1".into(),
+        creates: vec![],
     }
 }
 

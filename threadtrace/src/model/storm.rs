@@ -32,4 +32,7 @@ pub struct Storm {
     pub libraries: Vec<String>,
     pub causes: Vec<String>,
     pub remedy: String,
+    /// What its failures were creating: "thread", "process" or both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub creates: Vec<String>,
 }

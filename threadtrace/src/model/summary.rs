@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Finding;
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Started {
     pub time: String,
@@ -57,8 +61,15 @@ pub struct Summary {
     pub failures_total: u64,
     /// api → error → count.
     pub by_api: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Per process, largest first.
+    /// Per process, largest first: the first rows only, in what is
+    /// written (`processes_not_listed` counts the others).
     pub by_process: Vec<ProcessFailures>,
+    /// Processes with failures not listed in `by_process`, and their
+    /// failures (in `failures_total`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub processes_not_listed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures_not_listed: u64,
     /// Events the ring buffer had no room for. Their failures are still in
     /// the counts above; only their detail is lost.
     pub events_lost: u64,
@@ -122,6 +133,22 @@ pub struct Tracer {
     pub attribution_skipped: u64,
 }
 
+impl Summary {
+    /// Keeps the `rows` largest per-process rows; the others are counted
+    /// in `processes_not_listed` and `failures_not_listed`.
+    pub fn list_at_most(&mut self, rows: usize) {
+        if self.by_process.len() <= rows {
+            return;
+        }
+        let rest = self.by_process.split_off(rows);
+        let mut pids: Vec<u32> = rest.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        self.processes_not_listed += pids.len() as u64;
+        self.failures_not_listed += rest.iter().map(|p| p.count).sum::<u64>();
+    }
+}
+
 impl Tracer {
     pub fn is_quiet(&self) -> bool {
         self.cmdlines_cut == 0
@@ -156,6 +183,10 @@ pub struct TraceFileStatus {
     pub records_too_large: u64,
     /// The file's last write error, if it was still failing at the end.
     pub error: Option<String>,
+    /// Why the file took no more records at the end: "disk full",
+    /// "read-only file system" or "write error"; absent when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
 }
 
 impl TraceFileStatus {

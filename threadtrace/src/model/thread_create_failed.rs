@@ -11,6 +11,10 @@ pub struct ThreadCreateFailed {
     pub task: Task,
     /// "pthread_create", "clone", "clone3", "fork" or "vfork".
     pub api: String,
+    /// What was to be created: "thread" (CLONE_THREAD) or "process" (a
+    /// fork). Absent in recordings made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creates: Option<String>,
     pub errno: i32,
     pub error: String,
     /// Who wanted the thread: "libopenblas", "libgomp", ..., or the
@@ -54,6 +58,15 @@ const ENOMEM: i32 = 12;
 const EAGAIN: i32 = 11;
 
 impl ThreadCreateFailed {
+    /// Whether a process, not a thread, was to be created: a fork, vfork
+    /// or clone without CLONE_THREAD.
+    pub fn creates_process(&self) -> bool {
+        match self.creates.as_deref() {
+            Some(c) => c == "process",
+            None => matches!(self.api.as_str(), "fork" | "vfork"),
+        }
+    }
+
     /// Whether the syscall that failed was setting up a thread's stack
     /// (mmap, mprotect), not creating the task.
     pub fn is_stack_setup(&self) -> bool {

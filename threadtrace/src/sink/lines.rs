@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::{
     model::{
         names::errno_name, Finding, Limits, OomKill, Outcome, ProcessExit, Record, RlimitChange,
-        Started, Storm, Summary, ThreadCreateFailed, Tracer,
+        Started, Storm, Summary, ThreadCreateFailed, TraceFileStatus, Tracer,
     },
     sanitize,
     words::{self, bytes, clock_ms as clock, errno_meaning},
@@ -169,9 +169,10 @@ fn storm(s: &Storm) -> String {
     };
     let mut out = match s.state.as_str() {
         "start" => format!(
-            "{} STORM of thread-creation failures for {}: from {libs} in {}; single failures are no longer printed \
+            "{} STORM of {} for {}: from {libs} in {}; single failures are no longer printed \
              (the trace file keeps a sample and the exact counts)",
             clock(&s.time),
+            words::storm_failures(&s.creates),
             s.scope,
             procs.join(", ")
         ),
@@ -272,6 +273,45 @@ pub fn findings(findings: &[Finding], max: usize) -> String {
     s.trim_end().to_string()
 }
 
+/// Why the trace file does not hold everything, in words that fit the
+/// cause: a full disk, a read-only file system, an error.
+fn trace_file_incomplete(t: &TraceFileStatus) -> String {
+    format!(
+        "{}; the counts above are complete.",
+        trace_file_shortfall(t)
+    )
+}
+
+/// What the trace file misses and why, as one sentence without an end.
+pub fn trace_file_shortfall(t: &TraceFileStatus) -> String {
+    let path = sanitize::text(&t.path);
+    let waiting = match t.bytes_unwritten {
+        0 => String::new(),
+        n => format!(", {n} bytes were still waiting for it"),
+    };
+    let too_large = match t.records_too_large {
+        0 => String::new(),
+        n => format!(", {n} records too large for the format"),
+    };
+    let why = match (t.stopped_by.as_deref(), t.error.as_deref()) {
+        (Some("disk full"), _) => "the disk was full".to_string(),
+        (Some("read-only file system"), _) => "its file system became read-only".to_string(),
+        (_, Some(e)) => format!("writing it failed ({e})"),
+        (_, None) => String::new(),
+    };
+    if why.is_empty() {
+        return format!(
+            "the trace file {path} is incomplete: {} lost{waiting}{too_large}",
+            words::count(t.records_lost, "record")
+        );
+    }
+    let lost = match t.records_lost {
+        1 => "1 record was".to_string(),
+        n => format!("{n} records were"),
+    };
+    format!("the trace file {path} is incomplete: {why}: {lost} not written{waiting}{too_large}")
+}
+
 /// The summary, safe for a terminal: every string in it escaped first
 /// (`sanitize`), then the text laid out.
 pub fn summary(s: &Summary) -> String {
@@ -298,12 +338,13 @@ fn failures(out: &mut String, s: &Summary) {
     }
     let _ = writeln!(out, "── summary ({:.1} s) ──", s.duration_s);
     if s.failures_total == 0 {
-        out.push_str("no thread-creation failures.\n");
+        out.push_str("no thread- or process-creation failures.\n");
     } else {
         let _ = writeln!(
             out,
-            "{} thread-creation failures (exact kernel counts):",
-            s.failures_total
+            "{} {} (exact kernel counts):",
+            s.failures_total,
+            words::creation_failures(s.by_api.keys().map(String::as_str))
         );
         for (api, errs) in &s.by_api {
             for (err, n) in errs {
@@ -316,6 +357,17 @@ fn failures(out: &mut String, s: &Summary) {
                 out,
                 "  {:<16} pid {:<8} {:<15} {:<7} {:>10}",
                 p.comm, p.pid, p.api, p.error, p.count
+            );
+        }
+        let unlisted = s.by_process.len().saturating_sub(10) as u64 + s.processes_not_listed;
+        if unlisted > 0 {
+            let failures: u64 =
+                s.by_process.iter().skip(10).map(|p| p.count).sum::<u64>() + s.failures_not_listed;
+            let _ = writeln!(
+                out,
+                "  and {} more with {}",
+                words::count(unlisted, "process"),
+                words::count(failures, "failure")
             );
         }
         if let Some(p) = s.by_process.first() {
@@ -366,18 +418,7 @@ fn what_is_missing(out: &mut String, s: &Summary) {
         );
     }
     if let Some(t) = s.trace_file.as_ref().filter(|t| t.is_incomplete()) {
-        let _ = writeln!(
-            out,
-            "the trace file {} is incomplete: {} records lost and {} bytes unwritten{}{}; the counts above are complete.",
-            sanitize::text(&t.path),
-            t.records_lost,
-            t.bytes_unwritten,
-            match t.records_too_large {
-                0 => String::new(),
-                n => format!(", {n} records too large for the format"),
-            },
-            t.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{}", trace_file_incomplete(t));
     }
     if !s.tracer.is_quiet() {
         let _ = writeln!(out, "{}", tracer(&s.tracer));
@@ -480,6 +521,7 @@ mod tests {
                 uid: 65534,
             },
             api: "pthread_create".into(),
+            creates: None,
             errno: 11,
             error: "EAGAIN".into(),
             library: Some("libopenblas".into()),

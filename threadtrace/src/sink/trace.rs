@@ -180,9 +180,16 @@ impl TraceSink {
         self.check_size();
     }
 
-    /// Written whatever the caps: the final summary.
-    pub fn write_always(&mut self, kind: u8, v: &Value) {
-        self.writer.write_always(kind, v);
+    /// The end is near: what waits goes to the file, or is counted as
+    /// lost if the disk is full, so that `status` is what the file holds.
+    pub fn settle(&mut self) {
+        self.writer.settle();
+    }
+
+    /// The final summary, after `settle`: written whatever the caps, into
+    /// the space kept for it if the disk is full.
+    pub fn write_last(&mut self, kind: u8, v: &Value) {
+        self.writer.write_last(kind, v);
     }
 
     pub fn counters(&mut self, v: Value) {
@@ -191,9 +198,11 @@ impl TraceSink {
         self.check_size();
     }
 
+    /// A full file of a set asks for the next one; not while the file
+    /// system takes nothing (a full disk has no room for it either).
     fn check_size(&self) {
         if let Target::Set { file_size, .. } = self.target {
-            if self.writer.bytes_written >= file_size {
+            if self.writer.bytes_written >= file_size && self.writer.stopped().is_none() {
                 self.wants_rotation.store(true, Ordering::Relaxed);
             }
         }
@@ -325,6 +334,7 @@ impl TraceSink {
         add(&mut s, w);
         s.path = w.path().display().to_string();
         s.error = w.failing().map(|e| e.to_string());
+        s.stopped_by = w.stopped().map(|stop| stop.reason().to_string());
         s
     }
 }

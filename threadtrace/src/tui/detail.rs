@@ -128,7 +128,7 @@ pub fn process(p: &ProcessLimits) -> Detail {
     }
     if p.failures > 0 {
         lines.push(format!(
-            "{} failed thread creations (exact kernel count)",
+            "{} failed thread or process creations (exact kernel count)",
             p.failures
         ));
     }

@@ -45,3 +45,41 @@ pub fn pod(k: &K8s) -> String {
         (None, None) => pod,
     }
 }
+
+/// "thread creation" or "process creation": what one failure was to make.
+pub fn creation(creates_process: bool) -> &'static str {
+    if creates_process {
+        "process creation"
+    } else {
+        "thread creation"
+    }
+}
+
+/// What failures by these apis were creating, for a count of them:
+/// pthread_create makes threads, fork and vfork processes; clone and
+/// clone3 either.
+pub fn creation_failures<'a>(apis: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let (mut threads, mut processes, mut either) = (false, false, false);
+    for api in apis {
+        match api {
+            "pthread_create" => threads = true,
+            "fork" | "vfork" => processes = true,
+            _ => either = true,
+        }
+    }
+    match (threads, processes, either) {
+        (true, false, false) | (false, false, false) => "thread-creation failures",
+        (false, true, false) => "process-creation failures",
+        _ => "thread- or process-creation failures",
+    }
+}
+
+/// What a storm's failures were creating ("thread", "process").
+pub fn storm_failures(creates: &[String]) -> &'static str {
+    let has = |w: &str| creates.iter().any(|c| c == w);
+    match (has("thread"), has("process")) {
+        (false, true) => "process-creation failures",
+        (true, true) => "thread- and process-creation failures",
+        _ => "thread-creation failures",
+    }
+}

@@ -1,11 +1,19 @@
 //! Counts and sizes.
 
-/// `n` and a noun, "1 thread" or "2 threads".
+/// `n` and a noun, "1 thread" or "2 threads", "2 processes".
+/// Thousands are separated: "1,711 processes".
 pub fn count(n: impl Into<i128> + Copy + std::fmt::Display, noun: &str) -> String {
-    if n.into() == 1 {
-        format!("{n} {noun}")
+    let v: i128 = n.into();
+    let shown = match u64::try_from(v) {
+        Ok(u) => thousands(u),
+        Err(_) => v.to_string(),
+    };
+    if v == 1 {
+        format!("{shown} {noun}")
+    } else if noun.ends_with('s') {
+        format!("{shown} {noun}es")
     } else {
-        format!("{n} {noun}s")
+        format!("{shown} {noun}s")
     }
 }
 
@@ -80,6 +88,8 @@ mod tests {
     fn sizes_and_counts() {
         assert_eq!(count(1, "thread"), "1 thread");
         assert_eq!(count(0, "thread"), "0 threads");
+        assert_eq!(count(2, "process"), "2 processes");
+        assert_eq!(count(1711, "process"), "1,711 processes");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
         assert_eq!(bytes(180 << 20), "180 MiB");

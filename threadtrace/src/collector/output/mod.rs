@@ -25,6 +25,7 @@ use crate::{
     model::{Attribution, Record, Summary, ThreadCreateFailed},
     panics,
     sink::{
+        lines,
         metrics::Metrics,
         trace::{self, TraceSink},
         Console,
@@ -59,7 +60,8 @@ pub enum Msg {
     Finish(Box<Counts>, Box<Counts>),
 }
 
-/// Per-process rows in the trace file's counter snapshots.
+/// Per-process rows in the trace file's counter snapshots, and in the
+/// final summary: the others are summed (`processes_not_listed`).
 const SNAPSHOT_ROWS: usize = 100;
 
 /// The sinks and settings of the output stage.
@@ -296,6 +298,8 @@ impl Stage {
         }
         file.findings = self.findings.ranked(Some(&file));
         console.findings = file.findings.clone();
+        // The findings have the exact rows; the summary lists the largest.
+        console.list_at_most(SNAPSHOT_ROWS);
         if let Some(t) = &self.out.trace {
             file.trace_events_dropped = t.events_dropped();
             console.trace_events_dropped = t.events_dropped();
@@ -304,25 +308,19 @@ impl Stage {
             self.write(&Record::Storm(storm));
         }
         self.write_counters(&file);
+        file.list_at_most(SNAPSHOT_ROWS);
         // The summary is printed whatever became of the file: a full disk
         // loses no more than what it could not take.
         if let Some(t) = &mut self.out.trace {
+            // What the file holds, not what waits for it: the summary in
+            // the file says how it fared.
+            t.settle();
             file.trace_file = Some(t.status());
             let v = serde_json::to_value(Record::Summary(file)).expect("records serialize");
-            t.write_always(kind::EVENT, &v);
+            t.write_last(kind::EVENT, &v);
             let status = t.finish();
             if status.is_incomplete() {
-                log::error!(
-                    "trace file {}: incomplete: {} records lost, {} bytes unwritten{}",
-                    status.path,
-                    status.records_lost,
-                    status.bytes_unwritten,
-                    status
-                        .error
-                        .as_deref()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
-                );
+                log::error!("{}", lines::trace_file_shortfall(&status));
             }
             console.trace_file = Some(status);
         }
@@ -404,7 +402,7 @@ impl Stage {
             // Totals are complete; the per-process rows are the largest
             // ones, so that a snapshot a second stays small.
             let mut s = s.clone();
-            s.by_process.truncate(SNAPSHOT_ROWS);
+            s.list_at_most(SNAPSHOT_ROWS);
             t.counters(serde_json::to_value(&s).expect("summary serializes"));
         }
     }
