@@ -301,12 +301,15 @@ impl Tracer {
         let status = wait_timeout(&mut self.child, Duration::from_secs(30))
             .expect("threadtrace did not stop within 30 s");
         assert!(status.success(), "threadtrace exited with {status}");
-        Records(
-            self.lines
-                .iter()
-                .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-                .collect(),
-        )
+        let records: Vec<Value> = self
+            .lines
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        for r in &records {
+            assert_words_for_people(r);
+        }
+        Records(records)
     }
 }
 
@@ -328,6 +331,75 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     None
 }
 
+/// Text that shows a value's Rust form instead of words: `Some(200)`,
+/// `None`, `Ok(..)`, `Err(..)`, `["a", "b"]`.
+pub fn debug_form(text: &str) -> Option<&'static str> {
+    ["Some(", "None", "Ok(", "Err(", "[\"", "\"]"]
+        .into_iter()
+        .find(|p| text.contains(p))
+}
+
+/// Every sentence written for people in a record (titles, evidence,
+/// details, remedies, consequences, gaps): words, not `{:?}` of values.
+/// Every scenario's records go through this.
+pub fn assert_words_for_people(v: &Value) {
+    const FOR_PEOPLE: [&str; 6] = [
+        "title",
+        "evidence",
+        "detail",
+        "remedy",
+        "consequence",
+        "attribution_gap",
+    ];
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    fn walk(v: &Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if FOR_PEOPLE.contains(&k.as_str()) {
+                        let mut texts = Vec::new();
+                        strings(x, &mut texts);
+                        for t in texts {
+                            if let Some(p) = debug_form(t) {
+                                panic!("{k} holds {p:?}, a value's Rust form, not words: {t}");
+                            }
+                        }
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(v);
+}
+
+/// `threadtrace report FILE`: its text, which must read as words.
+pub fn report_text(file: &Path) -> String {
+    let out = Command::new(bin())
+        .arg("report")
+        .arg(file)
+        .output()
+        .expect("threadtrace report");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    for t in [&text, &err] {
+        if let Some(p) = debug_form(t) {
+            panic!("report shows {p:?}, a value's Rust form, not words:\n{t}");
+        }
+    }
+    format!("{text}{err}")
+}
+
 /// `threadtrace report --json FILE`, which must exit 0, parsed.
 pub fn report_json(file: &Path) -> Value {
     let out = Command::new(bin())
@@ -341,7 +413,9 @@ pub fn report_json(file: &Path) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("report --json is JSON")
+    let v: Value = serde_json::from_slice(&out.stdout).expect("report --json is JSON");
+    assert_words_for_people(&v);
+    v
 }
 
 /// A report's exact failure count for one process.

@@ -145,6 +145,27 @@ fn thread_stack_cannot_be_mapped() {
     }
 }
 
+/// A thread stack that could not be mapped is counted by its call site,
+/// decided inside pthread_create when the failure is attributed. Before,
+/// the site was looked up again in the process's mappings at each count,
+/// and once they were forgotten (10 s after the process exited) its
+/// failures left the exact counts.
+#[test]
+fn a_stack_failure_stays_counted_after_its_process_is_forgotten() {
+    if !require_root() {
+        return;
+    }
+    let burst = compile_c("thread_burst", &["-pthread"]);
+    let t = Tracer::start(&[]);
+    let out = bash(&format!("ulimit -v 300000; exec {} 64", burst.display()));
+    let pid: u32 = field(&out, "pid").unwrap().parse().unwrap();
+    let failed: u64 = field(&out, "failed").unwrap().parse().unwrap();
+    assert!(failed > 0);
+    std::thread::sleep(std::time::Duration::from_secs(13));
+    let rec = t.stop();
+    assert_eq!(rec.counted(pid, "pthread_create"), failed);
+}
+
 /// A process that moves itself into a pids cgroup and fails within
 /// milliseconds may be gone before /proc can say where it was: moves are
 /// learned from the kernel (cgroup:cgroup_attach_task), in order with the
