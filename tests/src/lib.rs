@@ -685,10 +685,22 @@ pub fn free_port() -> u16 {
 /// `GET path` over HTTP/1.0: (status line and headers, body), or None when
 /// nothing answers.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(String, String)> {
+    http_get_accepting(addr, path, None)
+}
+
+/// `http_get` with an Accept header.
+pub fn http_get_accepting(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> Option<(String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n").ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();

@@ -210,8 +210,9 @@ fn the_image_runs_the_daemonsets_command_and_sees_a_real_failure() {
     let pid = field(&out, "pid").unwrap();
     let seen = poll(Duration::from_secs(10), || {
         let (head, body) = get_in_netns(tracer, port, "/metrics")?;
+        // No Accept header: the classic text format.
         assert!(
-            head.contains("Content-Type: application/openmetrics-text"),
+            head.contains("Content-Type: text/plain; version=0.0.4"),
             "{head}"
         );
         sample(

@@ -247,6 +247,58 @@ fn prometheus_scrapes_the_counters_and_alertmanager_delivers_the_alerts() {
         .is_some(),
         "the failure in Prometheus"
     );
+    // Both formats, by the Accept header: the classic one passes promtool's
+    // checks (OpenMetrics' info type is unknown to it), OpenMetrics is what
+    // Prometheus asked for above.
+    let metrics_at = SocketAddr::from(([127, 0, 0, 1], metrics));
+    for (accept, want) in [
+        (
+            Some("text/plain;version=0.0.4"),
+            "text/plain; version=0.0.4",
+        ),
+        (None, "text/plain; version=0.0.4"),
+        (
+            Some("application/openmetrics-text;version=1.0.0"),
+            "application/openmetrics-text; version=1.0.0",
+        ),
+    ] {
+        let (head, body) = http_get_accepting(metrics_at, "/metrics", accept).unwrap();
+        assert!(head.contains(&format!("Content-Type: {want}")), "{head}");
+        if want.starts_with("text/plain") {
+            assert!(
+                sample(
+                    &body,
+                    "threadtrace_thread_create_failures_total",
+                    &[("cause", "rlimit_nproc")]
+                )
+                .is_some(),
+                "{body}"
+            );
+            let mut check = Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            check
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = check.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            assert!(body.ends_with("# EOF\n"), "{body}");
+        }
+    }
     let (alert_at, alert) = poll(Duration::from_secs(60), || {
         hook.alert(
             "ThreadCreationFailingOnHost",

@@ -27,6 +27,8 @@ use tokio::{
 
 /// What Prometheus 3 requires of an OpenMetrics response.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format, for clients that do not ask for OpenMetrics.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A request's head at most, and the time to send it.
 const REQUEST_MAX: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -149,19 +151,101 @@ async fn serve(listener: StdListener, registry: Arc<Registry>, mut stopped: ones
     }
 }
 
-/// The request line's method and path, once the head is complete; None
+/// What a request asks: its method, path and Accept header.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    method: String,
+    path: String,
+    accept: Option<String>,
+}
+
+/// The request's line and Accept header, once the head is complete; None
 /// while it is not.
-fn request_line(head: &[u8]) -> Option<Result<(&str, &str), ()>> {
+fn request(head: &[u8]) -> Option<Result<Request, ()>> {
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&head[..end]).map_err(|_| ());
     Some(head.and_then(|h| {
-        let line = h.lines().next().ok_or(())?;
+        let mut lines = h.split("\r\n");
+        let line = lines.next().ok_or(())?;
         let mut parts = line.split(' ');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(m), Some(p), Some(v)) if v.starts_with("HTTP/1.") => Ok((m, p)),
-            _ => Err(()),
-        }
+        let (method, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(m), Some(p), Some(v)) if v.starts_with("HTTP/1.") => (m, p),
+            _ => return Err(()),
+        };
+        let accept = lines.find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("accept")
+                .then(|| value.trim().to_string())
+        });
+        Ok(Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            accept,
+        })
     }))
+}
+
+/// Whether the client prefers OpenMetrics to the classic text format, by
+/// the quality values of its Accept header (as Prometheus's client
+/// libraries decide): without the header, or with only `*/*`, the classic
+/// format, which every scraper and `promtool check metrics` read.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let (mut openmetrics, mut text) = (None::<f32>, None::<f32>);
+    for entry in accept.split(',') {
+        let mut params = entry.split(';').map(str::trim);
+        let media = params.next().unwrap_or("").to_ascii_lowercase();
+        let q = params
+            .find_map(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()))
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/openmetrics-text" => &mut openmetrics,
+            "text/plain" => &mut text,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |best| best.max(q)));
+    }
+    match (openmetrics, text) {
+        (Some(om), Some(t)) => om > 0.0 && om >= t,
+        (Some(om), None) => om > 0.0,
+        _ => false,
+    }
+}
+
+/// The classic text format (0.0.4) from the OpenMetrics encoding: no
+/// `# EOF` or `# UNIT`, counters typed under their `_total` name, info
+/// metrics as gauges named `_info`, unknown as untyped.
+fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // HELP comes before TYPE, and its name changes with the type.
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !family.ends_with("_total") => (format!("{family}_total"), "counter"),
+                "info" => (format!("{family}_info"), "gauge"),
+                "counter" | "gauge" | "histogram" | "summary" => (family.to_string(), kind),
+                _ => (family.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(h, _)| *h == family) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 async fn handle(
@@ -173,8 +257,8 @@ async fn handle(
     let mut buf = [0u8; 1024];
     let read = async {
         loop {
-            if let Some(r) = request_line(&head) {
-                return Some(r.map(|(m, p)| (m.to_string(), p.to_string())));
+            if let Some(r) = request(&head) {
+                return Some(r);
             }
             if head.len() >= REQUEST_MAX {
                 return Some(Err(()));
@@ -191,30 +275,35 @@ async fn handle(
     };
     let (status, content_type, body) = match request {
         Err(()) => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
-        Ok((m, _)) if m != "GET" && m != "HEAD" => (
+        Ok(r) if r.method != "GET" && r.method != "HEAD" => (
             "405 Method Not Allowed",
             "text/plain",
             "only GET\n".to_string(),
         ),
-        Ok((m, p)) if p == "/metrics" || p.starts_with("/metrics?") => {
+        Ok(r) if r.path == "/metrics" || r.path.starts_with("/metrics?") => {
             let t0 = Instant::now();
             let mut body = String::with_capacity(last_size.load(Ordering::Relaxed) + 1024);
             if text::encode(&mut body, registry).is_err() {
                 return Ok(());
             }
             last_size.store(body.len(), Ordering::Relaxed);
+            let (body, content_type) = if wants_openmetrics(r.accept.as_deref()) {
+                (body, CONTENT_TYPE)
+            } else {
+                (classic(&body), CLASSIC_CONTENT_TYPE)
+            };
             log::debug!(
                 "metrics: {} bytes encoded in {:?}",
                 body.len(),
                 t0.elapsed()
             );
-            if m == "HEAD" {
+            if r.method == "HEAD" {
                 let len = body.len();
-                return write(&mut stream, "200 OK", CONTENT_TYPE, len, "").await;
+                return write(&mut stream, "200 OK", content_type, len, "").await;
             }
-            ("200 OK", CONTENT_TYPE, body)
+            ("200 OK", content_type, body)
         }
-        Ok((_, p)) if p == "/" => (
+        Ok(r) if r.path == "/" => (
             "200 OK",
             "text/plain; charset=utf-8",
             "threadtrace: metrics at /metrics\n".to_string(),
@@ -274,18 +363,69 @@ mod tests {
     }
 
     #[test]
-    fn request_lines() {
+    fn requests() {
         assert_eq!(
-            request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+            request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
             None,
             "incomplete"
         );
         assert_eq!(
-            request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(Ok(("GET", "/metrics")))
+            request(b"GET /metrics HTTP/1.1\r\nHost: x\r\nACCEPT:  text/plain \r\n\r\n"),
+            Some(Ok(Request {
+                method: "GET".into(),
+                path: "/metrics".into(),
+                accept: Some("text/plain".into())
+            }))
         );
-        assert_eq!(request_line(b"GARBAGE\r\n\r\n"), Some(Err(())));
-        assert_eq!(request_line(b"\xff\xfe\r\n\r\n"), Some(Err(())));
+        assert_eq!(
+            request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().accept,
+            None
+        );
+        assert_eq!(request(b"GARBAGE\r\n\r\n"), Some(Err(())));
+        assert_eq!(request(b"\xff\xfe\r\n\r\n"), Some(Err(())));
+    }
+
+    #[test]
+    fn openmetrics_only_when_preferred() {
+        // What Prometheus 3 sends by default.
+        let prometheus = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+            application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+            text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        // Prometheus configured for the classic format only.
+        assert!(!wants_openmetrics(Some(
+            "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(Some(
+            "text/plain;q=0.9, application/openmetrics-text;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
+        for plain in [
+            None,
+            Some("*/*"),
+            Some(""),
+            Some("text/html"),
+            Some(";;,q="),
+        ] {
+            assert!(!wants_openmetrics(plain), "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn the_classic_format_types_counters_and_info_as_it_expects() {
+        let om =
+            "# HELP a_changes Changes.\n# TYPE a_changes counter\na_changes_total{r=\"x\"} 2\n\
+            # HELP a_build The version.\n# TYPE a_build info\na_build_info{version=\"1\"} 1\n\
+            # HELP a_bytes Size.\n# TYPE a_bytes gauge\n# UNIT a_bytes bytes\na_bytes 3.0\n\
+            # TYPE a_odd stateset\na_odd{a_odd=\"x\"} 1\n# EOF\n";
+        assert_eq!(
+            classic(om),
+            "# HELP a_changes_total Changes.\n# TYPE a_changes_total counter\na_changes_total{r=\"x\"} 2\n\
+             # HELP a_build_info The version.\n# TYPE a_build_info gauge\na_build_info{version=\"1\"} 1\n\
+             # HELP a_bytes Size.\n# TYPE a_bytes gauge\na_bytes 3.0\n\
+             # TYPE a_odd untyped\na_odd{a_odd=\"x\"} 1\n"
+        );
     }
 
     fn get(addr: SocketAddr, request: &[u8]) -> String {
@@ -307,7 +447,7 @@ mod tests {
         let server = spawn(bind("127.0.0.1:0".parse().unwrap()).unwrap(), registry).unwrap();
         let r = get(
             server.addr,
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n",
         );
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(
@@ -324,6 +464,19 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(len, r.split_once("\r\n\r\n").unwrap().1.len());
+        let plain = get(
+            server.addr,
+            b"GET /metrics HTTP/1.1\r\nAccept: text/plain;version=0.0.4\r\n\r\n",
+        );
+        assert!(
+            plain.contains(&format!("\r\nContent-Type: {CLASSIC_CONTENT_TYPE}\r\n")),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("\n# TYPE threadtrace_build_info gauge\n"),
+            "{plain}"
+        );
+        assert!(!plain.contains("# EOF"), "{plain}");
         assert!(get(server.addr, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get(server.addr, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
         assert!(get(server.addr, &[b'a'; REQUEST_MAX + 10]).starts_with("HTTP/1.1 400"));
