@@ -36,6 +36,8 @@ pub struct Options {
     /// How often resident memory is sampled for OOM kills' growers, and
     /// how far back they look; None turns sampling off.
     pub rss: Option<(Duration, Duration)>,
+    /// `--near`: thresholds of the limits' headroom; empty for off.
+    pub near: Vec<f64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +138,23 @@ pub struct RecordArgs {
     /// How far back an OOM kill looks for the processes that grew.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub rss_window: Duration,
+    /// Warn before a limit runs out: a `limit_near` record when a user's
+    /// tasks under RLIMIT_NPROC, a pids or memory cgroup, or the host's
+    /// threads-max or pid_max cross one of these fractions of the limit
+    /// (or percents: 80%,90%), with the rate it rises at and when it will
+    /// run out. Once per threshold until the usage falls 5 points below
+    /// it. `off` turns it off. Sampled once a second, and ten times a
+    /// second for the limits within 20 points of the lowest threshold.
+    #[arg(long, value_name = "FRACTIONS", default_value = "0.8,0.9,0.95", value_parser = parse_near)]
+    pub near: Near,
+}
+
+/// `--near` thresholds, ascending; empty for `off`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Near(pub Vec<f64>);
+
+fn parse_near(s: &str) -> Result<Near, String> {
+    crate::diagnosis::headroom::parse_thresholds(s).map(Near)
 }
 
 fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -164,6 +183,7 @@ impl RecordArgs {
             comms: self.comms,
             lifecycle: self.lifecycle,
             storm_threshold: self.storm_threshold,
+            near: self.near.0.clone(),
             detail_rate: self.detail_rate,
             max_size: self.max_size,
             file_size: self.file_size,

@@ -149,6 +149,11 @@ impl Diagnosis {
         self.nproc_sets.insert(e.target_pid, set, bytes);
     }
 
+    /// The RLIMIT_NPROC change seen on `pid`, if any.
+    pub fn nproc_set(&self, pid: u32) -> Option<&LimitSet> {
+        self.nproc_sets.peek(&pid)
+    }
+
     /// Which limit a failure hit, from evidence read now; the same failure
     /// from the same process is diagnosed once a second at most.
     fn failure(

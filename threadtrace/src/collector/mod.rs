@@ -21,6 +21,7 @@ mod counts;
 mod diagnose;
 mod filter;
 mod handoff;
+mod headroom;
 mod output;
 mod session;
 mod source;
@@ -38,6 +39,7 @@ pub use filter::ProcessFilter;
 use crate::{enrich::Context, kernel::decode::Raw, sink::trace};
 use diagnose::Diagnosis;
 use handoff::Handoff;
+use headroom::Headroom;
 use session::Session;
 use source::Source;
 use spaces::SpaceFeeder;
@@ -56,6 +58,8 @@ pub struct Collector {
     ctx: Context,
     spaces: SpaceFeeder,
     diagnosis: Diagnosis,
+    /// How close each limit is; None with `--near off`.
+    headroom: Option<Headroom>,
     handoff: Handoff,
     session: Session,
 }
@@ -83,6 +87,9 @@ impl Collector {
         };
         self.diagnosis
             .on_record(&mut r, nproc, at_ns, &mut self.ctx);
+        if let Some(h) = &mut self.headroom {
+            h.on_record(&r);
+        }
         self.handoff.emit(r, captured);
     }
 
@@ -143,6 +150,9 @@ async fn run(opts: args::Options) -> anyhow::Result<()> {
     // drained between slices.
     let memory_due = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(memory_due);
+    // The limits near a threshold, between the seconds.
+    let mut headroom = tokio::time::interval(headroom::FAST);
+    headroom.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !c.handoff.gone() {
         tokio::select! {
             // Not while the output stage is full: the ring buffer holds
@@ -166,6 +176,7 @@ async fn run(opts: args::Options) -> anyhow::Result<()> {
                 let wait = c.diagnosis.sample_memory(&c.ctx);
                 memory_due.as_mut().reset(tokio::time::Instant::now() + wait);
             }
+            _ = headroom.tick(), if c.headroom.as_ref().is_some_and(Headroom::watching) => c.headroom_fast(),
             _ = s.interrupt.recv() => break,
             _ = s.terminate.recv() => break,
             _ = s.hangup.recv() => {

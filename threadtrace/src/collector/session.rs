@@ -16,6 +16,9 @@ use crate::{clock, model::Record, sink::trace};
 /// Whether tracked processes still exist is checked this often, in
 /// seconds (their exit record may have been lost).
 const LIVENESS_EVERY: u32 = 30;
+/// Limits in the metrics and on the dashboard: the closest to their
+/// maximum.
+const LIMITS_SHOWN: usize = 20;
 /// How often the metrics are told which pods are alive.
 const LIVE_PODS_EVERY: Duration = Duration::from_secs(10);
 
@@ -27,6 +30,8 @@ pub struct Session {
     dashboard: bool,
     /// The live processes at the last summary, by pid.
     scan: Vec<Scanned>,
+    /// Live threads per (process, creating library), at the last summary.
+    rows: Vec<crate::model::ThreadCount>,
     checkpoints: u32,
     /// Raised by the trace sink when its file is full: it wants the
     /// process table to start the next one.
@@ -48,6 +53,7 @@ impl Session {
             started,
             dashboard,
             scan: Vec::new(),
+            rows: Vec::new(),
             checkpoints: 0,
             trace_rotation,
             live_pods_sent: metrics.then(Instant::now),
@@ -122,7 +128,9 @@ impl Collector {
         self.spaces.prune(check_alive, !self.handoff.is_clear());
         self.diagnosis.prune();
         let c = self.counts(false);
+        self.session.rows.clone_from(&c.summary.threads);
         self.oversubscription(&c.summary.time);
+        self.headroom_second();
         let dashboard = self.session.dashboard.then(|| self.dashboard_second(&c));
         self.handoff.send_or_skip(Msg::Checkpoint(Box::new(c)));
         if let Some((c, processes)) = dashboard {
@@ -170,6 +178,35 @@ impl Collector {
             t0.elapsed()
         );
         (counts, rows)
+    }
+
+    /// Every limit's headroom, from this second's scan.
+    fn headroom_second(&mut self) {
+        let Some(h) = &mut self.headroom else { return };
+        let t0 = Instant::now();
+        let sets = |pid: u32| self.diagnosis.nproc_set(pid);
+        let near = h.second(&self.session.scan, &self.session.rows, &mut self.ctx, &sets);
+        log::debug!(
+            "headroom: {} limits read in {:?}",
+            h.tracked(),
+            t0.elapsed()
+        );
+        for e in near {
+            self.handoff.emit(Record::LimitNear(e), None);
+        }
+        if self.session.dashboard || self.session.live_pods_sent.is_some() {
+            let closest = h.closest(LIMITS_SHOWN);
+            self.handoff.send_or_skip(Msg::Limits(closest));
+        }
+    }
+
+    /// The limits near a threshold, between the seconds.
+    pub(super) fn headroom_fast(&mut self) {
+        let Some(h) = &mut self.headroom else { return };
+        let sets = |pid: u32| self.diagnosis.nproc_set(pid);
+        for e in h.fast(&self.session.scan, &self.session.rows, &mut self.ctx, &sets) {
+            self.handoff.emit(Record::LimitNear(e), None);
+        }
     }
 
     /// Pool libraries running more threads than their process's CPUs.

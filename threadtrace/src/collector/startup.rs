@@ -17,6 +17,7 @@ use super::{
     args::Options,
     diagnose::Diagnosis,
     handoff::Handoff,
+    headroom::Headroom,
     output::{self, Output},
     session::Session,
     source::Source,
@@ -161,6 +162,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Recording> {
         source: Source::new(kernel, counters),
         spaces: SpaceFeeder::new(shared.clone()),
         diagnosis: Diagnosis::new(shared, pids_watch, opts.rss),
+        headroom: (!opts.near.is_empty()).then(|| Headroom::new(opts.near.clone())),
         handoff: Handoff::new(sender),
         session: Session::new(
             filter,

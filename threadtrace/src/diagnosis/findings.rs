@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::share;
 use crate::{
-    model::{Finding, OomKill, Record, Summary, ThreadCreateFailed},
+    model::{Finding, LimitNear, OomKill, Record, Summary, ThreadCreateFailed},
     words::{
         self, bytes,
         growth::{grew, sentence, verdict, GrowthVerdict},
@@ -42,6 +42,8 @@ pub struct Findings {
     /// Parent pid → (parent comm, dead workers, signals, consequence).
     pool_deaths: BTreeMap<u32, PoolDeaths>,
     oversubscribed: BTreeMap<(u32, String), Finding>,
+    /// (kind, user or cgroup) → the limit's highest crossing.
+    near: BTreeMap<(String, String), (f64, Finding)>,
     seen_kills: BTreeSet<u32>,
 }
 
@@ -151,6 +153,7 @@ impl Findings {
                     d.2.insert(sig.clone());
                 }
             }
+            Record::LimitNear(e) => self.add_near(e),
             Record::Oversubscribed(o) if self.oversubscribed.len() < KEPT => {
                 self.oversubscribed.insert(
                     (o.pid, o.library.clone()),
@@ -168,6 +171,52 @@ impl Findings {
             }
             _ => {}
         }
+    }
+
+    /// A limit near its maximum: one finding per limit, at its highest
+    /// crossing; ranked below every failure and kill, above
+    /// oversubscription.
+    fn add_near(&mut self, e: &LimitNear) {
+        let l = &e.limit;
+        let subject = match (&l.cgroup, l.uid) {
+            (Some(cg), _) => cg.clone(),
+            (None, Some(uid)) => format!("uid {uid}"),
+            _ => String::new(),
+        };
+        let key = (l.kind.clone(), subject);
+        if self.near.get(&key).is_some_and(|(r, _)| *r >= l.ratio)
+            || (self.near.len() >= KEPT && !self.near.contains_key(&key))
+        {
+            return;
+        }
+        let mut evidence = vec![format!("{}: {}", l.kind, words::headroom::outlook(e))];
+        if let Some(a) = &e.inherited_from {
+            evidence.push(format!("the limit is inherited from {}[{}]", a.comm, a.pid));
+        }
+        if let Some(s) = &e.set_by {
+            evidence.push(format!(
+                "the limit was set by {}[{}] at {}",
+                s.comm, s.pid, s.time
+            ));
+        }
+        if !e.holders.is_empty() {
+            evidence.push(format!("held by {}", words::threads_held(&e.holders)));
+        }
+        if !e.memory_holders.is_empty() {
+            evidence.push(format!("held by {}", words::memory_held(&e.memory_holders)));
+        }
+        let finding = Finding {
+            kind: "limit_near".into(),
+            impact: 2_000 + (l.ratio * 1000.0) as u64,
+            title: format!(
+                "near a limit ({:.0}%): {}",
+                l.ratio * 100.0,
+                words::headroom::used(l)
+            ),
+            evidence,
+            remedy: e.remedy.clone(),
+        };
+        self.near.insert(key, (l.ratio, finding));
     }
 
     /// Each group's exact failures, from `counts` (the kernel's counts per
@@ -378,6 +427,7 @@ impl Findings {
             out.push(self.not_seen_in_detail(&rest, &out, total));
         }
         out.extend(self.oversubscribed.values().cloned());
+        out.extend(self.near.values().map(|(_, f)| f.clone()));
         out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));
         out
     }

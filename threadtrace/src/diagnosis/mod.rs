@@ -4,6 +4,7 @@ pub mod cause;
 pub mod evidence;
 pub mod findings;
 pub mod growth;
+pub mod headroom;
 pub mod holders;
 pub mod limits;
 pub mod memory;

@@ -1,5 +1,8 @@
 //! One specific thing to do, per cause.
-use crate::{model::Cause, sanitize};
+use crate::{
+    model::{Cause, LimitNear},
+    sanitize,
+};
 
 /// The environment variable that sizes a pool library's threads.
 pub fn pool_variable(library: &str) -> Option<&'static str> {
@@ -58,6 +61,63 @@ pub fn remedy(c: &Cause, library: Option<&str>) -> String {
         "threads_max" => format!("raise kernel.threads-max (now {}): sysctl -w kernel.threads-max=N; or {fewer}", c.limit.unwrap_or(0)),
         "pid_max" => format!("raise kernel.pid_max (now {}): sysctl -w kernel.pid_max=N; or {fewer}", c.limit.unwrap_or(0)),
         _ => format!("no limit was at its maximum; compare the detail with `ulimit -a` of the process; or {fewer}"),
+    }
+}
+
+/// What to do before a limit runs out: raise it now (the exact command),
+/// or cap the pool that holds the most.
+pub fn before_limit(e: &LimitNear) -> String {
+    let l = &e.limit;
+    // Twice the limit: room for the pool that is growing, not unlimited.
+    let raised = l.max.saturating_mul(2).max(l.max + 1);
+    let quoted = |file: &str| match &l.cgroup {
+        Some(cg) => sanitize::shell(&format!("{cg}/{file}")).into_owned(),
+        None => format!("<cgroup>/{file}"),
+    };
+    let raise = match l.kind.as_str() {
+        "rlimit_nproc" => match (&e.inherited_from, l.pid) {
+            (Some(a), Some(pid)) => format!(
+                "raise it now: `prlimit --pid {pid} --nproc={raised}:{raised}`; for good, restart {}[{}] with a higher nproc (limits.conf, systemd LimitNPROC=), its children inherit it",
+                a.comm, a.pid
+            ),
+            (None, Some(pid)) => format!(
+                "raise it now: `prlimit --pid {pid} --nproc={raised}:{raised}`; for good, limits.conf nproc or systemd LimitNPROC= of its service"
+            ),
+            _ => "raise RLIMIT_NPROC: limits.conf nproc, systemd LimitNPROC=".into(),
+        },
+        "cgroup_pids" => format!("raise it now: `echo {raised} > {}`", quoted("pids.max")),
+        "memory_cgroup" => {
+            let file = if l.cgroup.as_deref().is_some_and(|cg| {
+                std::path::Path::new(cg).join("memory.limit_in_bytes").exists()
+            }) {
+                "memory.limit_in_bytes"
+            } else {
+                "memory.max"
+            };
+            let raised = l.max.saturating_add(l.max / 2);
+            format!(
+                "raise it now: `echo {raised} > {}`; or find what grows among the holders",
+                quoted(file)
+            )
+        }
+        "threads_max" => format!("raise it now: `sysctl -w kernel.threads-max={raised}`"),
+        "pid_max" => format!(
+            "raise it now: `sysctl -w kernel.pid_max={}`",
+            raised.min(4_194_304)
+        ),
+        _ => String::new(),
+    };
+    // The holder with the most threads, if a pool library made them.
+    let pool = e.holders.iter().find_map(|h| {
+        let lib = h.libraries.first()?;
+        Some((pool_variable(lib)?, lib, h))
+    });
+    match pool {
+        Some((var, lib, h)) => format!(
+            "{raise}; or cap the pool that holds the most: {var}=N for {lib} in {}[{}] ({} threads)",
+            h.comm, h.pid, h.threads
+        ),
+        None => raise,
     }
 }
 

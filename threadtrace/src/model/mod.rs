@@ -11,6 +11,7 @@
 mod finding;
 mod k8s;
 mod lifecycle;
+mod limit_near;
 pub mod names;
 mod oom_kill;
 mod oversubscribed;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use finding::Finding;
 pub use k8s::K8s;
 pub use lifecycle::{ProcessCgroup, ProcessExec, ProcessExit, ProcessFork};
+pub use limit_near::{Headroom, LimitNear};
 pub use oom_kill::{Grower, MemHolder, MemoryCgroup, OomKill, Pool, Trigger, Victim};
 pub use oversubscribed::Oversubscribed;
 pub use rlimit_change::{Limit, Limits, Outcome, RlimitChange, Unlimited};
@@ -52,6 +54,7 @@ pub enum Record {
     ProcessCgroup(ProcessCgroup),
     Storm(Storm),
     Oversubscribed(Oversubscribed),
+    LimitNear(LimitNear),
     Summary(Summary),
 }
 
@@ -68,7 +71,8 @@ impl Record {
             Record::Started(_)
             | Record::Summary(_)
             | Record::Storm(_)
-            | Record::Oversubscribed(_) => None,
+            | Record::Oversubscribed(_)
+            | Record::LimitNear(_) => None,
         }
     }
 

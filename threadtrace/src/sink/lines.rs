@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use crate::{
     model::{
-        names::errno_name, Finding, Limits, OomKill, Outcome, ProcessExit, Record, RlimitChange,
-        Started, Storm, Summary, ThreadCreateFailed, TraceFileStatus, Tracer,
+        names::errno_name, Finding, LimitNear, Limits, OomKill, Outcome, ProcessExit, Record,
+        RlimitChange, Started, Storm, Summary, ThreadCreateFailed, TraceFileStatus, Tracer,
     },
     sanitize,
     words::{self, bytes, clock_ms as clock, errno_meaning},
@@ -50,6 +50,48 @@ fn failed(e: &ThreadCreateFailed) -> String {
         if !c.remedy.is_empty() {
             let _ = write!(s, "\n    do: {}", c.remedy);
         }
+    }
+    s
+}
+
+fn limit_near(e: &LimitNear) -> String {
+    let mut s = format!(
+        "{} LIMIT NEAR  {:.0}%  {}; {}",
+        clock(&e.time),
+        e.limit.ratio * 100.0,
+        words::headroom::used(&e.limit),
+        words::headroom::outlook(e)
+    );
+    if let Some(k) = &e.limit.k8s {
+        let _ = write!(s, "  {}", words::pod(k));
+    }
+    if let Some(a) = &e.inherited_from {
+        let _ = write!(s, "\n    limit inherited from {}[{}]", a.comm, a.pid);
+        if let Some(t) = &a.started {
+            let _ = write!(s, ", started {t}");
+        }
+    }
+    if let Some(set) = &e.set_by {
+        let _ = write!(
+            s,
+            "\n    limit set by {}[{}] at {}",
+            set.comm,
+            set.pid,
+            clock(&set.time)
+        );
+    }
+    if !e.holders.is_empty() {
+        let _ = write!(s, "\n    held by: {}", words::threads_held(&e.holders));
+    }
+    if !e.memory_holders.is_empty() {
+        let _ = write!(
+            s,
+            "\n    held by: {}",
+            words::memory_held(&e.memory_holders)
+        );
+    }
+    if !e.remedy.is_empty() {
+        let _ = write!(s, "\n    do: {}", e.remedy);
     }
     s
 }
@@ -491,6 +533,7 @@ fn render_clean(r: &Record) -> String {
         ),
         Record::Summary(s) => summary_of(s),
         Record::Storm(s) => storm(s),
+        Record::LimitNear(e) => limit_near(e),
         Record::Oversubscribed(o) => format!(
             "{} OVERSUBSCRIBED  {}[{}]: {} runs {} threads on {} CPUs allowed ({})\n    do: {}",
             clock(&o.time),

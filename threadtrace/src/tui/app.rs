@@ -350,6 +350,7 @@ pub mod tests {
 
     pub fn second(duration_s: f64, groups: Vec<FailureGroup>) -> Update {
         Update::Second(Box::new(Second {
+            limits: Vec::new(),
             summary: Summary {
                 duration_s,
                 failures_total: groups.iter().map(|g| g.failures).sum(),

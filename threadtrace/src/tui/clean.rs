@@ -51,8 +51,12 @@ impl Update {
                     summary,
                     failures,
                     processes,
+                    limits,
                     dropped: _,
                 } = &mut *s;
+                for l in limits.iter_mut() {
+                    *l = sanitize::for_display(&*l).unwrap_or_default();
+                }
                 *summary = sanitize::for_display(summary).unwrap_or_default();
                 failures.iter_mut().for_each(group);
                 processes.iter_mut().for_each(process);

@@ -34,6 +34,8 @@ pub struct Second {
     pub failures: Vec<FailureGroup>,
     /// The busiest and the failing processes, most threads first.
     pub processes: Vec<ProcessLimits>,
+    /// The limits closest to their maximum, closest first (`--near`).
+    pub limits: Vec<crate::model::Headroom>,
     /// Updates the dashboard was too slow to take, so far.
     pub dropped: u64,
 }
@@ -84,6 +86,8 @@ pub struct Data {
     pub events_per_s: u64,
     pub failures: Vec<FailureRow>,
     pub processes: Vec<ProcessLimits>,
+    /// The limits closest to their maximum, closest first.
+    pub limits: Vec<crate::model::Headroom>,
     /// OOM kills and pool workers killed, newest first.
     pub kills: VecDeque<Record>,
     /// Newest first.
@@ -162,6 +166,7 @@ impl Data {
             })
             .collect();
         self.processes = s.processes;
+        self.limits = s.limits;
         self.dropped = s.dropped;
         self.summary = s.summary;
     }

@@ -15,7 +15,7 @@ use std::{
 use super::data::{FailureGroup, Second, Update};
 use crate::{
     diagnosis::{limits::ProcessLimits, share},
-    model::{Record, Summary, ThreadCreateFailed},
+    model::{Headroom, Record, Summary, ThreadCreateFailed},
 };
 
 /// Updates waiting for the dashboard at most: records are few (storms are
@@ -43,6 +43,8 @@ pub struct Feed {
     /// library → cause → tally.
     groups: HashMap<String, HashMap<String, GroupTally>>,
     tallied: usize,
+    /// The limits closest to their maximum, as last sent.
+    limits: Vec<Headroom>,
 }
 
 pub fn channel() -> (Feed, Receiver<Update>) {
@@ -53,6 +55,7 @@ pub fn channel() -> (Feed, Receiver<Update>) {
             dropped: 0,
             groups: HashMap::new(),
             tallied: 0,
+            limits: Vec::new(),
         },
         rx,
     )
@@ -136,6 +139,11 @@ impl Feed {
         }
     }
 
+    /// The limits closest to their maximum, for the next picture.
+    pub fn limits(&mut self, limits: Vec<Headroom>) {
+        self.limits = limits;
+    }
+
     /// The second's picture: `summary` carries the findings so far.
     pub fn second(&mut self, summary: Summary, processes: Vec<ProcessLimits>) {
         let mut counted: HashMap<u32, u64> = HashMap::new();
@@ -175,6 +183,7 @@ impl Feed {
             summary,
             failures,
             processes,
+            limits: self.limits.clone(),
             dropped,
         })));
     }

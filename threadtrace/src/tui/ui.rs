@@ -1039,6 +1039,7 @@ mod tests {
             remedy: "restart python3[19475] (its pool will not recover the lost task), and use concurrent.futures.ProcessPoolExecutor".into(),
         };
         app.update(Update::Second(Box::new(Second {
+            limits: Vec::new(),
             summary: Summary {
                 duration_s: 5.0,
                 findings: vec![finding],
@@ -1136,6 +1137,7 @@ mod tests {
         let mut procs = vec![over];
         procs.extend((0..30).map(|i| limits(5000 + i, 10)));
         app.update(Update::Second(Box::new(Second {
+            limits: Vec::new(),
             summary: Summary {
                 duration_s: 6.0,
                 failures_total: 5000,
@@ -1274,6 +1276,7 @@ mod tests {
         let make = |filter: &str, n: u32| {
             let mut app = with_oom_pool_finding();
             app.update(Update::Second(Box::new(Second {
+                limits: Vec::new(),
                 summary: Summary {
                     duration_s: 6.0,
                     failures_total: 20_000,

@@ -4,6 +4,7 @@
 //! Reads the model; knows nothing of where the text goes. Escaping is not
 //! done here: the surfaces escape what they print (`sanitize`).
 pub mod growth;
+pub mod headroom;
 mod holders;
 mod numbers;
 mod time;

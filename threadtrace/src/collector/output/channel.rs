@@ -40,6 +40,7 @@ fn message_bytes(m: &Msg) -> usize {
         Msg::Checkpoint(c) => summary(&c.summary),
         Msg::Dashboard(c, processes) => summary(&c.summary) + 256 * processes.len(),
         Msg::LivePods(uids) => BASE + 64 * uids.len(),
+        Msg::Limits(limits) => BASE + 512 * limits.len(),
         Msg::Reopen { processes, .. } => BASE + 512 * processes.len(),
         // The last one always fits.
         Msg::Finish(..) => 0,

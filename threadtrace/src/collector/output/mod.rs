@@ -54,6 +54,9 @@ pub enum Msg {
         time: String,
         why: &'static str,
     },
+    /// Once a second with --metrics or a dashboard: the limits closest to
+    /// their maximum.
+    Limits(Vec<crate::model::Headroom>),
     /// Every 10 s with --metrics: the UIDs of the pods with a live process.
     LivePods(HashSet<String>),
     /// The end: the counts for the console (filtered) and for the file.
@@ -138,6 +141,14 @@ impl Stage {
                     time,
                     why,
                 } => self.reopen(&processes, &time, why),
+                Msg::Limits(limits) => {
+                    if let Some(m) = &mut self.out.metrics {
+                        m.limits(&limits);
+                    }
+                    if let Some(d) = &mut self.out.dashboard {
+                        d.limits(limits);
+                    }
+                }
                 Msg::LivePods(uids) => {
                     if let Some(m) = &mut self.out.metrics {
                         m.live_pods(&uids, Instant::now());

@@ -212,6 +212,27 @@ struct MetricLabels {
     metric: Value,
 }
 
+/// One limit: its kind, what it is the limit of ("uid 65534", a cgroup's
+/// path, "host"), and its pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    kind: Value,
+    limit: Value,
+    namespace: Value,
+    pod: Value,
+    container: Value,
+}
+
+/// The gauges of the limits closest to their maximum.
+#[derive(Default)]
+struct LimitGauges {
+    usage: Family<LimitLabels, Gauge>,
+    max: Family<LimitLabels, Gauge>,
+    ratio: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The label sets set last: the others are removed.
+    shown: HashSet<LimitLabels>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: Value,
@@ -312,6 +333,7 @@ pub struct Metrics {
     sampled_out: Counter,
     without_process: Counter,
     probes: Gauge,
+    limits: LimitGauges,
     cap: Cap,
     processes: HashMap<u32, ProcessAccount>,
     pods: HashMap<(Value, Value), PodSeries>,
@@ -350,6 +372,7 @@ pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
         sampled_out: Counter::default(),
         without_process: Counter::default(),
         probes: Gauge::default(),
+        limits: LimitGauges::default(),
         cap: Cap {
             max: cfg.max_label_sets,
             sets: 0,
@@ -365,7 +388,7 @@ pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
     let build = Info::new(BuildLabels {
         version: env!("CARGO_PKG_VERSION").into(),
     });
-    let table: [(&str, &str, Box<dyn Metric>); 13] = [
+    let table: [(&str, &str, Box<dyn Metric>); 16] = [
         (
             "threadtrace_thread_create_failures",
             "Failed pthread_create, clone, clone3, fork and vfork: the kernel's exact counts, by the library that asked and the limit that was hit",
@@ -425,6 +448,21 @@ pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
             "threadtrace_metrics_folded",
             "Updates folded into a metric's _overflow series because the label-set cap was reached",
             Box::new(m.cap.folded.clone()),
+        ),
+        (
+            "threadtrace_limit_usage",
+            "Use of the limits closest to their maximum (--near): tasks of a user under RLIMIT_NPROC, of a pids cgroup, of the host (threads_max, pid_max); bytes of a memory cgroup",
+            Box::new(m.limits.usage.clone()),
+        ),
+        (
+            "threadtrace_limit_max",
+            "The maximum of each limit in threadtrace_limit_usage",
+            Box::new(m.limits.max.clone()),
+        ),
+        (
+            "threadtrace_limit_usage_ratio",
+            "threadtrace_limit_usage over threadtrace_limit_max",
+            Box::new(m.limits.ratio.clone()),
         ),
         ("threadtrace_build", "The threadtrace version", Box::new(build)),
     ];
@@ -699,6 +737,43 @@ impl Metrics {
             s.failures_without_process,
             &mut self.totals.without_process,
         ));
+    }
+
+    /// Once a second: the limits closest to their maximum. Bounded: the
+    /// others' series are removed.
+    pub fn limits(&mut self, limits: &[crate::model::Headroom]) {
+        let mut shown = HashSet::new();
+        for l in limits {
+            let at = Where::of(l.k8s.as_ref(), self.labels);
+            let subject = match (&l.cgroup, l.uid) {
+                (Some(cg), _) => cg.clone(),
+                (None, Some(uid)) => format!("uid {uid}"),
+                _ => "host".to_string(),
+            };
+            let labels = LimitLabels {
+                kind: value(&l.kind),
+                limit: value(&subject),
+                namespace: at.namespace,
+                pod: at.pod,
+                container: at.container,
+            };
+            let g = &self.limits;
+            g.usage
+                .get_or_create(&labels)
+                .set(l.current.min(i64::MAX as u64) as i64);
+            g.max
+                .get_or_create(&labels)
+                .set(l.max.min(i64::MAX as u64) as i64);
+            g.ratio.get_or_create(&labels).set(l.ratio);
+            shown.insert(labels);
+        }
+        let g = &mut self.limits;
+        for gone in g.shown.difference(&shown) {
+            g.usage.remove(gone);
+            g.max.remove(gone);
+            g.ratio.remove(gone);
+        }
+        g.shown = shown;
     }
 
     /// The pods with a live process now: the others' series go after
