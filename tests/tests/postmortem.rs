@@ -59,7 +59,7 @@ fn exports_round_trip() {
         .iter()
         .find(|e| e["ph"] == "i" && e["cat"] == "failure" && e["pid"] == pid)
         .expect("the failure as an instant event");
-    assert_eq!(failure["args"]["library"], "libgomp");
+    assert_eq!(failure["args"]["library"], "libgomp", "{failure}");
     assert_eq!(failure["args"]["cause"], "rlimit_nproc");
     assert!(failure["args"]["remedy"]
         .as_str()

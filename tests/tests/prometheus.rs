@@ -142,6 +142,26 @@ fn query(prometheus: SocketAddr, q: &str) -> Vec<Value> {
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
+/// The rules with the named alerts' `for:` set to 0s.
+fn without_waiting(rules: &str, alerts: &[&str]) -> String {
+    let mut current = "";
+    let mut out = String::new();
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            current = name.trim();
+        }
+        match line.split_once("for: ") {
+            Some((indent, _)) if alerts.contains(&current) && indent.trim().is_empty() => {
+                out.push_str(indent);
+                out.push_str("for: 0s");
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn ready(addr: SocketAddr, path: &str) -> bool {
     http_get(addr, path).is_some_and(|(head, _)| {
         head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")
@@ -155,8 +175,25 @@ fn prometheus_scrapes_the_counters_and_alertmanager_delivers_the_alerts() {
     }
     let t_start = Instant::now();
     let dir = TempDir::new("prometheus");
-    let rules =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/threadtrace.rules.yml");
+    // The shipped rules, with the limit alerts' `for:` at 0 s: their
+    // expressions are what runs here (promtool tests their `for:` on
+    // synthetic series), so that the test does not wait 5 minutes.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/threadtrace.rules.yml"),
+    )
+    .unwrap();
+    let rules = dir.0.join("threadtrace.rules.yml");
+    std::fs::write(
+        &rules,
+        without_waiting(
+            &shipped,
+            &[
+                "ThreadLimitNearlyExhausted",
+                "ThreadLimitExhaustionPredicted",
+            ],
+        ),
+    )
+    .unwrap();
     let (metrics, prom, am) = (free_port(), free_port(), free_port());
     let hook = Webhook::start();
 
@@ -227,6 +264,58 @@ fn prometheus_scrapes_the_counters_and_alertmanager_delivers_the_alerts() {
         .cloned())
         .is_some(),
         "Prometheus scrapes the tracer"
+    );
+
+    // Before the limit: nobody adding 5 threads a second under
+    // `ulimit -u 200`. The predicted-exhaustion alert reaches the webhook
+    // while the workload still climbs, before its first failure.
+    let climb_from = Instant::now();
+    let mut climber = Command::new("runuser")
+        .args(["-u", "nobody", "--", "bash", "-c"])
+        .arg(
+            "ulimit -u 200; exec /usr/bin/python3 -c '
+import threading, time
+for i in range(400):
+    try:
+        threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
+    except RuntimeError:
+        print(\"failed at\", i, flush=True); break
+    time.sleep(0.2)
+'",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = poll(Duration::from_secs(90), || {
+        if let Some((_, a)) = hook.alert(
+            "ThreadLimitExhaustionPredicted",
+            climb_from,
+            &[("kind", "rlimit_nproc"), ("limit", "uid 65534")],
+        ) {
+            return Some(Some(a));
+        }
+        // It failed (and exited) before any alert.
+        matches!(climber.try_wait(), Ok(Some(_))).then_some(None)
+    });
+    let predicted = match seen {
+        Some(Some(a)) => a,
+        _ => panic!("no ThreadLimitExhaustionPredicted alert before the workload failed"),
+    };
+    assert!(
+        climber.try_wait().unwrap().is_none(),
+        "the alert came while the workload still climbed: {predicted}"
+    );
+    let climbed = climber.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&climbed.stdout).contains("failed at"),
+        "the workload then reached its limit: {climbed:?}"
+    );
+    assert!(
+        predicted["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("rlimit_nproc of uid 65534"),
+        "{predicted}"
     );
 
     // A real RLIMIT_NPROC failure, as nobody.

@@ -24,7 +24,10 @@ use crate::{
         holders, memory, remedy,
     },
     enrich::Context,
-    model::{Headroom as Limit, Holder, LimitNear, LimitSet, MemHolder, Record, ThreadCount},
+    model::{
+        Headroom as Limit, HeadroomCost, Holder, LimitNear, LimitSet, MemHolder, Record,
+        ThreadCount,
+    },
     pods, proctable,
 };
 
@@ -74,7 +77,9 @@ pub struct Headroom {
     details: HashMap<Key, Limit>,
     watched: Vec<Watched>,
     /// Files and processes read, for the summary's cost figures.
-    pub reads: u64,
+    reads: u64,
+    /// Time spent sampling.
+    busy: Duration,
 }
 
 impl Headroom {
@@ -86,6 +91,7 @@ impl Headroom {
             details: HashMap::new(),
             watched: Vec::new(),
             reads: 0,
+            busy: Duration::ZERO,
         }
     }
 
@@ -96,6 +102,17 @@ impl Headroom {
     /// Limits tracked now.
     pub fn tracked(&self) -> usize {
         self.tracker.len()
+    }
+
+    /// What it cost so far, for the summary.
+    pub fn cost(&self) -> HeadroomCost {
+        HeadroomCost {
+            limits: self.tracker.len() as u64,
+            limits_evicted: self.tracker.evicted,
+            processes: self.nproc.len() as u64,
+            reads: self.reads,
+            busy_s: self.busy.as_secs_f64(),
+        }
     }
 
     /// The `n` limits closest to their maximum, as last sampled.
@@ -134,6 +151,7 @@ impl Headroom {
         ctx: &mut Context,
         sets: &dyn Fn(u32) -> Option<&'s LimitSet>,
     ) -> Vec<LimitNear> {
+        let t0 = Instant::now();
         let at = self.now();
         let mut samples: Vec<(Key, Limit, Source)> = Vec::new();
         self.users(scan, ctx, &mut samples);
@@ -168,6 +186,7 @@ impl Headroom {
         self.nproc.retain(|pid, _| live.contains(pid));
         self.details
             .retain(|k, _| self.tracker.outlook(k).is_some());
+        self.busy += t0.elapsed();
         out
     }
 
@@ -179,6 +198,7 @@ impl Headroom {
         ctx: &mut Context,
         sets: &dyn Fn(u32) -> Option<&'s LimitSet>,
     ) -> Vec<LimitNear> {
+        let t0 = Instant::now();
         let at = self.now();
         let mut out = Vec::new();
         for w in self.watched.clone() {
@@ -206,6 +226,7 @@ impl Headroom {
                 out.push(self.event(&w.key, c, scan, rows, ctx, sets));
             }
         }
+        self.busy += t0.elapsed();
         out
     }
 
@@ -383,16 +404,20 @@ impl Headroom {
             held.truncate(HOLDERS);
             e.memory_holders = held;
         } else {
-            e.holders = members
+            // Counted now: the scan is up to a second old, and the limit
+            // may be climbing ten threads a second.
+            let mut held: Vec<Holder> = members
                 .iter()
                 .take(HOLDERS)
                 .map(|s| Holder {
                     pid: s.0,
                     comm: s.1.clone(),
-                    threads: s.2.max(0) as u64,
+                    threads: proctable::num_threads(s.0).unwrap_or(s.2).max(0) as u64,
                     libraries: libraries(rows, s.0),
                 })
                 .collect();
+            held.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.pid.cmp(&b.pid)));
+            e.holders = held;
         }
         if let Some(pid) = e.limit.pid.filter(|_| key.kind == "rlimit_nproc") {
             e.inherited_from = holders::inherited_from(&mut ctx.procs, pid, e.limit.max);

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{counts::Counts, diagnose::Scanned, output::Msg, Collector, ProcessFilter};
+use super::{
+    counts::Counts, diagnose::Scanned, headroom::Headroom, output::Msg, Collector, ProcessFilter,
+};
 use crate::{clock, model::Record, sink::trace};
 
 /// Whether tracked processes still exist is checked this often, in
@@ -93,6 +95,7 @@ impl Collector {
         t.cmdlines_cut = bounds.cmdlines_cut;
         t.snapshots_skipped = self.handoff.snapshots_skipped;
         t.records_dropped = self.handoff.records_dropped;
+        t.headroom = self.headroom.as_ref().map(Headroom::cost);
         let tables = [("process_table", bounds.exited_evicted)]
             .into_iter()
             .chain(self.diagnosis.evicted());

@@ -34,7 +34,8 @@ pub use oversubscribed::Oversubscribed;
 pub use rlimit_change::{Limit, Limits, Outcome, RlimitChange, Unlimited};
 pub use storm::{Storm, StormProcess};
 pub use summary::{
-    Attribution, ProcessFailures, Started, Summary, ThreadCount, TraceFileStatus, Tracer,
+    Attribution, HeadroomCost, ProcessFailures, Started, Summary, ThreadCount, TraceFileStatus,
+    Tracer,
 };
 pub use thread_create_failed::{
     Ancestor, Cause, Frame, Holder, LimitSet, Location, ThreadCreateFailed,

@@ -131,6 +131,25 @@ pub struct Tracer {
     pub attribution_panics: u64,
     /// Failures left unattributed because the recording was stopping.
     pub attribution_skipped: u64,
+    /// What watching the limits' headroom (`--near`) costs; absent when
+    /// it is off.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub headroom: Option<HeadroomCost>,
+}
+
+/// The headroom sampler's cost and bounds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct HeadroomCost {
+    /// Limits tracked now (users, cgroups, the host's), at most 4,096.
+    pub limits: u64,
+    /// Limits forgotten to stay within that bound.
+    pub limits_evicted: u64,
+    /// Processes whose RLIMIT_NPROC is remembered (the live ones).
+    pub processes: u64,
+    /// Files read so far.
+    pub reads: u64,
+    /// Time the collector's thread spent on it, in seconds.
+    pub busy_s: f64,
 }
 
 impl Summary {

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     diagnosis::limits::ProcessLimits,
-    model::{Finding, Record, Task},
+    model::{Finding, Headroom, Record, Task},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,15 +18,17 @@ pub enum Panel {
     Findings,
     Failures,
     Processes,
+    Limits,
     Kills,
     Recent,
 }
 
 impl Panel {
-    pub const ALL: [Panel; 5] = [
+    pub const ALL: [Panel; 6] = [
         Panel::Findings,
         Panel::Failures,
         Panel::Processes,
+        Panel::Limits,
         Panel::Kills,
         Panel::Recent,
     ];
@@ -92,6 +94,18 @@ impl Filter {
             || (self.number.is_none() && p.libraries.iter().any(|(l, _)| self.text(l)))
     }
 
+    /// A limit: its user, its cgroup's path, or the process it names.
+    fn headroom(&self, l: &Headroom) -> bool {
+        match self.number {
+            Some(n) => l.uid == Some(n) || l.pid == Some(n),
+            None => {
+                l.cgroup.as_deref().is_some_and(|c| self.text(c))
+                    || l.comm.as_deref().is_some_and(|c| self.text(c))
+                    || self.text(&l.kind)
+            }
+        }
+    }
+
     fn record(&self, r: &Record) -> bool {
         if self.is_empty() {
             return true;
@@ -135,7 +149,7 @@ pub struct App {
     live: Data,
     frozen: Option<Box<Data>>,
     pub focus: Panel,
-    selected: [usize; 5],
+    selected: [usize; 6],
     typed: String,
     filter: Filter,
     /// `/` was pressed: keys go to the filter until Enter or Esc.
@@ -152,7 +166,7 @@ impl App {
             live: Data::default(),
             frozen: None,
             focus: Panel::Findings,
-            selected: [0; 5],
+            selected: [0; 6],
             typed: String::new(),
             filter: Filter::default(),
             typing: false,
@@ -210,6 +224,15 @@ impl App {
             .collect()
     }
 
+    /// The limits closest to their maximum.
+    pub fn limits(&self) -> Vec<&Headroom> {
+        let d = self.data();
+        d.limits
+            .iter()
+            .filter(|l| self.filter.is_empty() || self.filter.headroom(l))
+            .collect()
+    }
+
     pub fn kills(&self) -> Vec<&Record> {
         let d = self.data();
         d.kills.iter().filter(|r| self.filter.record(r)).collect()
@@ -225,6 +248,7 @@ impl App {
             Panel::Findings => self.findings().len(),
             Panel::Failures => self.failures().len(),
             Panel::Processes => self.processes().len(),
+            Panel::Limits => self.limits().len(),
             Panel::Kills => self.kills().len(),
             Panel::Recent => self.recent().len(),
         }
@@ -321,6 +345,7 @@ impl App {
                 .get(i)
                 .map(|r| detail::failures(r, self.data().storm_of(&r.group))),
             Panel::Processes => self.processes().get(i).map(|p| detail::process(p)),
+            Panel::Limits => self.limits().get(i).map(|l| detail::headroom(l)),
             Panel::Kills => self.kills().get(i).map(|r| detail::record(r)),
             Panel::Recent => self.recent().get(i).map(|r| detail::record(r)),
         }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::data::FailureRow;
 use crate::{
     diagnosis::limits::ProcessLimits,
-    model::{Finding, Frame, OomKill, Record, Storm, ThreadCreateFailed},
+    model::{Finding, Frame, Headroom, OomKill, Record, Storm, ThreadCreateFailed},
     sink::lines,
     words::{self, limit_or_unlimited as limit},
 };
@@ -161,6 +161,24 @@ pub fn process(p: &ProcessLimits) -> Detail {
         lines.push(format!("do: {}", o.remedy));
     }
     detail(format!("{}[{}]", p.comm, p.pid), lines)
+}
+
+/// A limit near its maximum: what it is and what it holds.
+pub fn headroom(l: &Headroom) -> Detail {
+    let mut lines = vec![
+        words::headroom::used(l),
+        format!("{:.0}% used", l.ratio * 100.0),
+    ];
+    if let Some(k) = &l.k8s {
+        lines.push(words::pod(k));
+    }
+    lines.push(String::new());
+    lines.push(
+        "a limit_near record says when a --near threshold is crossed, with the rate, \
+         the time left, the holders and the command to raise it"
+            .into(),
+    );
+    detail(format!("limit: {}", l.kind), lines)
 }
 
 /// Each grower on its own line: size, growth, and how early it showed.

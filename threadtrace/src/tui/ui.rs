@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     diagnosis::limits::ProcessLimits,
-    model::{Finding, OomKill, Pool, Record},
+    model::{Finding, Headroom, OomKill, Pool, Record},
     sink::lines,
     words::{
         bytes_fine as size, bytes_short as short, clock_s as clock,
@@ -62,6 +62,7 @@ struct View<'a> {
     findings: Vec<&'a Finding>,
     failures: Vec<&'a FailureRow>,
     processes: Vec<&'a ProcessLimits>,
+    limits: Vec<&'a Headroom>,
     kills: Vec<&'a Record>,
     recent: Vec<&'a Record>,
 }
@@ -71,6 +72,7 @@ pub fn ui(frame: &mut Frame, app: &App) {
         findings: app.findings(),
         failures: app.failures(),
         processes: app.processes(),
+        limits: app.limits(),
         kills: app.kills(),
         recent: app.recent(),
     };
@@ -89,6 +91,7 @@ pub fn ui(frame: &mut Frame, app: &App) {
             Panel::Findings => findings(frame, *a, app, &v.findings),
             Panel::Failures => failures(frame, *a, app, &v.failures),
             Panel::Processes => processes(frame, *a, app, &v.processes),
+            Panel::Limits => limits(frame, *a, app, &v.limits),
             Panel::Kills => kills(frame, *a, app, &v.kills),
             Panel::Recent => recent(frame, *a, app, &v.recent),
         }
@@ -201,7 +204,7 @@ fn header(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 /// (least, most) lines each panel can use, in Panel::ALL order.
-fn wants(v: &View) -> [(u16, u16); 5] {
+fn wants(v: &View) -> [(u16, u16); 6] {
     let table = |n: usize, most: usize| -> (u16, u16) {
         match n {
             0 => (1, 1),
@@ -220,6 +223,7 @@ fn wants(v: &View) -> [(u16, u16); 5] {
         findings,
         table(v.failures.len(), 8),
         table(v.processes.len(), 10),
+        table(v.limits.len(), 5),
         table(v.kills.len(), 4),
         recent,
     ]
@@ -229,13 +233,13 @@ fn wants(v: &View) -> [(u16, u16); 5] {
 /// others in order of urgency, up to what they can use; the recent
 /// events take the rest. Too short for that, the panels shrink to their
 /// title and the focused one gets what is left.
-pub fn heights(body: u16, wants: [(u16, u16); 5], focus: usize) -> [u16; 5] {
+pub fn heights(body: u16, wants: [(u16, u16); 6], focus: usize) -> [u16; 6] {
     let least: u16 = wants.iter().map(|w| w.0).sum();
-    let mut h = [0u16; 5];
+    let mut h = [0u16; 6];
     if least > body {
-        if body >= 5 {
-            h = [1; 5];
-            h[focus] += body - 5;
+        if body >= 6 {
+            h = [1; 6];
+            h[focus] += body - 6;
         } else {
             h[focus] = body;
         }
@@ -245,12 +249,13 @@ pub fn heights(body: u16, wants: [(u16, u16); 5], focus: usize) -> [u16; 5] {
     for (i, w) in wants.iter().enumerate() {
         h[i] = w.0;
     }
-    for i in [focus, 0, 1, 3, 2, 4] {
+    // Kills, then limits near their maximum, then the processes.
+    for i in [focus, 0, 1, 4, 3, 2, 5] {
         let add = wants[i].1.saturating_sub(h[i]).min(left);
         h[i] += add;
         left -= add;
     }
-    h[4] += left;
+    h[5] += left;
     h
 }
 
@@ -479,6 +484,85 @@ fn pids_cell(p: &ProcessLimits) -> (String, bool) {
         ),
         None => ("-".into(), false),
     }
+}
+
+/// The limits closest to their maximum: a user's tasks under its
+/// RLIMIT_NPROC, pids and memory cgroups, the host's.
+fn limits(frame: &mut Frame, area: Rect, app: &App, rows: &[&Headroom]) {
+    if area.height == 0 {
+        return;
+    }
+    let (t, rest) = split_title(area);
+    let mut spans = vec![Span::styled("CLOSEST TO A LIMIT", HEADING)];
+    match rows.first() {
+        None => spans.push(Span::raw("  none read yet (--near off?)")),
+        Some(top) => spans.push(Span::styled(
+            format!("  {:.0}% at most", top.ratio * 100.0),
+            if top.ratio >= 0.9 {
+                ALERT
+            } else if top.ratio >= 0.8 {
+                WARN
+            } else {
+                Style::new()
+            },
+        )),
+    }
+    title(frame, t, app, Panel::Limits, spans);
+    if rows.is_empty() || rest.height == 0 {
+        return;
+    }
+    let (start, n, selected) = rows_shown(app, Panel::Limits, rest, rows.len());
+    let out: Vec<Row> = rows[start..start + n]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let of = match (&l.cgroup, l.uid) {
+                (Some(cg), _) => cg.clone(),
+                (None, Some(uid)) => match (&l.comm, l.pid) {
+                    (Some(c), Some(p)) => format!("uid {uid} (lowest: {c}[{p}])"),
+                    _ => format!("uid {uid}"),
+                },
+                _ => "host".into(),
+            };
+            let (used, max) = if l.kind == "memory_cgroup" {
+                (short(l.current), short(l.max))
+            } else {
+                (count(l.current), count(l.max))
+            };
+            let style = if l.ratio >= 0.9 {
+                ALERT
+            } else if l.ratio >= 0.8 {
+                WARN
+            } else {
+                Style::new()
+            };
+            let row = Row::new(vec![
+                Cell::from(format!("{:>3.0}%", l.ratio * 100.0)),
+                Cell::from(l.kind.clone()),
+                Cell::from(format!("{used:>7}")),
+                Cell::from(format!("{max:>7}")),
+                Cell::from(of),
+            ]);
+            row.style(if selected == Some(start + i) {
+                style.patch(SELECTED)
+            } else {
+                style
+            })
+        })
+        .collect();
+    table(
+        frame,
+        rest,
+        vec!["USED", "KIND", "NOW", "MAX", "LIMIT OF"],
+        vec![
+            Constraint::Length(5),
+            Constraint::Length(13),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Fill(1),
+        ],
+        out,
+    );
 }
 
 fn processes(frame: &mut Frame, area: Rect, app: &App, rows: &[&ProcessLimits]) {
@@ -900,6 +984,7 @@ mod tests {
         tui::{
             app::tests::{group, second},
             data::{Second, Update},
+            detail,
         },
     };
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -1227,12 +1312,74 @@ mod tests {
             assert_eq!(s.len(), h as usize);
         }
         assert_eq!(
-            heights(10, [(2, 7), (3, 10), (3, 14), (3, 6), (2, u16::MAX)], 2),
-            [1, 1, 6, 1, 1]
+            heights(
+                10,
+                [(2, 7), (3, 10), (3, 14), (1, 1), (3, 6), (2, u16::MAX)],
+                2
+            ),
+            [1, 1, 5, 1, 1, 1]
         );
         assert_eq!(
-            heights(21, [(2, 7), (1, 1), (3, 14), (1, 1), (2, u16::MAX)], 0),
-            [7, 1, 10, 1, 2]
+            heights(
+                22,
+                [(2, 7), (1, 1), (3, 14), (1, 1), (1, 1), (2, u16::MAX)],
+                0
+            ),
+            [7, 1, 10, 1, 1, 2]
+        );
+    }
+
+    #[test]
+    fn the_limits_closest_to_their_maximum_have_a_panel() {
+        let mut app = App::new(None);
+        let nproc = Headroom {
+            kind: "rlimit_nproc".into(),
+            current: 57,
+            max: 60,
+            ratio: 0.95,
+            uid: Some(65534),
+            pid: Some(812),
+            comm: Some("python3".into()),
+            ..Default::default()
+        };
+        let memory = Headroom {
+            kind: "memory_cgroup".into(),
+            current: 150 << 20,
+            max: 200 << 20,
+            ratio: 0.75,
+            cgroup: Some("/sys/fs/cgroup/app".into()),
+            ..Default::default()
+        };
+        app.update(Update::Second(Box::new(Second {
+            limits: vec![nproc, memory],
+            summary: Summary {
+                duration_s: 5.0,
+                ..Default::default()
+            },
+            failures: vec![],
+            processes: vec![],
+            dropped: 0,
+        })));
+        let s = screen(&app, 100, 30).join("\n");
+        assert!(s.contains("CLOSEST TO A LIMIT  95% at most"), "{s}");
+        assert!(
+            s.lines().any(|l| l.contains(" 95%")
+                && l.contains("rlimit_nproc")
+                && l.contains("uid 65534 (lowest: python3[812])")),
+            "{s}"
+        );
+        assert!(
+            s.lines()
+                .any(|l| l.contains("memory_cgroup") && l.contains("/sys/fs/cgroup/app")),
+            "{s}"
+        );
+        // Its detail names the limit in words.
+        app.focus = Panel::Limits;
+        app.detail = app.limits().first().map(|l| detail::headroom(l));
+        let s = screen(&app, 100, 30).join("\n");
+        assert!(
+            s.contains("user 65534 has 57 tasks of the soft RLIMIT_NPROC 60 of python3[812]"),
+            "{s}"
         );
     }
 
