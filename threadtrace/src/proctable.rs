@@ -109,6 +109,17 @@ impl CgroupMounts {
     }
 }
 
+/// The /proc/PID/cgroup path of `controller`'s line (the v1 hierarchy that
+/// has it, else the v2 one), as `CgroupMounts::path` chooses it: processes
+/// with the same line are in the same cgroup.
+pub fn cgroup_line<'a>(cgroups: &'a [(String, String)], controller: &str) -> Option<&'a str> {
+    cgroups
+        .iter()
+        .find(|(ctrls, _)| ctrls.split(',').any(|c| c == controller))
+        .or_else(|| cgroups.iter().find(|(c, _)| c.is_empty()))
+        .map(|(_, p)| p.as_str())
+}
+
 fn join(base: &std::path::Path, rel: &str) -> String {
     let rel = rel.trim_start_matches('/');
     if rel.is_empty() {

@@ -293,8 +293,24 @@ impl Headroom {
         ctx: &mut Context,
         out: &mut Vec<(Key, Limit, Source)>,
     ) {
+        // One process per distinct cgroup: thousands of processes share a
+        // few, and building each one's path costs more than the reads.
+        let mut distinct: HashMap<(&'static str, &str), u32> = HashMap::new();
+        for s in scan {
+            let Some(p) = ctx.procs.get(s.0) else {
+                continue;
+            };
+            for controller in ["pids", "memory"] {
+                if let Some(line) = proctable::cgroup_line(&p.cgroups, controller) {
+                    distinct.entry((controller, line)).or_insert(s.0);
+                }
+            }
+        }
+        let mut first: Vec<(&'static str, u32)> =
+            distinct.into_iter().map(|((c, _), pid)| (c, pid)).collect();
+        first.sort_unstable();
         let mut seen: HashSet<String> = HashSet::new();
-        for (controller, pid) in scan.iter().flat_map(|s| [("pids", s.0), ("memory", s.0)]) {
+        for (controller, pid) in first {
             let Some(dir) = ctx.procs.cgroup(pid, controller) else {
                 continue;
             };
