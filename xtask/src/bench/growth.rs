@@ -5,15 +5,14 @@
 //! from schedstat (ns, all threads), RSS its VmRSS at the end of each run.
 //! A separate run per round with -vv reads the sampler's own timings: how
 //! long a round and its longest slice held the collector's thread.
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+
+use super::{
+    idle_host::{host_processes, load_average, logged, machine_line, measure, range, Idle},
+    stats::median,
+};
 
 pub struct Options {
     pub processes: usize,
@@ -36,145 +35,6 @@ impl Default for Options {
 const INTERVALS: [&str; 4] = ["off", "5s", "2s", "1s"];
 const WARM_UP: Duration = Duration::from_secs(4);
 
-/// Idle processes, killed when dropped.
-struct Idle(Vec<Child>);
-
-impl Drop for Idle {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
-    }
-}
-
-fn idle(n: usize) -> Result<Idle> {
-    let mut v = Idle(Vec::with_capacity(n));
-    for _ in 0..n {
-        v.0.push(
-            Command::new("sleep")
-                .arg("3600")
-                .stdin(Stdio::null())
-                .spawn()
-                .context("cannot start sleep")?,
-        );
-    }
-    Ok(v)
-}
-
-/// A tracer, with its stderr collected line by line.
-struct Tracer {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Tracer {
-    fn start(bin: &Path, args: &[&str]) -> Result<Tracer> {
-        let mut child = Command::new(bin)
-            .args(["record", "--json", "--no-tui"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let (started_tx, started) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"kind\":\"started\"") {
-                    let _ = started_tx.send(());
-                }
-            }
-        });
-        let (tx, stderr) = mpsc::channel();
-        let err = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        if started.recv_timeout(Duration::from_secs(60)).is_err() {
-            bail!("the tracer did not start within 60 s");
-        }
-        Ok(Tracer { child, stderr })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGINT, then what it logged. Measurements are taken before: a
-    /// tracer still draining a busy host's events a minute later is
-    /// killed, said, and not an error.
-    fn stop(mut self) -> Result<Vec<String>> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                eprintln!(
-                    "bench growth: tracer {} still running 60 s after SIGINT: killed",
-                    self.pid()
-                );
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The reader thread has the last lines once the pipe is closed.
-        std::thread::sleep(Duration::from_millis(100));
-        Ok(self.stderr.try_iter().collect())
-    }
-}
-
-/// On-CPU time of a process, all its threads, in seconds.
-fn on_cpu_s(pid: u32) -> Result<f64> {
-    let mut ns = 0u64;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let text = std::fs::read_to_string(t?.path().join("schedstat")).unwrap_or_default();
-        ns += text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(ns as f64 / 1e9)
-}
-
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib / 1024.0)
-}
-
-/// (CPU % of one core, RSS MiB) of a tracer with this setting.
-fn measure(bin: &Path, interval: &str, seconds: u64) -> Result<(f64, f64)> {
-    let t = Tracer::start(bin, &["--rss-interval", interval])?;
-    std::thread::sleep(WARM_UP);
-    let (c0, w0) = (on_cpu_s(t.pid())?, Instant::now());
-    std::thread::sleep(Duration::from_secs(seconds));
-    let cpu = (on_cpu_s(t.pid())? - c0) / w0.elapsed().as_secs_f64() * 100.0;
-    let rss = rss_mib(t.pid())?;
-    t.stop()?;
-    Ok((cpu, rss))
-}
-
 /// One round of sampling, as the tracer logs it with -vv.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Round {
@@ -187,9 +47,9 @@ struct Round {
 
 /// The sampler's own figures from -vv, per round.
 fn timings(bin: &Path, interval: &str, seconds: u64) -> Result<Vec<Round>> {
-    let t = Tracer::start(bin, &["-vv", "--rss-interval", interval])?;
-    std::thread::sleep(WARM_UP + Duration::from_secs(seconds));
-    Ok(t.stop()?.iter().filter_map(|l| round_line(l)).collect())
+    let run = WARM_UP + Duration::from_secs(seconds);
+    let lines = logged(bin, &["-vv", "--rss-interval", interval], run)?;
+    Ok(lines.iter().filter_map(|l| round_line(l)).collect())
 }
 
 /// "memory growth: round of 1012 reads in 16 slices took 9300 µs (8100
@@ -206,40 +66,12 @@ fn round_line(line: &str) -> Option<Round> {
     })
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_string()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn range(v: &[f64]) -> (f64, f64) {
-    (
-        v.iter().copied().fold(f64::INFINITY, f64::min),
-        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    )
-}
-
 pub fn run(bin: &Path, o: &Options) -> Result<String> {
     if !crate::is_root() {
         bail!("bench --growth-only loads eBPF programs: run it as root");
     }
-    let _idle = idle(o.processes)?;
-    let host_processes = std::fs::read_dir("/proc")?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .count();
+    let _idle = Idle::start(o.processes, None)?;
+    let host_processes = host_processes()?;
     let load_before = load_average();
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); INTERVALS.len()];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); INTERVALS.len()];
@@ -249,7 +81,8 @@ pub fn run(bin: &Path, o: &Options) -> Result<String> {
         // the same one.
         for k in 0..INTERVALS.len() {
             let i = (k + rep) % INTERVALS.len();
-            let (c, r) = measure(bin, INTERVALS[i], o.seconds)?;
+            let args = ["--rss-interval", INTERVALS[i]];
+            let (c, r) = measure(bin, &args, WARM_UP, o.seconds)?;
             eprintln!(
                 "bench growth: rep {} --rss-interval {}: CPU {c:.2}%, RSS {r:.1} MiB",
                 rep + 1,
@@ -261,17 +94,14 @@ pub fn run(bin: &Path, o: &Options) -> Result<String> {
         rounds.extend(timings(bin, "2s", o.seconds)?);
     }
     let mut md = format!(
-        "# `cargo xtask bench --growth-only`\n\nKernel {}, {} CPUs.\n\n\
+        "# `cargo xtask bench --growth-only`\n\n{}\n\n\
          Resident-memory sampling for OOM growers, {} idle processes started \
          ({host_processes} on the host), {} runs of {} s per setting after a {} s warm-up, \
          interleaved; load average {load_before} before, {} after. CPU: the tracer's \
          on-CPU time (schedstat, all threads) over wall time; RSS: its VmRSS at the end.\n\n\
          | `--rss-interval` | tracer CPU, median (min–max) | tracer RSS, median (min–max) |\n\
          | --- | --- | --- |\n",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine_line(),
         o.processes,
         o.reps,
         o.seconds,
@@ -284,20 +114,20 @@ pub fn run(bin: &Path, o: &Options) -> Result<String> {
         md.push_str(&format!(
             "| {name}{} | {:.2}% ({c0:.2}–{c1:.2}) | {:.1} MiB ({r0:.1}–{r1:.1}) |\n",
             if *name == "2s" { " (default)" } else { "" },
-            median(&mut cpu[i].clone()),
-            median(&mut rss[i].clone()),
+            median(&cpu[i]),
+            median(&rss[i]),
         ));
     }
     if !rounds.is_empty() {
         let ms = |f: fn(&Round) -> u64| -> Vec<f64> {
             rounds.iter().map(|r| f(r) as f64 / 1e3).collect()
         };
-        let mut reads: Vec<f64> = rounds.iter().map(|r| r.reads as f64).collect();
-        let mut wall = ms(|r| r.wall_us);
-        let mut cpu = ms(|r| r.cpu_us);
+        let reads: Vec<f64> = rounds.iter().map(|r| r.reads as f64).collect();
+        let wall = ms(|r| r.wall_us);
+        let cpu = ms(|r| r.cpu_us);
         let mut longest = ms(|r| r.longest_us);
         let mut longest_cpu = ms(|r| r.longest_cpu_us);
-        let cpu_median = median(&mut cpu);
+        let cpu_median = median(&cpu);
         let pct = |v: &mut Vec<f64>, p: usize| {
             v.sort_by(|a, b| a.total_cmp(b));
             v[(v.len() * p / 100).min(v.len() - 1)]
@@ -311,9 +141,9 @@ pub fn run(bin: &Path, o: &Options) -> Result<String> {
              at most {:.2} ms of wall time (which counts waiting for a CPU on a busy host); \
              at most {:.2} ms of CPU.\n",
             rounds.len(),
-            median(&mut reads),
+            median(&reads),
             cpu_median / 2000.0 * 100.0,
-            median(&mut wall),
+            median(&wall),
             pct(&mut longest, 50),
             pct(&mut longest, 90),
             pct(&mut longest, 100),
@@ -340,12 +170,5 @@ mod tests {
             })
         );
         assert_eq!(round_line("[INFO ] started in 300ms"), None);
-    }
-
-    #[test]
-    fn median_and_range() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(range(&[2.0, 0.5, 1.0]), (0.5, 2.0));
     }
 }

@@ -10,6 +10,8 @@
 //! rounds, each round starting with another one, and a slowdown is the
 //! median of the per-round ratios with a 95% bootstrap interval.
 mod growth;
+mod headroom;
+mod idle_host;
 mod probes;
 mod spaces;
 mod stats;
@@ -32,7 +34,8 @@ use crate::{output, root_dir, sh};
 #[derive(clap::Args)]
 pub struct Args {
     /// To try it out: 3 rounds, 10k threads, a 10 s storm, 500 processes
-    /// (with --growth-only: 1 round of 10 s per setting).
+    /// (with --growth-only or --headroom-only: 1 round of 10 s per
+    /// setting).
     #[arg(long)]
     quick: bool,
     /// The storm's length in seconds [default: 60, 10 with --quick].
@@ -57,6 +60,12 @@ pub struct Args {
     /// --quick applies).
     #[arg(long)]
     growth_only: bool,
+    /// Only what sampling every limit's headroom for limit_near (record
+    /// --near) costs the tracer, against --near off, with 1,000 and 10,000
+    /// idle processes: bench/headroom.md (of the other options, only
+    /// --quick applies).
+    #[arg(long, conflicts_with = "growth_only")]
+    headroom_only: bool,
 }
 
 impl Args {
@@ -678,22 +687,31 @@ fn storm_only(bin: &Path, generator: &Path, seconds: u64) -> Result<()> {
 
 pub fn run(args: &Args) -> Result<()> {
     if args.growth_only {
-        growth_only(args.quick)
+        let mut o = growth::Options::default();
+        if args.quick {
+            o.reps = 1;
+            o.seconds = 10;
+        }
+        only("growth", |bin| growth::run(bin, &o))
+    } else if args.headroom_only {
+        let mut o = headroom::Options::default();
+        if args.quick {
+            o.reps = 1;
+            o.seconds = 10;
+        }
+        only("headroom", |bin| headroom::run(bin, &o))
     } else {
         benchmark(&args.options())
     }
 }
 
-/// bench/growth.md.
-fn growth_only(quick: bool) -> Result<()> {
-    let mut o = growth::Options::default();
-    if quick {
-        o.reps = 1;
-        o.seconds = 10;
-    }
-    let md = growth::run(&crate::build::build(true)?, &o)?;
-    std::fs::write(root_dir().join("bench/growth.md"), &md)?;
+/// One section measured alone, written to bench/{name}.md.
+fn only(name: &str, measure: impl FnOnce(&Path) -> Result<String>) -> Result<()> {
+    let md = measure(&crate::build::build(true)?)?;
+    let out = root_dir().join(format!("bench/{name}.md"));
+    std::fs::write(&out, &md)?;
     print!("{md}");
+    eprintln!("xtask: bench: written to {}", out.display());
     Ok(())
 }
 
@@ -925,6 +943,9 @@ mod tests {
         assert_eq!(o.out.as_deref(), Some(Path::new("/o")));
         let a = args(&["bench", "--growth-only", "--quick"]);
         assert!(a.growth_only && a.quick);
+        let a = args(&["bench", "--headroom-only", "--quick"]);
+        assert!(a.headroom_only && a.quick && !a.growth_only);
+        assert!(crate::parse(&["bench", "--headroom-only", "--growth-only"]).is_err());
     }
 
     #[test]
