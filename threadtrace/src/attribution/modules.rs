@@ -42,6 +42,11 @@ const OTHER_USERS: usize = 4;
 struct Entry {
     res: Resolution,
     at: Instant,
+    /// For a file found changed after it was mapped: the mapping's time
+    /// (kernel ns). A later mapping may be of the file as it is now (a hard
+    /// link, a chmod or perf's build-id cache bump the change time of a
+    /// library every process maps): it is not refused on that verdict.
+    changed_for: Option<u64>,
     used: u64,
     bytes: usize,
 }
@@ -78,7 +83,9 @@ impl Modules {
     ) -> Resolution {
         self.tick += 1;
         if let Some(e) = self.by_file.get_mut(&m.file) {
-            let fresh = matches!(e.res, Resolution::Found(_)) || e.at.elapsed() < RETRY;
+            let newer_mapping = e.changed_for.is_some_and(|since| m.since > since);
+            let fresh =
+                matches!(e.res, Resolution::Found(_)) || (e.at.elapsed() < RETRY && !newer_mapping);
             if fresh {
                 e.used = self.tick;
                 return e.res.clone();
@@ -107,6 +114,7 @@ impl Modules {
                 }
             }
         }
+        let changed_for = matches!(opened, Err(OpenError::Changed)).then_some(m.since);
         let (res, bytes) = match opened {
             Err(e) => {
                 self.stats.unreadable += 1;
@@ -135,6 +143,7 @@ impl Modules {
             Entry {
                 res: res.clone(),
                 at: Instant::now(),
+                changed_for,
                 used: self.tick,
                 bytes,
             },
