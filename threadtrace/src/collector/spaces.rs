@@ -107,10 +107,14 @@ impl SpaceFeeder {
         id: (u64, u64),
         clock: &Clock,
     ) -> Option<u32> {
-        if !self.libcs_seen.insert(id) {
+        if self.libcs_seen.contains(&id) {
             return None;
         }
+        // Not seen until read: another process's mapping of the same libc
+        // may be readable where this one's was not (mapped before a change
+        // of the file's metadata, or the process gone).
         let module = self.shared.module_at(pid, at, addr, clock)?;
+        self.libcs_seen.insert(id);
         module.info.thread_db.pthread_start_routine
     }
 
