@@ -301,7 +301,19 @@ fn a_fork_storm_in_a_pids_cgroup_is_told_as_pids_max() {
         eprintln!("  {}\n    {}", f["title"], f["evidence"][0]);
     }
     assert!(failing > 200, "a storm of many processes: {failing}");
-    assert_eq!(total, failed, "exact");
+    // The kernel's own count of refused forks in the cgroup is the
+    // reference: the program's tally can miss a child killed before it
+    // reported (28,722 counted by it, 28,723 by pids.events and by us).
+    let refused: u64 = cg
+        .read("pids.events")
+        .lines()
+        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+        .expect("pids.events has a max counter");
+    assert_eq!(
+        total, refused,
+        "exact: the cgroup's pids.events max counter"
+    );
+    assert!(total >= failed, "at least what the program saw: {failed}");
     let rows = s["by_process"].as_array().unwrap();
     assert!(rows.len() <= 100, "{} rows", rows.len());
     let listed: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
