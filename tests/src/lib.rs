@@ -799,3 +799,25 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `record --json` with stdout going to `stdout_file` (not a pipe), as a
+/// service's would; returns once `started` is there.
+pub fn record_to_file(args: &[&str], stdout_file: &Path) -> Child {
+    let out = std::fs::File::create(stdout_file).unwrap();
+    let child = Command::new(bin())
+        .args(["record", "--json", "--storm-threshold", "1000000"])
+        .args(args)
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(stdout_file)
+        .unwrap_or_default()
+        .contains("\"started\"")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no started line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}

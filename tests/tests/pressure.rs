@@ -3,8 +3,8 @@
 //! in a pids cgroup told as pids.max, with every count adding up.
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Child,
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -13,24 +13,9 @@ use threadtrace_e2e::*;
 /// `record --json -o TRACE ARGS`, stdout to `out`, running once `started`
 /// is there.
 fn record(trace: &Path, out: &Path, args: &[&str]) -> Child {
-    let stdout = std::fs::File::create(out).unwrap();
-    let child = Command::new(bin())
-        .args(["record", "--json", "--storm-threshold", "1000000", "-o"])
-        .arg(trace)
-        .args(args)
-        .stdout(stdout)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .contains("\"started\"")
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no started line");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    let mut all = vec!["-o", trace.to_str().unwrap()];
+    all.extend_from_slice(args);
+    record_to_file(&all, out)
 }
 
 fn stop(mut child: Child, sig: i32) -> Option<i32> {

@@ -62,28 +62,6 @@ fn assert_untouched(p: &Path) {
     assert_eq!(std::fs::read(p).unwrap(), b"precious contents\n");
 }
 
-/// `record --json` with stdout going to `stdout_file` (not a pipe), as a
-/// service's would; returns once `started` is there.
-fn record_to_file(args: &[&str], stdout_file: &Path) -> Child {
-    let out = std::fs::File::create(stdout_file).unwrap();
-    let child = Command::new(bin())
-        .args(["record", "--json", "--storm-threshold", "1000000"])
-        .args(args)
-        .stdout(out)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(stdout_file)
-        .unwrap_or_default()
-        .contains("\"started\"")
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no started line");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
 fn stop(mut child: Child) {
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.
