@@ -164,7 +164,9 @@ pub struct NprocSnapshot {
     pub count: i64,
     /// 0 when BTF did not give the offsets to read them.
     pub valid: u32,
-    pub _pad: u32,
+    /// The failing process's threads at the failure (it has often exited
+    /// by the time anyone could count them); 0 when unknown.
+    pub threads: u32,
     /// The soft RLIMIT_AS, what a thread's stack must fit in (read with
     /// the rest: the process has often exited when its failure is read).
     pub as_soft: u64,
@@ -183,8 +185,9 @@ pub const START_ROUTINE_SLOTS: usize = 4;
 #[derive(Clone, Copy, Debug)]
 pub struct CreateFailed {
     /// [`Api`] the failure is counted as: `PthreadCreate` for a clone that
-    /// creates a thread with its own TLS (what a libc's pthread_create
-    /// does), else the syscall.
+    /// creates a thread the way a libc's pthread_create does (own TLS, and
+    /// the tid cleared at exit for pthread_join), else the syscall: a
+    /// runtime's own thread clone (Go's) is `Clone`.
     pub api: u32,
     /// [`Api`] of the syscall that failed.
     pub syscall: u32,
@@ -203,6 +206,11 @@ pub struct CreateFailed {
     /// The words at `pd` + each offset of `PTHREAD_OFFSETS`: one of them is
     /// start_routine, depending on which libc the process uses.
     pub start_routine: [u64; START_ROUTINE_SLOTS],
+    /// A libc thread's clone(2): the word at the top of the child's stack
+    /// (the argument the libc's clone stub leaves there for the child) and
+    /// the word it points to. musl keeps the thread's start arguments
+    /// there (`start_routine` first), not in its `struct pthread`.
+    pub child_arg: [u64; 2],
     /// (stack slot, original return address) of the uretprobes pending on
     /// this thread, innermost first: their slots now hold the kernel's
     /// trampoline.
@@ -370,6 +378,8 @@ pub struct Config {
     /// force before a setrlimit, which the syscall does not return.
     pub task_signal: u32,
     pub signal_rlim: u32,
+    /// signal_struct.nr_threads: the failing process's thread count.
+    pub signal_nr_threads: u32,
     /// task_struct.real_cred, cred.ucounts, ucounts.rlimit: the user's
     /// task count that RLIMIT_NPROC is checked against.
     pub task_real_cred: u32,

@@ -259,7 +259,7 @@ pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
     const RLIMIT_AS: usize = 9;
     let cfg = crate::maps::CONFIG.load();
     out.valid = 0;
-    out._pad = 0;
+    out.threads = 0;
     out.as_soft = u64::MAX;
     if [
         cfg.task_signal,
@@ -283,6 +283,12 @@ pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {
         let Ok(soft) = bpf_probe_read_kernel(rlim as *const u64) else {
             return;
         };
+        if cfg.signal_nr_threads != ABSENT {
+            out.threads = bpf_probe_read_kernel(
+                (signal as *const u8).add(cfg.signal_nr_threads as usize) as *const u32,
+            )
+            .unwrap_or(0);
+        }
         let rlim_as = (signal as *const u8).add(cfg.signal_rlim as usize + RLIMIT_AS * 16);
         out.as_soft = bpf_probe_read_kernel(rlim_as as *const u64).unwrap_or(u64::MAX);
         let Ok(cred) = bpf_probe_read_kernel(task.add(cfg.task_real_cred as usize) as *const u64)
@@ -314,6 +320,8 @@ pub struct Failure {
     pub flags: u64,
     pub site: u64,
     pub pd: u64,
+    /// clone's child stack pointer, for a libc thread (0 otherwise).
+    pub child_stack: u64,
 }
 
 /// Counts a failure, then, within the process's detail budget, sends it
@@ -350,6 +358,16 @@ pub fn send_failure<C: EbpfContext>(ctx: &C, f: &Failure, regs: &aya_ebpf::bindi
         // SAFETY: fault-checked user read.
         p.start_routine[i] =
             unsafe { bpf_probe_read_user((f.pd + off as u64) as *const u64) }.unwrap_or(0);
+    }
+    p.child_arg = [0, 0];
+    if f.child_stack != 0 {
+        // SAFETY: fault-checked user reads.
+        let arg = unsafe { bpf_probe_read_user(f.child_stack as *const u64) }.unwrap_or(0);
+        p.child_arg[0] = arg;
+        if arg != 0 {
+            // SAFETY: as above.
+            p.child_arg[1] = unsafe { bpf_probe_read_user(arg as *const u64) }.unwrap_or(0);
+        }
     }
     pending_uretprobes(&mut p.uretprobes);
     user_stack(ctx, &mut p.stack);

@@ -23,6 +23,7 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     task_exit_code: u32::MAX,
     task_signal: u32::MAX,
     signal_rlim: u32::MAX,
+    signal_nr_threads: u32::MAX,
     task_real_cred: u32::MAX,
     cred_ucounts: u32::MAX,
     ucounts_rlimit: u32::MAX,

@@ -3,10 +3,14 @@
 //! is counted, and sent with what attribution needs.
 //!
 //! A libc's pthread_create is a clone that creates a thread with its own
-//! TLS (CLONE_THREAD | CLONE_SETTLS): such a failure is counted as
-//! pthread_create, with the syscall kept in the event. For glibc the TLS
-//! pointer is the new thread's `struct pthread`, where pthread_create has
-//! already stored start_routine.
+//! TLS whose tid the kernel clears at exit, for pthread_join
+//! (CLONE_THREAD | CLONE_SETTLS | CLONE_CHILD_CLEARTID: glibc and musl
+//! alike): such a failure is counted as pthread_create, with the syscall
+//! kept in the event. A runtime that makes its own threads (Go sets
+//! CLONE_SETTLS but joins nothing) stays `clone`. For glibc the TLS pointer
+//! is the new thread's `struct pthread`, where pthread_create has already
+//! stored start_routine; musl leaves its start arguments on the child's
+//! stack, whose top word is read too.
 use core::mem::offset_of;
 
 use aya_ebpf::{
@@ -24,6 +28,8 @@ pub const RET: usize = 16;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_SETTLS: u64 = 0x0008_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
+const LIBC_THREAD: u64 = CLONE_THREAD | CLONE_SETTLS | CLONE_CHILD_CLEARTID;
 const ENOSYS: i32 = 38;
 /// ERESTARTSYS..ERESTART_RESTARTBLOCK: the kernel restarts the call after
 /// a signal; the caller never sees them.
@@ -77,7 +83,7 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
         Api::Clone3 => unsafe { bpf_probe_read_user(arg0 as *const u64) }.unwrap_or(0),
         _ => 0,
     };
-    let thread = flags & (CLONE_THREAD | CLONE_SETTLS) == CLONE_THREAD | CLONE_SETTLS;
+    let thread = flags & LIBC_THREAD == LIBC_THREAD;
     let api = if thread { Api::PthreadCreate } else { syscall };
     if !count_and_allow(failure_key(api, errno, 0)) {
         return 0;
@@ -93,6 +99,12 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
             unsafe { bpf_probe_read_user((arg0 + CLONE_ARGS_TLS) as *const u64) }.unwrap_or(0)
         }
     };
+    // clone(2)'s child stack; clone3 users (glibc) have `pd` instead.
+    let child_stack = if thread && syscall == Api::Clone {
+        regs.rsi
+    } else {
+        0
+    };
     let f = Failure {
         api,
         syscall,
@@ -100,6 +112,7 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
         flags,
         site: 0,
         pd: tls,
+        child_stack,
     };
     send_failure(ctx, &f, &regs);
     0

@@ -78,6 +78,7 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
         flags,
         site,
         pd: 0,
+        child_stack: 0,
     };
     create_failed(ctx, &f, &regs);
     0

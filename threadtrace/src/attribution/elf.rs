@@ -101,6 +101,13 @@ impl Symbols {
             .map(|e| (e.0, e.1))
     }
 
+    /// Whether a function of this name is in the table.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| self.name(e.2) == name.as_bytes())
+    }
+
     fn name(&self, off: u32) -> &[u8] {
         let rest = self.names.get(off as usize..).unwrap_or(&[]);
         &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
@@ -142,6 +149,11 @@ pub struct ElfInfo {
     pub thread_db: ThreadDb,
     /// `_rtld_global`'s address, in glibc's dynamic loader.
     pub rtld_global: Option<u64>,
+    /// A Go program: its runtime makes the threads (Ms) itself.
+    pub go: bool,
+    /// musl linked in (a static musl program, or musl's libc itself when
+    /// it kept its symbol table): it has musl's start-up `__init_libc`.
+    pub musl: bool,
 }
 
 impl ElfInfo {
@@ -241,6 +253,9 @@ pub fn read(file: &File, len: u64) -> Result<ElfInfo, ElfError> {
         Some(s.address()..s.address().checked_add(s.size())?)
     };
     info.text = range(".text");
+    info.go = [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+        .iter()
+        .any(|n| obj.section_by_name(n).is_some());
     info.got = range(".got");
     let mut symbols = Vec::new();
     let mut names = Vec::new();
@@ -272,6 +287,7 @@ pub fn read(file: &File, len: u64) -> Result<ElfInfo, ElfError> {
         entries: symbols,
         names,
     };
+    info.musl = info.symbols.has("__init_libc");
     // glibc's thread_db descriptors: {size in bits, count, offset}.
     let descriptor = |name: &str| -> Option<u32> {
         let &(_, vaddr) = dynamic.iter().find(|(n, _)| n == name)?;

@@ -14,6 +14,7 @@ pub mod classify;
 pub mod elf;
 pub mod files;
 pub mod modules;
+pub mod runtimes;
 pub mod threads;
 pub mod unwind;
 
@@ -47,6 +48,9 @@ pub struct Captured {
     /// words read at each known start_routine offset: (offset, value).
     pub pd: u64,
     pub start_routine: Vec<(u32, u64)>,
+    /// A libc thread's clone(2): the word atop the child's stack and the
+    /// word it points to (musl: its start arguments, start_routine first).
+    pub child_arg: [u64; 2],
 }
 
 impl Captured {
@@ -79,6 +83,7 @@ impl Captured {
             },
             pd: 0,
             start_routine: Vec::new(),
+            child_arg: [0, 0],
         }
     }
 }
@@ -219,6 +224,65 @@ impl Attributor {
         }
     }
 
+    /// Exec maps the program's first code segment where the kernel sees
+    /// it; a program with several (Node's binary has three, its text past
+    /// a small first one) has the others at the same load bias, added
+    /// from its program headers where nothing else is mapped.
+    fn complete_program(&self, pid: u32, snap: &mut Snapshot) {
+        let Some(exe) = snap.exe.clone() else { return };
+        let Some(first) = snap.mappings.iter().find(|m| m.file == exe).cloned() else {
+            return;
+        };
+        let Ok(module) = self.info(pid, &first, snap) else {
+            return;
+        };
+        let info = &module.info;
+        if info.segments.iter().filter(|s| s.exec).count() < 2 {
+            return;
+        }
+        // The mapping exec made starts where a segment does (Node also
+        // copies part of its text elsewhere, onto huge pages).
+        let at_segment = |m: &&Mapping| {
+            m.file == exe
+                && info
+                    .segments
+                    .iter()
+                    .any(|s| s.exec && s.offset & !0xfff == m.pgoff)
+        };
+        let Some(m) = snap.mappings.iter().find(at_segment).cloned() else {
+            return;
+        };
+        let Some(bias) = unwind::load_bias(&m, info) else {
+            return;
+        };
+        const PAGE: u64 = 4096;
+        for seg in info.segments.iter().filter(|s| s.exec) {
+            let start = bias.wrapping_add(seg.vaddr) & !(PAGE - 1);
+            let end = bias
+                .wrapping_add(seg.vaddr)
+                .saturating_add(seg.filesz)
+                .saturating_add(PAGE - 1)
+                & !(PAGE - 1);
+            if start >= end || snap.locate(start).is_some() {
+                continue;
+            }
+            snap.mappings.push(Mapping {
+                start,
+                end,
+                pgoff: seg.offset & !(PAGE - 1),
+                file: m.file.clone(),
+                since: m.since,
+            });
+        }
+    }
+
+    /// The process's executable, read.
+    fn exe_info(&self, pid: u32, snap: &Snapshot) -> Option<Arc<modules::Module>> {
+        let exe = snap.exe.as_ref()?;
+        let m = snap.mappings.iter().find(|m| m.file == *exe)?;
+        self.info(pid, m, snap).ok()
+    }
+
     fn info(
         &self,
         pid: u32,
@@ -295,6 +359,8 @@ impl Attributor {
                 Attributed::Creation
             };
         };
+        let mut snap = snap;
+        self.complete_program(pid, &mut snap);
         let mut missing: Vec<(u64, Arc<str>)> = Vec::new();
         let frames = self.frames(pid, &snap, c, &mut missing);
         let first_pthread = frames
@@ -330,27 +396,58 @@ impl Attributor {
                 .zip(f.module.as_deref())
                 .is_some_and(|(e, m)| *e.path == *m)
         };
+        let libraries: Vec<Option<String>> = frames
+            .iter()
+            .map(|f| f.module.as_deref().map(|m| classify::library(m, is_exe(f))))
+            .collect();
+        let seen: Vec<runtimes::Seen<'_>> = frames
+            .iter()
+            .zip(&libraries)
+            .map(|(f, l)| runtimes::Seen {
+                symbol: f.symbol.as_deref(),
+                library: l.as_deref(),
+            })
+            .collect();
+        let exe = self.exe_info(pid, &snap);
+        let go_program = exe.as_ref().is_some_and(|e| e.info.go);
+        let runtime = runtimes::runtime(&seen, go_program);
+        ev.runtime = runtime.map(String::from);
+        ev.libc = libc_of(&snap, exe.as_deref()).map(String::from);
+        if runtime == Some(runtimes::GO) {
+            ev.reason = runtimes::go_reason(&seen).map(String::from);
+        }
+        let spawning = |i: usize| seen[i].symbol.is_some_and(runtimes::spawns);
         let asker = match first_pthread {
-            // pthread_create's caller, even when that caller is libc itself.
-            Some(p) => frames[p + 1..].first().filter(|f| f.module.is_some()),
-            None => frames.iter().find(|f| {
-                f.module
-                    .as_deref()
-                    .is_some_and(|m| !classify::is_runtime(&classify::library(m, is_exe(f))))
+            // pthread_create's caller, even when that caller is libc
+            // itself, past a runtime's wrappers (std::thread, libuv).
+            Some(p) => (p + 1..frames.len())
+                .find(|&i| !spawning(i))
+                .filter(|&i| frames[i].module.is_some()),
+            None => (0..frames.len()).find(|&i| {
+                !spawning(i)
+                    && libraries[i]
+                        .as_deref()
+                        .is_some_and(|l| !classify::is_runtime(l))
             }),
         };
-        if let Some(f) = asker {
+        if let Some(i) = asker {
+            let f = &frames[i];
             ev.module = f.module.clone();
             ev.caller = Some(f.addr);
             // Stripped libraries name only their exported functions: the
             // asker's own may be unnamed (libgomp's gomp_team_start), then
             // the nearest named function of the same module stands for it.
-            ev.symbol = frames
+            ev.symbol = frames[i..]
                 .iter()
-                .skip_while(|g| !std::ptr::eq(*g, f))
                 .take_while(|g| g.module == f.module)
                 .find_map(|g| g.symbol.clone());
-            ev.library = f.module.as_deref().map(|m| classify::library(m, is_exe(f)));
+            ev.library = libraries[i].clone();
+            // Node's executable holds libuv: its thread pool is libuv's.
+            if runtime == Some(runtimes::NODE) {
+                if let Some(l) = ev.symbol.as_deref().and_then(runtimes::library_in_node) {
+                    ev.library = Some(l.into());
+                }
+            }
             // Named by its path, its file unreadable: the function is not
             // known, and the event says why rather than guess.
             if ev.symbol.is_none() {
@@ -365,8 +462,10 @@ impl Attributor {
                 unattributed_reason(&frames, &missing)
             ));
         }
+        drop(seen);
         if c.pd != 0 {
-            ev.start_routine = self.start_routine(pid, &snap, c).map(|(addr, loc)| {
+            let musl = ev.libc.as_deref() == Some(MUSL);
+            ev.start_routine = self.start_routine(pid, &snap, c, musl).map(|(addr, loc)| {
                 ev.start_routine_addr = Some(addr);
                 loc
             });
@@ -406,36 +505,26 @@ impl Attributor {
                 c.ips.clone()
             }
         };
-        let mut frames: Vec<Frame> = Vec::with_capacity(addrs.len());
-        for (i, &addr) in addrs.iter().enumerate() {
-            let mut f = Frame {
-                addr,
-                ..Default::default()
-            };
-            let at = lookup_address(i, addr);
-            if let Some((m, off)) = snap.locate(at) {
-                f.module = Some(m.file.path.to_string());
-                f.file_offset = Some(off + (addr - at));
-                match self.info(pid, m, snap) {
-                    Ok(module) => {
-                        if let Some((sym, o)) = module.info.symbol_at(off) {
-                            f.symbol = Some(sym);
-                            f.offset = Some(o + (addr - at));
-                        }
-                        f.build_id = module.info.build_id.as_deref().map(hex);
-                        f.identified_by = Some(
-                            if f.build_id.is_some() {
-                                "build_id"
-                            } else {
-                                "inode"
-                            }
-                            .into(),
-                        );
-                    }
-                    Err(why) => missing.push((addr, why)),
-                }
+        let mut frames: Vec<Frame> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| self.describe(pid, snap, i, addr, missing))
+            .collect();
+        if let Some(end) = frames.iter().position(|f| f.module.is_none()) {
+            frames.truncate(end.max(1));
+        }
+        // A libc without unwind tables or frame pointers (musl's) ends the
+        // walk inside pthread_create: the caller's return address is then
+        // found on the stack.
+        if stops_in_libc(&frames, |f| self.is_libc_frame(snap, f)) {
+            if let Some(rest) = self.scan_for_caller(pid, snap, c, &mut load) {
+                let n = frames.len();
+                frames.extend(
+                    rest.iter()
+                        .enumerate()
+                        .map(|(i, &addr)| self.describe(pid, snap, n + i, addr, missing)),
+                );
             }
-            frames.push(f);
         }
         // Past code without unwind info a walk ends in garbage: cut the
         // stack at the first frame in no mapping.
@@ -445,24 +534,160 @@ impl Attributor {
         frames
     }
 
-    /// start_routine of the thread that could not be created: the word at
-    /// its libc's offset in the new thread's `struct pthread`.
+    /// One frame: its file, function and how the file was known.
+    fn describe(
+        &self,
+        pid: u32,
+        snap: &Snapshot,
+        i: usize,
+        addr: u64,
+        missing: &mut Vec<(u64, Arc<str>)>,
+    ) -> Frame {
+        let mut f = Frame {
+            addr,
+            ..Default::default()
+        };
+        let at = lookup_address(i, addr);
+        let Some((m, off)) = snap.locate(at) else {
+            return f;
+        };
+        f.module = Some(m.file.path.to_string());
+        f.file_offset = Some(off + (addr - at));
+        match self.info(pid, m, snap) {
+            Ok(module) => {
+                if let Some((sym, o)) = module.info.symbol_at(off) {
+                    f.symbol = Some(sym);
+                    f.offset = Some(o + (addr - at));
+                }
+                f.build_id = module.info.build_id.as_deref().map(hex);
+                let by = if f.build_id.is_some() {
+                    "build_id"
+                } else {
+                    "inode"
+                };
+                f.identified_by = Some(by.into());
+            }
+            Err(why) => missing.push((addr, why)),
+        }
+        f
+    }
+
+    /// Whether a frame is the C library's own code (its file, or, in a
+    /// static program, its pthread_create and internal `__` functions).
+    fn is_libc_frame(&self, snap: &Snapshot, f: &Frame) -> bool {
+        let Some(m) = f.module.as_deref() else {
+            return false;
+        };
+        let is_exe = snap.exe.as_ref().is_some_and(|e| *e.path == *m);
+        classify::is_runtime(&classify::library(m, is_exe))
+            || f.symbol
+                .as_deref()
+                .is_some_and(|s| is_pthread_create(s) || s.starts_with("__"))
+    }
+
+    /// The caller of a libc frame without unwind tables: the first word
+    /// above the stack pointer that returns into code outside the C
+    /// library (inside a named function, past its start: a function
+    /// pointer is not a return address) and from which the walk goes on to
+    /// where the thread began (`main`, `_start`, a thread's start). Stale
+    /// return addresses left in the frame by earlier calls fail the last
+    /// test; when none passes, nothing is guessed.
+    fn scan_for_caller(
+        &mut self,
+        pid: u32,
+        snap: &Snapshot,
+        c: &Captured,
+        load: &mut impl FnMut(&Mapping) -> Option<Arc<ElfInfo>>,
+    ) -> Option<Vec<u64>> {
+        const SCANNED: usize = 4096;
+        const TRIED: usize = 16;
+        let s = &c.snapshot;
+        let words = s
+            .bytes
+            .chunks_exact(8)
+            .take(SCANNED / 8)
+            .enumerate()
+            .skip(1);
+        let mut tried = 0;
+        for (i, w) in words {
+            let ret = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            let Some(symbol) = self.symbol_of(pid, snap, ret.wrapping_sub(1)) else {
+                continue;
+            };
+            // A call returns inside its caller: a word that is a function's
+            // first byte is a pointer to it, not a return address.
+            let starts_function = self.symbol_at(pid, snap, ret).is_some_and(|(_, o)| o == 0);
+            let (m, _) = snap.locate(ret - 1)?;
+            let frame = Frame {
+                addr: ret,
+                module: Some(m.file.path.to_string()),
+                symbol: Some(symbol),
+                ..Default::default()
+            };
+            if starts_function || self.is_libc_frame(snap, &frame) || ret == c.child_arg[1] {
+                continue;
+            }
+            tried += 1;
+            if tried > TRIED {
+                return None;
+            }
+            let at = (i + 1) * 8;
+            let rest = StackSnapshot {
+                ip: ret,
+                sp: s.sp + at as u64,
+                bp: s.bp,
+                bytes: s.bytes[at..].to_vec(),
+            };
+            let Some(walked) = self
+                .unwinder
+                .unwind(snap, &rest, MAX_FRAMES / 2, &mut *load)
+            else {
+                continue;
+            };
+            let rooted = walked.iter().skip(1).any(|&a| {
+                self.symbol_of(pid, snap, a.wrapping_sub(1))
+                    .is_some_and(|s| is_root(&s))
+            });
+            if rooted {
+                return Some(walked);
+            }
+        }
+        None
+    }
+
+    /// The function at `addr` and the offset into it.
+    fn symbol_at(&self, pid: u32, snap: &Snapshot, addr: u64) -> Option<(String, u64)> {
+        let (m, off) = snap.locate(addr)?;
+        self.info(pid, m, snap).ok()?.info.symbol_at(off)
+    }
+
+    fn symbol_of(&self, pid: u32, snap: &Snapshot, addr: u64) -> Option<String> {
+        self.symbol_at(pid, snap, addr).map(|(s, _)| s)
+    }
+
+    /// start_routine of the thread that could not be created: for glibc,
+    /// the word at its libc's offset in the new thread's `struct pthread`;
+    /// for musl, the first of the start arguments its pthread_create left
+    /// atop the child's stack.
     fn start_routine(
         &mut self,
         pid: u32,
         snap: &Snapshot,
         c: &Captured,
+        musl: bool,
     ) -> Option<(u64, Location)> {
-        let (libc, _) = threads::glibc_mappings(snap);
-        let libc = libc?;
-        let info = self.info(pid, libc, snap).ok()?;
-        let off = info.info.thread_db.pthread_start_routine?;
-        let addr = c
-            .start_routine
-            .iter()
-            .find(|(o, _)| *o == off)
-            .map(|&(_, v)| v)
-            .filter(|&v| v != 0)?;
+        let addr = if musl {
+            c.child_arg[1]
+        } else {
+            let (libc, _) = threads::glibc_mappings(snap);
+            let info = self.info(pid, libc?, snap).ok()?;
+            let off = info.info.thread_db.pthread_start_routine?;
+            c.start_routine
+                .iter()
+                .find(|(o, _)| *o == off)
+                .map_or(0, |&(_, v)| v)
+        };
+        let addr = Some(addr).filter(|&v| v != 0)?;
         let (m, file_off) = snap.locate(addr)?;
         let symbol = self
             .info(pid, m, snap)
@@ -508,6 +733,57 @@ impl Attributor {
         self.sites.insert((m.file.clone(), off), inside);
         inside
     }
+}
+
+const GLIBC: &str = "glibc";
+const MUSL: &str = "musl";
+
+/// The C library a process runs on: glibc's libc mapped, musl's (its
+/// file's path names it: `ld-musl-*`, `libc.musl-*`, Debian's
+/// `x86_64-linux-musl/libc.so`), or musl linked into a static executable.
+fn libc_of(snap: &Snapshot, exe: Option<&modules::Module>) -> Option<&'static str> {
+    if threads::glibc_mappings(snap).0.is_some() {
+        return Some(GLIBC);
+    }
+    let musl_file = snap.mappings.iter().any(|m| {
+        let p = m
+            .file
+            .path
+            .rsplit('/')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("/");
+        p.contains("musl")
+    });
+    let musl_static = exe.is_some_and(|e| e.info.musl);
+    (musl_file || musl_static).then_some(MUSL)
+}
+
+/// Where a thread's stack begins: the program's entry, main, a libc's
+/// thread start.
+fn is_root(symbol: &str) -> bool {
+    matches!(
+        symbol,
+        "main"
+            | "_start"
+            | "_start_c"
+            | "__libc_start_main"
+            | "__libc_start_call_main"
+            | "libc_start_main_stage2"
+            | "start"
+            | "start_c11"
+            | "start_thread"
+    )
+}
+
+/// Whether a walk ended in the C library: every frame is its code, or
+/// the last one is pthread_create.
+fn stops_in_libc(frames: &[Frame], is_libc: impl Fn(&Frame) -> bool) -> bool {
+    let last_is_pthread = frames
+        .last()
+        .and_then(|f| f.symbol.as_deref())
+        .is_some_and(is_pthread_create);
+    !frames.is_empty() && (last_is_pthread || frames.iter().all(is_libc))
 }
 
 /// Why no frame named a library: the frames whose files could not be read.

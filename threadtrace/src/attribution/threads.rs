@@ -9,6 +9,12 @@
 //! process's memory (process_vm_readv) gives each thread's start_routine,
 //! and its mapping names the library. Threads glibc does not list (the main
 //! thread aside: raw clones, other libcs) are `unattributed`.
+//!
+//! People know threads by the names their runtime gives them (`top -H`,
+//! jstack): the JVM's `GC Thread#0` and `pool-3-thread-7`, tokio's
+//! `tokio-runtime-w`. A process's threads are also grouped for the report:
+//! by that name when it differs from the process's own, else by the
+//! library that created them, else, in a Go program, as Go's Ms.
 use std::{
     collections::{BTreeMap, HashMap},
     io,
@@ -131,14 +137,7 @@ pub fn start_routines(
 pub fn by_library(snap: &Snapshot, routines: &[(i32, u64)], total: i64) -> BTreeMap<String, i64> {
     let mut per = BTreeMap::new();
     for &(_, start) in routines {
-        let lib = snap
-            .locate(start)
-            .map(|(m, _)| {
-                let is_exe = snap.exe.as_ref().is_some_and(|e| *e == m.file);
-                classify::library(&m.file.path, is_exe)
-            })
-            .unwrap_or_else(|| UNATTRIBUTED.to_string());
-        *per.entry(lib).or_insert(0) += 1;
+        *per.entry(library_of(snap, start)).or_insert(0) += 1;
     }
     let listed = routines.len() as i64;
     let rest = total - 1 - listed;
@@ -152,9 +151,111 @@ pub fn by_library(snap: &Snapshot, routines: &[(i32, u64)], total: i64) -> BTree
 /// when its thread count changes.
 const FRESH: Duration = Duration::from_secs(5);
 const PROCESSES_KEPT: usize = 8192;
+/// Thread names read per process at most; groups kept per process.
+const NAMES_READ: usize = 4096;
+const GROUPS_KEPT: usize = 16;
 
-/// Threads per creating library.
-pub type Libraries = Arc<BTreeMap<String, i64>>;
+/// A process's threads: per creating library, and in groups for people.
+#[derive(Debug, Default)]
+pub struct Threads {
+    pub libraries: BTreeMap<String, i64>,
+    /// (name, threads), largest first: a thread-name pattern, a library,
+    /// or Go's Ms.
+    pub groups: Vec<(String, i64)>,
+}
+
+pub type Libraries = Arc<Threads>;
+
+/// A thread name as a group's: the digits that number a pool's threads
+/// become `*` (`pool-3-thread-17` → `pool-3-thread-*`), and a name the
+/// kernel cut at 15 bytes is a prefix (`C2 CompilerThre*`).
+pub fn name_pattern(name: &str) -> String {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if stem.len() < name.len() && !stem.is_empty() {
+        format!("{stem}*")
+    } else if name.len() >= 15 {
+        format!("{name}*")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Go's Ms as people can tell them apart from outside: in a system call
+/// that blocks (a read, a cgo call's), or waiting (idle, parked, or locked
+/// to a goroutine that waits: Go alone knows which).
+fn go_m(pid: u32, tid: i32) -> &'static str {
+    // futex, nanosleep, sched_yield, epoll_wait, epoll_pwait, epoll_pwait2:
+    // how Go's own Ms wait.
+    const WAITING: &[u64] = &[202, 35, 24, 232, 281, 441];
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"));
+    let nr = text
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse().ok()));
+    match nr {
+        Some(n) if !WAITING.contains(&n) => "Go Ms in system calls",
+        _ => "Go Ms waiting",
+    }
+}
+
+fn thread_name(pid: u32, tid: i32) -> Option<String> {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+    Some(t.trim_end_matches('\n').to_string())
+}
+
+/// A live process's threads (but the main one) in groups, largest first.
+fn groups(pid: u32, snap: &Snapshot, routines: &[(i32, u64)], go: bool) -> Vec<(String, i64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let own = thread_name(pid, pid as i32).unwrap_or_default();
+    let libs: HashMap<i32, u64> = routines.iter().copied().collect();
+    let mut per: HashMap<String, i64> = HashMap::new();
+    let mut unread = 0;
+    for (i, tid) in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&t| t != pid as i32)
+        .enumerate()
+    {
+        if i >= NAMES_READ {
+            unread += 1;
+            continue;
+        }
+        let name = thread_name(pid, tid).unwrap_or_default();
+        // Every thread of a Go program is an M, whatever started it (cgo's
+        // threadentry, in a cgo program).
+        let label = if !name.is_empty() && name != own {
+            name_pattern(&name)
+        } else if go {
+            go_m(pid, tid).to_string()
+        } else if let Some(&start) = libs.get(&tid) {
+            library_of(snap, start)
+        } else {
+            UNATTRIBUTED.to_string()
+        };
+        *per.entry(label).or_insert(0) += 1;
+    }
+    let mut out: Vec<(String, i64)> = per.into_iter().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    if out.len() > GROUPS_KEPT {
+        let rest: i64 = out.drain(GROUPS_KEPT - 1..).map(|g| g.1).sum();
+        out.push(("other names".into(), rest));
+    }
+    if unread > 0 {
+        out.push((format!("not read (over {NAMES_READ} threads)"), unread));
+    }
+    out
+}
+
+/// The library a start routine is in.
+fn library_of(snap: &Snapshot, start: u64) -> String {
+    snap.locate(start)
+        .map(|(m, _)| {
+            let is_exe = snap.exe.as_ref().is_some_and(|e| *e == m.file);
+            classify::library(&m.file.path, is_exe)
+        })
+        .unwrap_or_else(|| UNATTRIBUTED.to_string())
+}
 
 /// Threads by library per process, read on demand and kept a few seconds.
 #[derive(Default)]
@@ -191,10 +292,10 @@ impl Census {
     }
 }
 
-/// Threads per library, and whether glibc's list was read.
-fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> (BTreeMap<String, i64>, bool) {
+/// Threads per library and in groups, and whether glibc's list was read.
+fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> (Threads, bool) {
     if total <= 1 {
-        return (BTreeMap::new(), true);
+        return (Threads::default(), true);
     }
     let snap = shared
         .spaces
@@ -202,8 +303,12 @@ fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> (BTreeMap<Stri
         .expect("not poisoned")
         .snapshot(pid, u64::MAX);
     let Some(snap) = snap else {
+        let libraries = BTreeMap::from([(UNATTRIBUTED.to_string(), total - 1)]);
         return (
-            BTreeMap::from([(UNATTRIBUTED.to_string(), total - 1)]),
+            Threads {
+                libraries,
+                groups: Vec::new(),
+            },
             false,
         );
     };
@@ -223,10 +328,19 @@ fn count(pid: u32, total: i64, shared: &Shared, clock: &Clock) -> (BTreeMap<Stri
         _ => Some(Vec::new()),
     };
     let walked = routines.is_some();
-    (
-        by_library(&snap, &routines.unwrap_or_default(), total),
-        walked,
-    )
+    let routines = routines.unwrap_or_default();
+    let go = snap.exe.as_ref().is_some_and(|exe| {
+        snap.mappings
+            .iter()
+            .find(|m| m.file == *exe)
+            .and_then(read)
+            .is_some_and(|i| i.go)
+    });
+    let threads = Threads {
+        libraries: by_library(&snap, &routines, total),
+        groups: groups(pid, &snap, &routines, go),
+    };
+    (threads, walked)
 }
 
 #[cfg(test)]

@@ -134,7 +134,6 @@ impl StackUnwinder {
                 tried: HashSet::new(),
             });
         }
-        let prepared = self.prepared.as_mut().expect("just set");
         if log::log_enabled!(log::Level::Trace) {
             let words: Vec<String> = stack
                 .bytes
@@ -150,6 +149,39 @@ impl StackUnwinder {
                 words.join(" ")
             );
         }
+        let frames = self.rounds(snap, stack, max_frames, &mut module)?;
+        if frames.len() > 1 {
+            return Some(frames);
+        }
+        // A leaf without unwind info (musl's __clone, Go's runtime.clone:
+        // assembly that pushes nothing before its syscall) stops the walk
+        // at once; its return address is then the word at the stack
+        // pointer, if that lies in a mapped file.
+        let leaf = stack.bytes.get(..8).and_then(|b| {
+            let ret = u64::from_le_bytes(b.try_into().ok()?);
+            snap.locate(ret.checked_sub(1)?)?;
+            Some(StackSnapshot {
+                ip: ret,
+                sp: stack.sp + 8,
+                bp: stack.bp,
+                bytes: stack.bytes[8..].to_vec(),
+            })
+        });
+        match leaf.and_then(|l| self.rounds(snap, &l, max_frames.saturating_sub(1), &mut module)) {
+            Some(rest) if !rest.is_empty() => Some(std::iter::once(stack.ip).chain(rest).collect()),
+            _ => Some(frames),
+        }
+    }
+
+    /// Walks, loading the file of each frame reached, until no new file is.
+    fn rounds(
+        &mut self,
+        snap: &Snapshot,
+        stack: &StackSnapshot,
+        max_frames: usize,
+        module: &mut impl FnMut(&Mapping) -> Option<Arc<ElfInfo>>,
+    ) -> Option<Vec<u64>> {
+        let prepared = self.prepared.as_mut()?;
         let mut frames = Vec::new();
         for _ in 0..MAX_ROUNDS {
             let Some(walked) = contained(|| walk(&prepared.unwinder, stack, max_frames)) else {

@@ -213,6 +213,9 @@ impl Diagnosis {
             }
             _ => {}
         }
+        if matches!(c.kind.as_str(), "rlimit_nproc" | "cgroup_pids") {
+            holders::add_gone(&mut c.holders, pid, &e.task.comm, nproc.threads);
+        }
         let bytes = json_bytes(&c) + key.1.len() + 96;
         self.causes.insert(key, (Instant::now(), c.clone()), bytes);
         c
@@ -266,7 +269,11 @@ impl Diagnosis {
     fn holders(&mut self, pids: Vec<(u32, String)>, ctx: &Context) -> Vec<Holder> {
         let (census, shared, clock) = (&mut self.census, &self.shared, &ctx.clock);
         holders::top(pids.into_iter(), HOLDERS, |pid, total| {
-            census.of(pid, total, shared, clock)
+            let t = census.of(pid, total, shared, clock);
+            holders::Census {
+                libraries: t.libraries.iter().map(|(l, n)| (l.clone(), *n)).collect(),
+                groups: t.groups.clone(),
+            }
         })
     }
 
@@ -322,7 +329,7 @@ impl Diagnosis {
         let mut out = Vec::new();
         for (pid, comm, total) in candidates {
             let libs = self.census.of(pid, total, &self.shared, &ctx.clock);
-            for (library, &live) in libs.iter() {
+            for (library, &live) in libs.libraries.iter() {
                 if remedy::pool_variable(library).is_none() {
                     continue;
                 }
@@ -367,7 +374,8 @@ impl Diagnosis {
         for (pid, comm, total) in processes.iter().take(THREAD_ROWS) {
             let libs = self.census.of(*pid, *total, &self.shared, &ctx.clock);
             rows.extend(
-                libs.iter()
+                libs.libraries
+                    .iter()
                     .filter(|(_, n)| **n > 0)
                     .map(|(library, live)| ThreadCount {
                         pid: *pid,

@@ -433,6 +433,7 @@ impl Headroom {
                     comm: s.1.clone(),
                     threads: proctable::num_threads(s.0).unwrap_or(s.2).max(0) as u64,
                     libraries: libraries(rows, s.0),
+                    groups: Vec::new(),
                 })
                 .collect();
             held.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.pid.cmp(&b.pid)));

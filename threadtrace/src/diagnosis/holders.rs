@@ -3,7 +3,7 @@
 use super::evidence::proc_limit;
 use crate::{
     clock,
-    model::{Ancestor, Holder, LimitSet},
+    model::{Ancestor, Holder, LimitSet, ThreadGroup},
     proctable,
 };
 
@@ -57,13 +57,21 @@ pub fn set_by<'a>(
     None
 }
 
+/// A process's threads: per creating library, and in groups (a name
+/// pattern, a library, Go's Ms), each with its count.
+pub struct Census {
+    pub libraries: Vec<(String, i64)>,
+    pub groups: Vec<(String, i64)>,
+}
+
 /// The processes with the most threads among `pids`, with the libraries
-/// that created their threads (`libraries(pid, threads)`, asked only of
-/// the `n` kept: reading them costs a walk of the process's memory).
+/// that created their threads and their groups (`census(pid, threads)`,
+/// asked only of the `n` kept: reading them costs a walk of the process's
+/// memory).
 pub fn top(
     pids: impl Iterator<Item = (u32, String)>,
     n: usize,
-    mut libraries: impl FnMut(u32, i64) -> std::sync::Arc<std::collections::BTreeMap<String, i64>>,
+    mut census: impl FnMut(u32, i64) -> Census,
 ) -> Vec<Holder> {
     let mut out: Vec<(u32, String, i64)> = pids
         .filter_map(|(pid, comm)| Some((pid, comm, proctable::num_threads(pid)?)))
@@ -72,15 +80,43 @@ pub fn top(
     out.truncate(n);
     out.into_iter()
         .map(|(pid, comm, threads)| {
-            let libs = libraries(pid, threads);
-            let mut libs: Vec<(&String, &i64)> = libs.iter().filter(|(_, n)| **n > 0).collect();
-            libs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let Census {
+                mut libraries,
+                groups,
+            } = census(pid, threads);
+            libraries.retain(|(_, n)| *n > 0);
+            libraries.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             Holder {
                 pid,
                 comm,
                 threads: threads as u64,
-                libraries: libs.into_iter().map(|(l, _)| l.clone()).collect(),
+                libraries: libraries.into_iter().map(|(l, _)| l).collect(),
+                groups: groups
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| ThreadGroup {
+                        name,
+                        threads: n as u64,
+                    })
+                    .collect(),
             }
         })
         .collect()
+}
+
+/// The failing process among the holders with the threads the kernel
+/// counted at its failure, when it is gone before it could be looked at (a
+/// process that dies of its failure usually is).
+pub fn add_gone(holders: &mut Vec<Holder>, pid: u32, comm: &str, threads_at_failure: u32) {
+    if threads_at_failure == 0 || holders.iter().any(|h| h.pid == pid) {
+        return;
+    }
+    holders.push(Holder {
+        pid,
+        comm: comm.to_string(),
+        threads: threads_at_failure.into(),
+        libraries: Vec::new(),
+        groups: Vec::new(),
+    });
+    holders.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.pid.cmp(&b.pid)));
 }

@@ -1,8 +1,39 @@
 //! One specific thing to do, per cause.
 use crate::{
-    model::{Cause, LimitNear},
-    sanitize,
+    model::{Cause, Holder, LimitNear, ThreadCreateFailed},
+    sanitize, words,
 };
+
+/// Who asked for the thread, as far as the remedy goes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Asker<'a> {
+    pub pid: u32,
+    pub library: Option<&'a str>,
+    pub symbol: Option<&'a str>,
+    pub runtime: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> Asker<'a> {
+    pub fn of(e: &'a ThreadCreateFailed) -> Self {
+        Asker {
+            pid: e.task.pid,
+            library: e.library.as_deref(),
+            symbol: e.symbol.as_deref(),
+            runtime: e.runtime.as_deref(),
+            reason: e.reason.as_deref(),
+        }
+    }
+
+    /// A library's code asked, nothing more known.
+    #[cfg(test)]
+    pub fn library(library: &'a str) -> Self {
+        Asker {
+            library: Some(library),
+            ..Default::default()
+        }
+    }
+}
 
 /// The environment variable that sizes a pool library's threads.
 pub fn pool_variable(library: &str) -> Option<&'static str> {
@@ -12,22 +43,86 @@ pub fn pool_variable(library: &str) -> Option<&'static str> {
         "libmkl" => "MKL_NUM_THREADS",
         "libblis" => "BLIS_NUM_THREADS",
         "libtbb" => "TBB_NUM_THREADS",
+        "libuv" => "UV_THREADPOOL_SIZE",
         _ => return None,
     })
 }
 
-fn fewer_threads(library: Option<&str>) -> String {
-    match library.and_then(pool_variable) {
+/// Fewer threads, in the terms of the code that asked: its pool's
+/// variable, its runtime's knob.
+fn fewer_threads(a: &Asker<'_>) -> String {
+    let symbol = a.symbol.unwrap_or("");
+    match a.library.and_then(pool_variable) {
         Some("OPENBLAS_NUM_THREADS") => {
-            "OPENBLAS_NUM_THREADS=1 (and OMP_NUM_THREADS=1 next, for libgomp)".into()
+            return "OPENBLAS_NUM_THREADS=1 (and OMP_NUM_THREADS=1 next, for libgomp)".into()
         }
-        Some(v) => format!("{v}=1"),
-        None => "fewer threads per process".into(),
+        Some("UV_THREADPOOL_SIZE") => {
+            return "a smaller libuv thread pool: UV_THREADPOOL_SIZE=N (4 by default)".into()
+        }
+        Some(v) => return format!("{v}=1"),
+        None => {}
+    }
+    let reason = a.reason.unwrap_or("");
+    match a.runtime {
+        Some("go") => {
+            let what = if reason.contains("LockOSThread") {
+                "fewer goroutines locked to their threads at once (each runtime.LockOSThread \
+                 holds an OS thread until runtime.UnlockOSThread or the goroutine ends)"
+            } else if reason.contains("system calls") {
+                "fewer goroutines in blocking system calls or cgo calls at once (each holds an \
+                 OS thread)"
+            } else {
+                "a lower GOMAXPROCS (threads running Go code at once)"
+            };
+            format!(
+                "{what}; debug.SetMaxThreads(N) below the limit makes Go stop with its own \
+                 message instead"
+            )
+        }
+        Some("rust") if symbol.starts_with("tokio::runtime::blocking") => {
+            "a smaller tokio blocking pool: runtime::Builder::max_blocking_threads(N) (512 by \
+             default)"
+                .into()
+        }
+        Some("rust") => {
+            "fewer threads per process: a bounded pool instead of a std::thread per task".into()
+        }
+        Some("node") if symbol.contains("Worker") => {
+            "fewer worker_threads Workers at once (reuse a bounded pool of them)".into()
+        }
+        Some("jvm") => "fewer Java threads: bounded pools (Executors.newFixedThreadPool(N)) \
+             instead of a thread per task; the JVM's own with -XX:ParallelGCThreads, \
+             -XX:CICompilerCount"
+            .into(),
+        _ => "fewer threads per process".into(),
     }
 }
 
-pub fn remedy(c: &Cause, library: Option<&str>) -> String {
-    let fewer = fewer_threads(library);
+/// The holder with the most threads, when it is another process: its
+/// largest group is what to shrink.
+fn largest_other(holders: &[Holder], pid: u32) -> Option<String> {
+    let h = holders.first().filter(|h| h.pid != pid)?;
+    let g = h.groups.first()?;
+    Some(format!(
+        "; or shrink what holds the most: {} in {}[{}] ({})",
+        g.name,
+        h.comm,
+        h.pid,
+        words::count(g.threads, "thread")
+    ))
+}
+
+pub fn remedy(c: &Cause, asker: &Asker<'_>) -> String {
+    let fewer = fewer_threads(asker);
+    let other = largest_other(&c.holders, asker.pid).unwrap_or_default();
+    let r = remedy_for(c, &fewer);
+    match c.kind.as_str() {
+        "rlimit_nproc" | "cgroup_pids" | "threads_max" | "pid_max" => r + &other,
+        _ => r,
+    }
+}
+
+fn remedy_for(c: &Cause, fewer: &str) -> String {
     match c.kind.as_str() {
         "rlimit_nproc" => {
             let limit = c.limit.unwrap_or(0);
@@ -142,14 +237,14 @@ mod tests {
             comm: "supervisord".into(),
             started: None,
         });
-        let r = remedy(&c, Some("libopenblas"));
+        let r = remedy(&c, &Asker::library("libopenblas"));
         assert!(r.starts_with("OPENBLAS_NUM_THREADS=1"), "{r}");
         assert!(
             r.contains("restart supervisord[77], which still has nproc 1024")
                 && r.contains("prlimit --pid 77"),
             "{r}"
         );
-        assert!(remedy(&c, Some("libgomp")).starts_with("OMP_NUM_THREADS=1"));
+        assert!(remedy(&c, &Asker::library("libgomp")).starts_with("OMP_NUM_THREADS=1"));
         assert_eq!(pool_variable("libmkl"), Some("MKL_NUM_THREADS"));
     }
 
@@ -161,14 +256,14 @@ mod tests {
         c.kind = "cgroup_pids".into();
         c.limit = Some(5);
         c.cgroup = Some("/sys/fs/cgroup/pids/x;$(touch /tmp/pwned);#".into());
-        let r = remedy(&c, None);
+        let r = remedy(&c, &Asker::default());
         assert!(
             r.contains("`echo N > '/sys/fs/cgroup/pids/x;$(touch /tmp/pwned);#/pids.max'`"),
             "{r}"
         );
         c.cgroup = Some("/sys/fs/cgroup/pids/app".into());
         assert!(
-            remedy(&c, None).contains("`echo N > /sys/fs/cgroup/pids/app/pids.max`"),
+            remedy(&c, &Asker::default()).contains("`echo N > /sys/fs/cgroup/pids/app/pids.max`"),
             "plain paths stay plain"
         );
     }

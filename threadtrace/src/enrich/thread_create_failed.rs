@@ -26,6 +26,9 @@ fn base(task: Task, api: &str, errno: i32, ctx: &mut Context) -> ThreadCreateFai
         library: None,
         module: None,
         symbol: None,
+        runtime: None,
+        libc: None,
+        reason: None,
         syscall: None,
         syscall_errno: None,
         cgroup,
@@ -71,6 +74,7 @@ pub fn from_kernel(
     ev.creates = Some(creates(api, syscall, p.flags).into());
     let mut c = Captured::new(e.header.ktime_ns, stack(&p.stack), &p.copy);
     c.pd = p.pd;
+    c.child_arg = p.child_arg;
     c.start_routine = offsets
         .iter()
         .zip(p.start_routine)

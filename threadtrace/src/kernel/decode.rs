@@ -126,6 +126,7 @@ pub(crate) mod tests {
                 site: 0,
                 pd: 0x7f00_0010_0000,
                 start_routine: [0x7f00_0000_5678, 0, 0, 0],
+                child_arg: [0, 0],
                 uretprobes: [[0; 2]; 4],
                 stack: UserStack {
                     len: 1,

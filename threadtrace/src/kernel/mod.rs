@@ -84,6 +84,7 @@ pub fn build_config() -> Result<Config, KernelError> {
         exit_group_dead: get(&exit, "group_dead"),
         task_exit_code: member("task_struct", "exit_code"),
         task_signal: member("task_struct", "signal"),
+        signal_nr_threads: member("signal_struct", "nr_threads"),
         signal_rlim: member("signal_struct", "rlim"),
         task_real_cred: member("task_struct", "real_cred"),
         cred_ucounts: member("cred", "ucounts"),

@@ -38,7 +38,7 @@ pub use summary::{
     Tracer,
 };
 pub use thread_create_failed::{
-    Ancestor, Cause, Frame, Holder, LimitSet, Location, ThreadCreateFailed,
+    Ancestor, Cause, Frame, Holder, LimitSet, Location, ThreadCreateFailed, ThreadGroup,
 };
 
 /// One line of `record --json`, one record of a trace file.

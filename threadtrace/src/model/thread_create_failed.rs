@@ -22,8 +22,21 @@ pub struct ThreadCreateFailed {
     pub library: Option<String>,
     /// That library's file, as the process sees it.
     pub module: Option<String>,
-    /// The function in it that asked (e.g. blas_thread_init).
+    /// The function in it that asked (e.g. blas_thread_init): the first
+    /// frame past the libc and the runtime's own thread-spawning code.
     pub symbol: Option<String>,
+    /// The language runtime that made the thread for the program: "go",
+    /// "jvm", "node" or "rust". Absent for code calling its libc itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The C library whose pthread_create or fork was called: "glibc" or
+    /// "musl". Absent when none was (Go's own clone) or it is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libc: Option<String>,
+    /// Why the runtime wanted a thread, where its stack says so (Go's
+    /// scheduler: a locked goroutine, a blocking system call, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The syscall that failed: for pthread_create, the clone inside it, or
     /// `mmap`/`mprotect` when the new thread's stack could not be set up.
     pub syscall: Option<String>,
@@ -162,4 +175,18 @@ pub struct Holder {
     pub threads: u64,
     /// Libraries that created its live threads, largest first.
     pub libraries: Vec<String>,
+    /// Its threads in groups, largest first: by the name the runtime gave
+    /// them (`pool-3-thread-*`, `GC Thread#*`), else by the library that
+    /// created them, else by the runtime that made them (Go's Ms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ThreadGroup>,
+}
+
+/// Threads of one process that belong together.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ThreadGroup {
+    /// A thread-name pattern (`*` for the digits that differ), a library,
+    /// or a runtime's kind of thread.
+    pub name: String,
+    pub threads: u64,
 }

@@ -18,6 +18,10 @@ fn failed(e: &ThreadCreateFailed) -> String {
         (Some(l), None) => l.clone(),
         _ => "unknown code".into(),
     };
+    let who = match e.runtime.as_deref() {
+        Some(r) => format!("{who} via the {} runtime", words::runtime_name(r)),
+        None => who,
+    };
     let mut s = format!(
         "{} THREAD CREATE FAILED  {who} → {} {}  in {}[{}] uid {}",
         clock(&e.task.time),
@@ -35,6 +39,9 @@ fn failed(e: &ThreadCreateFailed) -> String {
     }
     if let Some(gap) = &e.attribution_gap {
         let _ = write!(s, "\n    who: {gap}");
+    }
+    if let Some(r) = &e.reason {
+        let _ = write!(s, "\n    wanted: {r}");
     }
     if let Some(c) = &e.cause {
         let _ = write!(s, "\n    why: {}: {}", c.kind, c.detail);
@@ -570,6 +577,9 @@ mod tests {
             library: Some("libopenblas".into()),
             module: Some("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3".into()),
             symbol: Some("blas_thread_init".into()),
+            runtime: None,
+            libc: None,
+            reason: None,
             syscall: Some("clone3".into()),
             syscall_errno: Some(11),
             cgroup: Some("/sys/fs/cgroup/pids/app".into()),

@@ -9,7 +9,7 @@ mod holders;
 mod numbers;
 mod time;
 
-pub use holders::{memory_held, threads_held};
+pub use holders::{memory_held, runtime_name, threads_held};
 pub use numbers::{
     bytes, bytes_fine, bytes_short, count, limit_or_infinity, limit_or_unlimited, thousands,
 };

@@ -181,10 +181,15 @@ impl Stage {
                 self.attribution.unattributed += 1;
             }
         }
-        // The remedy names the pool library: known only now.
-        let library = e.library.clone();
-        if let Some(cause) = e.cause.as_mut() {
-            cause.remedy = remedy::remedy(cause, library.as_deref());
+        // The remedy names the pool library or the runtime: known only now.
+        if let Some(r) = e
+            .cause
+            .as_deref()
+            .map(|c| remedy::remedy(c, &remedy::Asker::of(&e)))
+        {
+            if let Some(cause) = e.cause.as_mut() {
+                cause.remedy = r;
+            }
         }
         self.findings.add_failure(&e);
         if let Some(m) = &mut self.out.metrics {
