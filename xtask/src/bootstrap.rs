@@ -143,6 +143,12 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     // The container image's test builds it offline.
     "buildah",
+    // Other runtimes' threads (tests/tests/runtimes.rs): Go, musl, the
+    // JVM, Node.
+    "golang-go",
+    "musl-tools",
+    "openjdk-17-jdk-headless",
+    "nodejs",
 ];
 
 /// What `cargo xtask bench` compares against and measures with.
