@@ -348,6 +348,23 @@ mod tests {
     use super::*;
     use crate::attribution::{address_spaces::AddressSpaces, files, modules::Modules};
 
+    #[test]
+    fn thread_names_group_by_pool() {
+        let cases = [
+            ("pool-3-thread-17", "pool-3-thread-*"),
+            ("GC Thread#0", "GC Thread#*"),
+            // Cut at 15 bytes by the kernel: a prefix.
+            ("C2 CompilerThre", "C2 CompilerThre*"),
+            ("pool-12-thread-", "pool-12-thread-*"),
+            ("tokio-runtime-w", "tokio-runtime-w*"),
+            ("worker", "worker"),
+            ("1234", "1234"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(name_pattern(name), want, "{name}");
+        }
+    }
+
     /// This test process's own threads, found through glibc's list: one
     /// started here is attributed to the test executable.
     #[test]

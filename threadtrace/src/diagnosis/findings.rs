@@ -20,6 +20,9 @@ struct FailureTally {
     /// up to PROCESSES_KEPT over all groups.
     processes: BTreeMap<u32, (String, u64)>,
     symbol: Option<String>,
+    /// The runtime that made the thread, and why it wanted one.
+    runtime: Option<String>,
+    reason: Option<String>,
     detail: String,
     inherited: Option<String>,
     holders: Option<String>,
@@ -99,6 +102,8 @@ impl Findings {
         }
         if g.symbol.is_none() {
             g.symbol = e.symbol.clone();
+            g.runtime = e.runtime.clone();
+            g.reason = e.reason.clone();
         }
         if g.attribution_gap.is_none() {
             g.attribution_gap = e.attribution_gap.clone();
@@ -387,6 +392,10 @@ impl Findings {
                 Some(s) => format!("{lib} ({s})"),
                 None => lib.clone(),
             };
+            let who = match &g.runtime {
+                Some(r) => format!("{who} via the {} runtime", words::runtime_name(r)),
+                None => who,
+            };
             let pods = if g.pods.is_empty() {
                 String::new()
             } else {
@@ -408,6 +417,7 @@ impl Findings {
                 String::new()
             };
             let mut evidence = vec![format!("{kind}: {}", g.detail)];
+            evidence.extend(g.reason.iter().map(|r| format!("wanted: {r}")));
             evidence.extend(g.inherited.iter().cloned());
             evidence.extend(g.holders.iter().cloned());
             evidence.extend(g.attribution_gap.iter().cloned());

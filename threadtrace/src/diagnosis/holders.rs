@@ -120,3 +120,25 @@ pub fn add_gone(holders: &mut Vec<Holder>, pid: u32, comm: &str, threads_at_fail
     });
     holders.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.pid.cmp(&b.pid)));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_gone_before_it_was_counted_holds_what_the_kernel_counted() {
+        let mut held = vec![Holder {
+            pid: 10,
+            comm: "java".into(),
+            threads: 3,
+            libraries: vec![],
+            groups: vec![],
+        }];
+        add_gone(&mut held, 20, "musl_app", 4);
+        assert_eq!((held[0].pid, held[0].threads), (20, 4), "largest first");
+        // Listed already, or no count: nothing added.
+        add_gone(&mut held, 10, "java", 9);
+        add_gone(&mut held, 30, "x", 0);
+        assert_eq!(held.len(), 2);
+    }
+}

@@ -248,6 +248,77 @@ mod tests {
         assert_eq!(pool_variable("libmkl"), Some("MKL_NUM_THREADS"));
     }
 
+    #[test]
+    fn remedies_speak_the_runtime_s_terms() {
+        let e = Evidence {
+            uid: 1000,
+            nproc: Some(crate::diagnosis::evidence::Nproc { soft: 8, count: 8 }),
+            ..Default::default()
+        };
+        let c = crate::diagnosis::decide("clone", 11, true, &e);
+        let go = Asker {
+            runtime: Some("go"),
+            reason: Some("goroutines locked to their OS threads (runtime.LockOSThread) ..."),
+            ..Default::default()
+        };
+        let r = remedy(&c, &go);
+        assert!(
+            r.contains("runtime.LockOSThread") && r.contains("debug.SetMaxThreads"),
+            "{r}"
+        );
+        let tokio = Asker {
+            runtime: Some("rust"),
+            symbol: Some("tokio::runtime::blocking::pool::Spawner::spawn_thread"),
+            ..Default::default()
+        };
+        assert!(remedy(&c, &tokio).contains("max_blocking_threads"));
+        assert!(remedy(&c, &Asker::library("libuv")).contains("UV_THREADPOOL_SIZE"));
+        let jvm = Asker {
+            runtime: Some("jvm"),
+            ..Default::default()
+        };
+        assert!(remedy(&c, &jvm).contains("newFixedThreadPool"));
+    }
+
+    /// The pool that holds the most threads, in another process, is named.
+    #[test]
+    fn the_largest_other_holder_s_pool_is_named() {
+        let mut c = crate::diagnosis::decide("pthread_create", 11, true, &Evidence::default());
+        c.kind = "rlimit_nproc".into();
+        c.holders = vec![Holder {
+            pid: 812,
+            comm: "java".into(),
+            threads: 320,
+            libraries: vec!["libjvm".into()],
+            groups: vec![crate::model::ThreadGroup {
+                name: "pool-1-thread-*".into(),
+                threads: 300,
+            }],
+        }];
+        let r = remedy(
+            &c,
+            &Asker {
+                pid: 900,
+                ..Default::default()
+            },
+        );
+        assert!(
+            r.ends_with(
+                "; or shrink what holds the most: pool-1-thread-* in java[812] (300 threads)"
+            ),
+            "{r}"
+        );
+        // Its own threads are what "fewer threads" already says.
+        let own = remedy(
+            &c,
+            &Asker {
+                pid: 812,
+                ..Default::default()
+            },
+        );
+        assert!(!own.contains("shrink"), "{own}");
+    }
+
     /// A delegated cgroup's name is its owner's choice: in the command a
     /// person pastes, it stays one word.
     #[test]
