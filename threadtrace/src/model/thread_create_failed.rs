@@ -175,9 +175,10 @@ pub struct Holder {
     pub threads: u64,
     /// Libraries that created its live threads, largest first.
     pub libraries: Vec<String>,
-    /// Its threads in groups, largest first: by the name the runtime gave
-    /// them (`pool-3-thread-*`, `GC Thread#*`), else by the library that
-    /// created them, else by the runtime that made them (Go's Ms).
+    /// Its threads but the main one in groups, largest first: by the name
+    /// the runtime gave them (`pool-3-thread-*`, `GC Thread#*`), else by
+    /// the library that created them, else by the runtime that made them
+    /// (Go's Ms). Empty when the process was gone before it was looked at.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<ThreadGroup>,
 }

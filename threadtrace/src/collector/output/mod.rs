@@ -14,7 +14,7 @@ use std::{
 
 use super::{counts::Counts, ProcessFilter};
 use crate::{
-    attribution::{Attributed, Attributor, Captured, Shared},
+    attribution::{self, Attributed, Attributor, Captured, Shared},
     clock::Clock,
     diagnosis::{
         findings::Findings,
@@ -22,7 +22,7 @@ use crate::{
         remedy,
         storm::{StormBy, StormDetector},
     },
-    model::{Attribution, Record, Summary, ThreadCreateFailed},
+    model::{Attribution, Record, Summary, ThreadCreateFailed, ThreadGroup},
     panics,
     sink::{
         lines,
@@ -179,6 +179,21 @@ impl Stage {
                 self.attribution.attributed += 1;
             } else {
                 self.attribution.unattributed += 1;
+            }
+        }
+        // A Go program gone before its threads were looked at: its holder
+        // entry, counted by the kernel, is its Ms. Known only now.
+        if e.runtime.as_deref() == Some(attribution::runtimes::GO) {
+            let pid = e.task.pid;
+            if let Some(h) = e.cause.as_mut().and_then(|c| {
+                c.holders
+                    .iter_mut()
+                    .find(|h| h.pid == pid && h.groups.is_empty())
+            }) {
+                h.groups = vec![ThreadGroup {
+                    name: "Go Ms".into(),
+                    threads: h.threads.saturating_sub(1),
+                }];
             }
         }
         // The remedy names the pool library or the runtime: known only now.
