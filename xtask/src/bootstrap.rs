@@ -170,6 +170,13 @@ pub fn bench_packages() -> Result<()> {
 }
 
 fn install(packages: &[&str]) -> Result<()> {
+    apt_install(packages, &[])
+}
+
+/// Installs the packages not installed yet, with `env` set for their
+/// maintainer scripts (`INITRD=No` for a kernel the guest boots without
+/// an initrd).
+pub fn apt_install(packages: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -181,11 +188,16 @@ fn install(packages: &[&str]) -> Result<()> {
         );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    sh(Command::new("apt-get").args(["update", "-qq"]))?;
+    apt_update()?;
     sh(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .envs(env.iter().copied()))
+}
+
+pub fn apt_update() -> Result<()> {
+    sh(Command::new("apt-get").args(["update", "-qq"]))
 }
 
 /// cargo-fuzz, for the fuzz targets in fuzz/ (they build on nightly).

@@ -12,6 +12,7 @@ mod layers;
 mod rules;
 mod run;
 mod test;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -91,6 +92,15 @@ enum Task {
     /// failure storm's rate and exactness, the tracer's CPU and RSS,
     /// start-up, address-space memory. Installs bpftrace and bpftool.
     Bench(bench::Args),
+    /// Run threadtrace's tests or a command in a qemu guest booting another
+    /// kernel (Debian 12's 6.1 by default, 6.12, any .deb or bzImage) over
+    /// this host's filesystem, with cgroup v2 unless --cgroup v1.
+    ///
+    /// Installs qemu, virtme-ng (in target/xtask/vm/venv) and the Debian
+    /// kernel packages it boots. Uses KVM when a guest boots with it, else
+    /// emulation (TCG): then times are only comparable within one guest.
+    /// One guest at a time.
+    Vm(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +125,7 @@ fn run(task: Task) -> Result<ExitCode> {
             fuzz::run(args.seconds)?;
         }
         Task::Bench(args) => bench::run(&args)?,
+        Task::Vm(args) => return vm::run(&args),
     }
     Ok(ExitCode::SUCCESS)
 }
