@@ -459,24 +459,156 @@ impl Records {
     }
 }
 
-/// A cgroup v1 directory made for one scenario, removed afterwards.
+/// Where cgroups are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Whether /sys/fs/cgroup is cgroup2, unified (every controller in one
+/// hierarchy), rather than v1 (one hierarchy per controller, as in
+/// systemd's hybrid layout). Decided once, from the file system's magic.
+pub fn cgroup_v2() -> bool {
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V2.get_or_init(|| {
+        const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+        let path = std::ffi::CString::new(CGROUP_ROOT).unwrap();
+        // SAFETY: statfs(2) into a zeroed struct it fills.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+            panic!("statfs {CGROUP_ROOT}: {}", std::io::Error::last_os_error());
+        }
+        st.f_type as i64 == CGROUP2_SUPER_MAGIC
+    })
+}
+
+/// The hierarchy that holds `controller`: /sys/fs/cgroup/CONTROLLER on
+/// v1, /sys/fs/cgroup itself on v2.
+pub fn cgroup_hierarchy(controller: &str) -> PathBuf {
+    if cgroup_v2() {
+        PathBuf::from(CGROUP_ROOT)
+    } else {
+        Path::new(CGROUP_ROOT).join(controller)
+    }
+}
+
+/// How threadtrace names the hierarchy of a `controller` cgroup in
+/// `process_cgroup` records: the controller on v1, "" on v2.
+pub fn cgroup_hierarchy_name(controller: &str) -> &str {
+    if cgroup_v2() {
+        ""
+    } else {
+        controller
+    }
+}
+
+/// On v2: makes sure `controller` is enabled in `dir`'s
+/// cgroup.subtree_control, so that its children have the controller's
+/// files (already enabled is fine).
+pub fn cgroup_enable_controller(dir: &Path, controller: &str) {
+    let file = dir.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&file).unwrap_or_default();
+    if enabled.split_whitespace().any(|c| c == controller) {
+        return;
+    }
+    std::fs::write(&file, format!("+{controller}"))
+        .unwrap_or_else(|e| panic!("+{controller} > {}: {e}", file.display()));
+}
+
+/// A cgroup made for one scenario, removed afterwards (with any cgroup
+/// the scenario made below it): `/sys/fs/cgroup/CONTROLLER/NAME` on
+/// cgroup v1, `/sys/fs/cgroup/NAME` with CONTROLLER enabled on v2. Its
+/// setters write the file of the layout found.
 pub struct Cgroup {
     pub path: PathBuf,
+    controller: String,
 }
 
 impl Cgroup {
     pub fn new(controller: &str, name: &str) -> Cgroup {
-        let path = PathBuf::from(format!(
-            "/sys/fs/cgroup/{controller}/threadtrace-e2e-{name}-{}",
-            std::process::id()
-        ));
+        if cgroup_v2() {
+            cgroup_enable_controller(Path::new(CGROUP_ROOT), controller);
+        }
+        let path = cgroup_hierarchy(controller)
+            .join(format!("threadtrace-e2e-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        Cgroup { path }
+        Cgroup {
+            path,
+            controller: controller.to_string(),
+        }
     }
 
+    /// Writes a file of this cgroup, by name (the same in v1 and v2, as
+    /// pids.max, or the layout's own): prefer the typed setters.
     pub fn set(&self, file: &str, value: &str) {
         std::fs::write(self.path.join(file), value)
-            .unwrap_or_else(|e| panic!("{file} = {value}: {e}"));
+            .unwrap_or_else(|e| panic!("{} = {value}: {e}", self.path.join(file).display()));
+    }
+
+    /// pids.max (the same file in v1 and v2).
+    pub fn set_pids_max(&self, max: u64) {
+        self.set("pids.max", &max.to_string());
+    }
+
+    /// The memory limit: memory.limit_in_bytes on v1; memory.max on v2,
+    /// and memory.swap.max 0 where there is swap accounting, so that the
+    /// OOM killer comes at the limit as on v1, not after swapping.
+    pub fn set_memory_max(&self, bytes: u64) {
+        if cgroup_v2() {
+            if self.path.join("memory.swap.max").exists() {
+                self.set("memory.swap.max", "0");
+            }
+            self.set("memory.max", &bytes.to_string());
+        } else {
+            self.set("memory.limit_in_bytes", &bytes.to_string());
+        }
+    }
+
+    /// The CFS bandwidth limit: cpu.cfs_period_us and cpu.cfs_quota_us on
+    /// v1, cpu.max "QUOTA PERIOD" on v2.
+    pub fn set_cpu_quota(&self, quota_us: u64, period_us: u64) {
+        if cgroup_v2() {
+            self.set("cpu.max", &format!("{quota_us} {period_us}"));
+        } else {
+            self.set("cpu.cfs_period_us", &period_us.to_string());
+            self.set("cpu.cfs_quota_us", &quota_us.to_string());
+        }
+    }
+
+    /// How threadtrace names the source of a CPU quota set with
+    /// `set_cpu_quota`: "cgroup cpu.cfs_quota_us" on v1, "cgroup cpu.max"
+    /// on v2.
+    pub fn cpu_quota_source() -> &'static str {
+        if cgroup_v2() {
+            "cgroup cpu.max"
+        } else {
+            "cgroup cpu.cfs_quota_us"
+        }
+    }
+
+    /// The kernel's count of OOM kills in this memory cgroup: `oom_kill`
+    /// of memory.oom_control on v1, of memory.events on v2.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let file = if cgroup_v2() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        counter(&self.read(file), "oom_kill")
+    }
+
+    /// The kernel's count of forks and clones refused at pids.max: `max`
+    /// of pids.events (the same file in v1 and v2).
+    pub fn pids_max_events(&self) -> Option<u64> {
+        counter(&self.read("pids.events"), "max")
+    }
+
+    /// The controller this cgroup was made for.
+    pub fn controller(&self) -> &str {
+        &self.controller
+    }
+
+    /// This cgroup's path as /proc/PID/cgroup gives it, relative to its
+    /// hierarchy's root: `/threadtrace-e2e-NAME-PID`.
+    pub fn relative(&self) -> String {
+        format!("/{}", self.path.file_name().unwrap().to_string_lossy())
     }
 
     /// `{env} exec {program}` by a shell that first moves itself into this
@@ -494,21 +626,47 @@ impl Cgroup {
     }
 }
 
+/// The value of `KEY N` in a flat-keyed cgroup file (memory.events,
+/// memory.oom_control, pids.events).
+fn counter(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        if k == key {
+            v.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Empties a cgroup directory (killing what is left in it) and removes
+/// it, the cgroups below it first.
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            break;
+        }
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         // Kill what is left and wait for the cgroup to empty before rmdir.
-        for _ in 0..100 {
-            let procs = self.read("cgroup.procs");
-            if procs.trim().is_empty() {
-                break;
-            }
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = std::fs::remove_dir(&self.path);
+        remove_cgroup(&self.path);
     }
 }
 

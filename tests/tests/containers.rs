@@ -74,7 +74,7 @@ fn a_container_is_seen_from_its_first_instruction() {
     }
     let root = mini_root("container");
     let cg = Cgroup::new("pids", "container");
-    cg.set("pids.max", "6");
+    cg.set_pids_max(6);
     let t = Tracer::start(&[]);
     // No delay: the program creates its threads as soon as it starts, and
     // exits right after.
@@ -98,7 +98,7 @@ fn a_chroot_in_our_own_namespace_is_seen_too() {
     }
     let root = mini_root("chroot");
     let cg = Cgroup::new("pids", "chroot");
-    cg.set("pids.max", "6");
+    cg.set_pids_max(6);
     let t = Tracer::start(&[]);
     let (pid, failed, _) = run_in(&root, &cg, "", 0);
     let rec = t.stop();

@@ -67,7 +67,7 @@ fn cgroup_pids_limit() {
     }
     let omp = compile_c("omp_threads", &["-fopenmp"]);
     let cg = Cgroup::new("pids", "diag");
-    cg.set("pids.max", "4");
+    cg.set_pids_max(4);
     let t = Tracer::start(&[]);
     let out = cg.exec("OMP_NUM_THREADS=16", &omp.display().to_string());
     let rec = t.stop();
@@ -150,8 +150,7 @@ fn oversubscription_against_a_cpu_quota() {
     }
     let omp = compile_c("omp_threads", &["-fopenmp"]);
     let cg = Cgroup::new("cpu", "oversub");
-    cg.set("cpu.cfs_period_us", "100000");
-    cg.set("cpu.cfs_quota_us", "100000");
+    cg.set_cpu_quota(100_000, 100_000);
     let t = Tracer::start(&[]);
     let out = cg.exec("OMP_NUM_THREADS=4", &format!("{} 3", omp.display()));
     let rec = t.stop();
@@ -165,7 +164,7 @@ fn oversubscription_against_a_cpu_quota() {
     assert_eq!(o[0]["library"], "libgomp");
     assert_eq!(o[0]["threads"], 4);
     assert_eq!(o[0]["cpus_allowed"], 1);
-    assert_eq!(o[0]["source"], "cgroup cpu.cfs_quota_us");
+    assert_eq!(o[0]["source"], Cgroup::cpu_quota_source());
     assert!(
         o[0]["remedy"]
             .as_str()

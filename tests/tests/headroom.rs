@@ -110,7 +110,7 @@ fn a_pids_cgroup_is_announced_before_fork_fails() {
         return;
     }
     let cg = Cgroup::new("pids", "near");
-    cg.set("pids.max", "40");
+    cg.set_pids_max(40);
     let t = Tracer::start(&[]);
     let out = cg.exec(
         "",
@@ -156,7 +156,7 @@ fn a_memory_cgroup_is_announced_before_the_oom_kill() {
         return;
     }
     let cg = Cgroup::new("memory", "near");
-    cg.set("memory.limit_in_bytes", &(200u64 << 20).to_string());
+    cg.set_memory_max(200 << 20);
     let t = Tracer::start(&[]);
     let out = cg.exec(
         "",

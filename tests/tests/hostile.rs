@@ -310,17 +310,42 @@ fn a_cgroup_named_as_a_command_stays_data_in_the_remedy() {
     }
     let burst = compile_c("thread_burst", &["-pthread"]);
     let parent = Cgroup::new("pids", "delegated");
+    // On cgroup v2, delegated as systemd does it: the controller enabled
+    // for the cgroups below, and the delegate's processes started in a
+    // leaf of the subtree (a process may move only within what it owns;
+    // the parent itself can hold none once it has controllers on).
+    let leaf = parent.path.join("init");
+    if cgroup_v2() {
+        cgroup_enable_controller(&parent.path, "pids");
+        std::fs::create_dir(&leaf).unwrap();
+    }
     // Delegated to nobody, as a container runtime or systemd would.
     let chown = bash(&format!("chown -R nobody {}", parent.path.display()));
     assert!(chown.status.success());
     let name = "x;$(touch${IFS}pwned);#";
     let tracer = Tracer::start(&[]);
-    let out = as_nobody(&format!(
+    let script = format!(
         "cd {dir} && mkdir -- '{name}' && echo 4 > '{name}/pids.max' && \
          echo $$ > '{name}/cgroup.procs' && echo pid=$$ && exec {burst} 16",
         dir = parent.path.display(),
         burst = burst.display()
-    ));
+    );
+    let out = if cgroup_v2() {
+        // Root puts the shell in the leaf, then it runs as nobody.
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!(
+                    "echo $$ > {}/cgroup.procs && exec runuser -u nobody -- bash -c \"$0\"",
+                    leaf.display()
+                ),
+                &script,
+            ])
+            .output()
+            .expect("bash")
+    } else {
+        as_nobody(&script)
+    };
     let pid: u32 = field(&out, "pid")
         .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr)))
         .parse()

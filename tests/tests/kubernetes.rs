@@ -1,6 +1,7 @@
 //! A Kubernetes node, simulated on this host: cgroups named as kubelet
-//! names them (a v1 hierarchy with the cgroupfs driver, cgroup2 with the
-//! systemd driver), kubelet's log directories in a scratch root (the tracer
+//! names them (the cgroupfs driver, in the v1 pids hierarchy or in
+//! cgroup2; the systemd driver in cgroup2: the hybrid layout's
+//! /sys/fs/cgroup/unified or the unified /sys/fs/cgroup), kubelet's log directories in a scratch root (the tracer
 //! is pointed there by THREADTRACE_K8S_LOG_ROOT), and each pod's process
 //! in new UTS and mount namespaces with its pod's hostname. Its real
 //! RLIMIT_NPROC failures must carry their pod and container, in the JSON
@@ -130,11 +131,24 @@ fn pods_are_named_from_cgroups_log_directories_and_hostnames() {
     let (cid_a, cid_b) = (hex(seed + 2, 64), hex(seed + 3, 64));
     let dir = TempDir::new("kubernetes");
 
-    // Pod A: cgroupfs driver in the v1 pids hierarchy, burstable; named
-    // by kubelet's log directories.
+    // Where kubelet's two drivers put pods: on a cgroup v1 host the
+    // cgroupfs driver in the pids hierarchy (among the others) and the
+    // systemd driver in the hybrid layout's cgroup2 mount; on a cgroup v2
+    // host both directly in /sys/fs/cgroup.
+    let (cgroupfs_root, systemd_root) = if cgroup_v2() {
+        (CGROUP_ROOT.to_string(), CGROUP_ROOT.to_string())
+    } else {
+        (
+            cgroup_hierarchy("pids").display().to_string(),
+            format!("{CGROUP_ROOT}/unified"),
+        )
+    };
+
+    // Pod A: cgroupfs driver, burstable; named by kubelet's log
+    // directories.
     let mut cgroups = KubeCgroups(Vec::new());
     let cg_a = cgroups.make(
-        "/sys/fs/cgroup/pids",
+        &cgroupfs_root,
         &format!("kubepods/burstable/pod{uid_a}/{cid_a}"),
     );
     let logs = dir.0.join("log");
@@ -154,7 +168,7 @@ fn pods_are_named_from_cgroups_log_directories_and_hostnames() {
     // directories (not mounted): its hostname is the only hint.
     let uid_b_ = uid_b.replace('-', "_");
     let cg_b = cgroups.make(
-        "/sys/fs/cgroup/unified",
+        &systemd_root,
         &format!(
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_b_}.slice/cri-containerd-{cid_b}.scope"
         ),

@@ -53,7 +53,7 @@ fn the_largest_is_killed_but_another_grew() {
     }
     let grow = compile_c("grow", &[]);
     let cg = Cgroup::new("memory", "growers");
-    cg.set("memory.limit_in_bytes", &(256 * MIB).to_string());
+    cg.set_memory_max(256 * MIB);
     let file = scratch().join("growers.trace");
     let dir = scratch();
     let t = Tracer::start(&[
@@ -87,10 +87,7 @@ fn the_largest_is_killed_but_another_grew() {
     // What the kernel did, seen without the tracer: one kill, the large
     // process taken, the growing one survived to its 200 MiB.
     assert!(text.contains("ready"), "{text}");
-    assert_eq!(
-        cg.read("memory.oom_control").lines().last(),
-        Some("oom_kill 1")
-    );
+    assert_eq!(cg.oom_kills(), Some(1), "one OOM kill in the cgroup");
     assert_eq!(
         field(&out, "large_survived"),
         None,
@@ -228,7 +225,7 @@ fn a_pool_worker_that_grew_is_its_own_top_grower() {
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/pool_oom.py");
     let cg = Cgroup::new("memory", "poolgrow");
-    cg.set("memory.limit_in_bytes", &(200 * MIB).to_string());
+    cg.set_memory_max(200 * MIB);
     let out_file = scratch().join("poolgrow.out");
     // Default sampling: every 2 s over 60 s.
     let t = Tracer::start(&[]);

@@ -267,7 +267,7 @@ fn a_fork_storm_in_a_pids_cgroup_is_told_as_pids_max() {
     }
     let storm = compile_c("forkstorm", &[]);
     let cg = Cgroup::new("pids", "forkstorm");
-    cg.set("pids.max", "200");
+    cg.set_pids_max(200);
     let t = Tracer::start(&["--storm-threshold", "20"]);
     let out = cg.exec("", &format!("{} 16 4", storm.display()));
     let records = t.stop();
@@ -289,11 +289,7 @@ fn a_fork_storm_in_a_pids_cgroup_is_told_as_pids_max() {
     // The kernel's own count of refused forks in the cgroup is the
     // reference: the program's tally can miss a child killed before it
     // reported (28,722 counted by it, 28,723 by pids.events and by us).
-    let refused: u64 = cg
-        .read("pids.events")
-        .lines()
-        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
-        .expect("pids.events has a max counter");
+    let refused: u64 = cg.pids_max_events().expect("pids.events has a max counter");
     assert_eq!(
         total, refused,
         "exact: the cgroup's pids.events max counter"

@@ -403,7 +403,7 @@ for i in range(400):
     // A real OOM kill of a multiprocessing pool worker in a memory cgroup.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/pool_oom.py");
     let cg = Cgroup::new("memory", "prometheus");
-    cg.set("memory.limit_in_bytes", &(200u64 << 20).to_string());
+    cg.set_memory_max(200 << 20);
     bash(&format!(
         "echo $$ > {}/cgroup.procs; timeout -s KILL 60 /usr/bin/python3 {} > {} 2>&1",
         cg.path.display(),

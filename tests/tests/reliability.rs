@@ -18,9 +18,9 @@ fn keeps_working_through_an_oom_storm_and_pids_exhaustion() {
     let hog = compile_c("hog", &[]);
     let burst = compile_c("thread_burst", &["-pthread"]);
     let mem = Cgroup::new("memory", "oomstorm");
-    mem.set("memory.limit_in_bytes", &(48u64 << 20).to_string());
+    mem.set_memory_max(48 << 20);
     let pids = Cgroup::new("pids", "exhausted");
-    pids.set("pids.max", "8");
+    pids.set_pids_max(8);
     let t = Tracer::start(&["--storm-threshold", "20"]);
     let tracer = t.pid();
 
