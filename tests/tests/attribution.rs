@@ -106,6 +106,71 @@ fn a_program_calling_pthread_create_is_named_by_its_executable() {
     }
 }
 
+/// A tmpfs mounted at a directory of the scratch one, unmounted when
+/// dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str) -> Tmpfs {
+        let dir = scratch().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755", "threadtrace-e2e"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount -t tmpfs {}", dir.display());
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            std::process::Command::new("umount")
+                .args(lazy.then_some("-l"))
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !umount(false) {
+            umount(true);
+        }
+    }
+}
+
+/// The program on a mount of its own (a tmpfs /tmp, a separate /home or
+/// /opt): named by its whole path, not the path inside its mount, and
+/// read by that path once it has exited.
+#[test]
+fn a_program_on_a_mount_of_its_own_is_named_by_its_whole_path() {
+    if !require_root() {
+        return;
+    }
+    let built = compile_c("thread_burst", &["-pthread"]);
+    let mount = Tmpfs::mount("own-mount");
+    let bin = mount.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let burst = bin.join("thread_burst");
+    std::fs::copy(&built, &burst).unwrap();
+    let t = Tracer::start(&[]);
+    let out = as_nobody(&format!("ulimit -u 8; exec {} 32", burst.display()));
+    let rec = t.stop();
+    let pid: u32 = field(&out, "pid")
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+        .parse()
+        .unwrap();
+    let fails = rec.of_pid("thread_create_failed", pid);
+    assert!(!fails.is_empty(), "no failure for pid {pid}");
+    for f in fails {
+        assert_eq!(f["module"], burst.display().to_string(), "{f:#}");
+        assert_eq!(f["library"], "thread_burst", "{f:#}");
+        assert_eq!(f["symbol"], "main", "{f:#}");
+        assert_eq!(f["start_routine"]["module"], f["module"], "{f:#}");
+        assert_eq!(f["start_routine"]["symbol"], "worker", "{f:#}");
+    }
+}
+
 /// A fork that does not come through pthread_create, in code without
 /// frame pointers (glibc's fork, the Python interpreter): unwound with
 /// .eh_frame and attributed to the interpreter, though the process exits

@@ -281,8 +281,8 @@ pub struct ProcessExec {
     pub filename: [u8; FILENAME_LEN],
 }
 
-/// Path components a `Mapping` carries, from the file up towards the root
-/// of its filesystem, each cut at `MAPPING_NAME_LEN - 1` bytes.
+/// Path components a `Mapping` carries, from the file up towards the
+/// process's root (across mounts), each cut at `MAPPING_NAME_LEN - 1` bytes.
 pub const MAPPING_NAMES: usize = 10;
 pub const MAPPING_NAME_LEN: usize = 64;
 
@@ -301,8 +301,9 @@ pub struct Mapping {
     pub dev: u32,
     pub generation: u32,
     /// How many of `names` are set; `reached_root` is 0 when the walk
-    /// stopped before the process's root or its filesystem's (the path is
-    /// then partial).
+    /// stopped before the process's root (the path is then partial): too
+    /// deep, a mount outside the process's root or detached (lazily
+    /// unmounted), a dentry cut off from its parents.
     pub depth: u32,
     pub reached_root: u32,
     pub names: [[u8; MAPPING_NAME_LEN]; MAPPING_NAMES],
@@ -426,6 +427,16 @@ pub struct Config {
     pub fs_root: u32,
     /// task_struct.pid: the new process's pid at task_newtask.
     pub task_pid: u32,
+    /// path.mnt, mount.{mnt, mnt_parent, mnt_mountpoint} and
+    /// vfsmount.mnt_root: the name's walk crosses from the root of a
+    /// file's mount (a tmpfs /tmp, a bind mount) to where it is mounted,
+    /// as the kernel's d_path does. Without them the name stops at the
+    /// root of the file's own mount.
+    pub path_mnt: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
 }
 
 /// Per process and CPU: the failure events of the current second.

@@ -14,8 +14,8 @@ use aya_ebpf::{
     bindings::pt_regs,
     cty::c_void,
     helpers::{
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
-        generated::{bpf_find_vma, bpf_get_current_task_btf},
+        bpf_probe_read_kernel_str_bytes,
+        generated::{self as raw, bpf_find_vma, bpf_get_current_task_btf},
     },
 };
 use threadtrace_common::{EventKind, Mapping, ABSENT, MAPPING_NAMES};
@@ -34,6 +34,10 @@ const AT_BASE: u64 = 7;
 const AUXV_PAIRS: usize = 32;
 /// VMAs of the interpreter walked from its base to its text.
 const INTERP_VMAS: usize = 4;
+/// Mounts a name's walk crosses between two names on its way up to the
+/// process's root: a tmpfs /tmp is one, a file bind-mounted into a
+/// container one, mounts stacked on one mount point one each.
+const MOUNTS_PER_NAME: usize = 3;
 
 /// What the find_vma callback copies out of the VMA.
 #[repr(C)]
@@ -45,14 +49,29 @@ struct Vma {
     flags: u64,
 }
 
+/// A kernel read, 0 when it faults: the helper zeroes what it could not
+/// read, so its result is not looked at. A branch on it would double the
+/// paths the verifier walks at every read of the name's walk.
 #[inline(always)]
 unsafe fn read_u64(base: u64, off: u32) -> u64 {
-    bpf_probe_read_kernel((base + off as u64) as *const u64).unwrap_or(0)
+    let mut v: u64 = 0;
+    raw::bpf_probe_read_kernel(
+        &mut v as *mut u64 as *mut c_void,
+        8,
+        base.wrapping_add(off as u64) as *const c_void,
+    );
+    v
 }
 
 #[inline(always)]
 unsafe fn read_u32(base: u64, off: u32) -> u32 {
-    bpf_probe_read_kernel((base + off as u64) as *const u32).unwrap_or(0)
+    let mut v: u32 = 0;
+    raw::bpf_probe_read_kernel(
+        &mut v as *mut u32 as *mut c_void,
+        4,
+        base.wrapping_add(off as u64) as *const c_void,
+    );
+    v
 }
 
 /// bpf_find_vma's callback: runs under the mm's lock with the VMA found.
@@ -117,6 +136,72 @@ fn configured() -> bool {
     .contains(&ABSENT)
 }
 
+/// Whether names cross mounts: the offsets from BTF are all known.
+fn crosses_mounts() -> bool {
+    let c = CONFIG.load();
+    ![
+        c.path_mnt,
+        c.mount_mnt,
+        c.mount_parent,
+        c.mount_mountpoint,
+        c.vfsmount_root,
+    ]
+    .contains(&ABSENT)
+}
+
+/// A dentry on a mount (its `struct vfsmount`, inside a `struct mount`).
+struct Place {
+    dentry: u64,
+    vfsmnt: u64,
+}
+
+enum Climb {
+    /// Not the root of a mount: its name is next.
+    Name,
+    /// The process's root.
+    Root,
+    /// Not to be named further: `top` when taken for the root all the same.
+    Lost { top: bool },
+}
+
+/// From the root of a mount to where it is mounted, until a dentry to name
+/// or the process's root (that dentry on that mount), as the kernel's
+/// d_path does. Its own loop, whose count the verifier forgets after it:
+/// one counter shared with the names would make it walk every mix of
+/// names and mounts.
+#[inline(always)]
+fn climb(at: &mut Place, root: &Place, cross: bool) -> Climb {
+    let cfg = CONFIG.load();
+    for crossed in 0..MOUNTS_PER_NAME + 1 {
+        if root.dentry != 0 && at.dentry == root.dentry && at.vfsmnt == root.vfsmnt {
+            return Climb::Root;
+        }
+        // SAFETY: fault-checked kernel reads of the mount.
+        unsafe {
+            if !cross || at.dentry != read_u64(at.vfsmnt, cfg.vfsmount_root) {
+                return Climb::Name;
+            }
+            // container_of(vfsmnt, struct mount, mnt)
+            let mnt = at.vfsmnt.wrapping_sub(cfg.mount_mnt as u64);
+            let up = read_u64(mnt, cfg.mount_parent);
+            if up == mnt || up == 0 || crossed == MOUNTS_PER_NAME {
+                // The top of a tree of mounts, the process's root not met
+                // on the way: a mount lazily unmounted or detached (an
+                // overlay's layer), or one outside the process's root. No
+                // name the process could resolve; only when its root is
+                // unknown is the top taken for it, as before. Or more
+                // mounts stacked here than are climbed.
+                return Climb::Lost {
+                    top: root.dentry == 0 && up == mnt,
+                };
+            }
+            at.dentry = read_u64(mnt, cfg.mount_mountpoint);
+            at.vfsmnt = up.wrapping_add(cfg.mount_mnt as u64);
+        }
+    }
+    Climb::Lost { top: false }
+}
+
 /// Sends the VMA as a `Mapping` when it maps a file executable.
 #[inline(always)]
 fn send(v: &Vma) {
@@ -141,39 +226,76 @@ fn send(v: &Vma) {
         m.generation = read_u32(inode, cfg.inode_generation);
         let sb = read_u64(inode, cfg.inode_sb);
         m.dev = read_u32(sb, cfg.sb_dev);
-        let mut dentry = read_u64(v.file, cfg.file_path + cfg.path_dentry);
-        // The process's root (a container's, a chroot's): names are as it
-        // sees them, like /proc/PID/maps.
+        // The walk goes up the dentry chain and, at the root of a mount,
+        // on from where it is mounted, in the mount it is mounted on (as
+        // the kernel's d_path does): /tmp/x/prog on a tmpfs /tmp is not
+        // /x/prog. It stops at the process's root (a container's, a
+        // chroot's: that dentry on that mount), so names are as the
+        // process sees them, like /proc/PID/maps.
+        let cross = crosses_mounts();
+        let mut at = Place {
+            dentry: read_u64(v.file, cfg.file_path + cfg.path_dentry),
+            vfsmnt: if cross {
+                read_u64(v.file, cfg.file_path + cfg.path_mnt)
+            } else {
+                0
+            },
+        };
         let root = if cfg.task_fs != ABSENT && cfg.fs_root != ABSENT {
             let fs = read_u64(bpf_get_current_task_btf() as u64, cfg.task_fs);
-            read_u64(fs, cfg.fs_root + cfg.path_dentry)
+            Place {
+                dentry: read_u64(fs, cfg.fs_root + cfg.path_dentry),
+                vfsmnt: if cross {
+                    read_u64(fs, cfg.fs_root + cfg.path_mnt)
+                } else {
+                    0
+                },
+            }
         } else {
-            0
+            Place {
+                dentry: 0,
+                vfsmnt: 0,
+            }
         };
         m.depth = 0;
         m.reached_root = 0;
-        for i in 0..MAPPING_NAMES {
-            let parent = read_u64(dentry, cfg.dentry_parent);
-            let top = parent == 0 || parent == dentry;
-            // A root's own name is "/"; but a file that is its own root (a
-            // memfd, other pseudo files) is named by itself.
-            if dentry == root || (top && i > 0) {
-                m.reached_root = 1;
+        // Each turn names one dentry; the last one only looks for the root
+        // above the last name.
+        for i in 0..MAPPING_NAMES + 1 {
+            match climb(&mut at, &root, cross) {
+                Climb::Name => {}
+                Climb::Root => {
+                    m.reached_root = 1;
+                    break;
+                }
+                Climb::Lost { top } => {
+                    m.reached_root = top as u32;
+                    break;
+                }
+            }
+            let parent = read_u64(at.dentry, cfg.dentry_parent);
+            let top = parent == 0 || parent == at.dentry;
+            if top && i > 0 {
+                // Without mounts known: the root of the file's filesystem,
+                // taken for the root as before. With them: a dentry cut
+                // off from its parents before its mount's root.
+                m.reached_root = !cross as u32;
                 break;
             }
-            let name = read_u64(dentry, cfg.dentry_name + cfg.qstr_name);
-            m.names[i][0] = 0;
-            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut m.names[i]);
+            let Some(slot) = m.names.get_mut(i) else {
+                break;
+            };
+            let name = read_u64(at.dentry, cfg.dentry_name + cfg.qstr_name);
+            slot[0] = 0;
+            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, slot);
             m.depth = i as u32 + 1;
+            // A file that is its own root (a memfd, other pseudo files) is
+            // named by itself.
             if top {
                 m.reached_root = 1;
                 break;
             }
-            dentry = parent;
-        }
-        if m.reached_root == 0 && (dentry == root || read_u64(dentry, cfg.dentry_parent) == dentry)
-        {
-            m.reached_root = 1;
+            at.dentry = parent;
         }
     }
     entry.submit(0);

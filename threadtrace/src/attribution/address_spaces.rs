@@ -267,7 +267,11 @@ impl AddressSpaces {
         path: &str,
     ) {
         // Anonymous executable memory (JITs) names no file to attribute to.
-        if ino == 0 || !path.starts_with('/') {
+        // A name the kernel could not take up to the process's root (a
+        // mount lazily unmounted, an overlay's layer, too deep) is relative:
+        // the file is still found by its device and inode, never by that
+        // name.
+        if ino == 0 || path.is_empty() {
             return;
         }
         let file = self.file(dev, ino, generation, path);
@@ -681,6 +685,16 @@ mod tests {
         s.map(7, 1, 0x1000, 0x1000, 0, 0, 0, "//anon");
         s.map(7, 1, 0x2000, 0x1000, 0, 0, 0, "[vdso]");
         assert_eq!(s.stats().mappings, 0);
+    }
+
+    #[test]
+    fn a_mapping_named_short_of_the_root_is_kept() {
+        let mut s = spaces();
+        s.map(7, 1, 0x1000, 0x1000, 0, 8, 5, "d/prog");
+        s.map(7, 1, 0x3000, 0x1000, 0, 8, 6, "");
+        assert_eq!(at(&s, 7, 2, 0x1010), Some(("d/prog".into(), 0x10)));
+        assert_eq!(at(&s, 7, 2, 0x3010), None, "no name at all: not kept");
+        assert_eq!(s.stats().mappings, 1);
     }
 
     #[test]

@@ -400,6 +400,26 @@ pub(crate) mod tests {
         assert_eq!(open(&w).unwrap().how, How::MapFiles);
     }
 
+    /// A name the kernel's walk did not take up to the process's root (a
+    /// mount lazily unmounted, a file outside the root) is relative: never
+    /// resolved, here or anywhere, though a file is at that path.
+    #[test]
+    fn a_name_short_of_the_root_is_never_opened_by_path() {
+        let meta = std::fs::metadata("Cargo.toml").unwrap();
+        let w = Wanted {
+            generation: NOT_BY_HANDLE,
+            ..wanted("Cargo.toml", &meta)
+        };
+        assert!(open(&w).is_err());
+        let absolute = std::fs::canonicalize("Cargo.toml").unwrap();
+        let absolute = absolute.display().to_string();
+        let w = Wanted {
+            generation: NOT_BY_HANDLE,
+            ..wanted(&absolute, &meta)
+        };
+        assert_eq!(open(&w).unwrap().how, How::Path);
+    }
+
     #[test]
     fn a_replaced_or_rewritten_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -188,4 +188,28 @@ mod tests {
         assert!(btf.member_offset("signal_struct", "rlim").is_some());
         assert!(btf.member_offset("task_struct", "no_such_member").is_none());
     }
+
+    /// What the mapping probe crosses mounts with (struct mount is the
+    /// kernel's own, in fs/mount.h, but its BTF is there).
+    #[test]
+    fn finds_the_mount_members_on_this_kernel() {
+        let Ok(btf) = Btf::from_sys() else {
+            eprintln!("skipped: no /sys/kernel/btf/vmlinux here");
+            return;
+        };
+        let mnt = btf.member_offset("mount", "mnt").expect("mount.mnt");
+        let parent = btf
+            .member_offset("mount", "mnt_parent")
+            .expect("mnt_parent");
+        let point = btf
+            .member_offset("mount", "mnt_mountpoint")
+            .expect("mnt_mountpoint");
+        assert!(parent != mnt && point != mnt && point != parent);
+        assert!(btf.member_offset("vfsmount", "mnt_root").is_some());
+        let (p_mnt, p_dentry) = (
+            btf.member_offset("path", "mnt").expect("path.mnt"),
+            btf.member_offset("path", "dentry").expect("path.dentry"),
+        );
+        assert_eq!(p_mnt.abs_diff(p_dentry), 8);
+    }
 }

@@ -3,11 +3,15 @@
 //! inode and generation, so that the file can be found again after the
 //! process is gone, and its name as a chain of dentry names.
 //!
-//! The name is the path within the file's own filesystem: exact for the
-//! root filesystem (and a container's, seen from inside), partial across
-//! other mounts. It names the library for people and for classification;
-//! files are opened by identity first and every open is checked against
-//! the device and inode, so a partial path never reads the wrong file.
+//! The name is the path as the process sees it (a container's, a
+//! chroot's, from inside), across mounts, like /proc/PID/maps; relative
+//! (`reached_root` 0) when the walk stopped short of the process's root:
+//! too deep, a mount lazily unmounted or outside that root. (Where BTF
+//! lacks the mount offsets, a name stops at the root of the file's own
+//! mount: /x/prog for /tmp/x/prog on a tmpfs /tmp.)
+//! It names the library for people and for classification; files are
+//! opened by identity first and every open is checked against the device
+//! and inode, so a partial path never reads the wrong file.
 use threadtrace_common::{Event, Mapping, MAPPING_NAMES};
 
 /// What the collector learns from the kernel about an address space.

@@ -116,11 +116,19 @@ pub fn build_config() -> Result<Config, KernelError> {
         task_fs: member("task_struct", "fs"),
         fs_root: member("fs_struct", "root"),
         task_pid: member("task_struct", "pid"),
+        path_mnt: member("path", "mnt"),
+        mount_mnt: member("mount", "mnt"),
+        mount_parent: member("mount", "mnt_parent"),
+        mount_mountpoint: member("mount", "mnt_mountpoint"),
+        vfsmount_root: member("vfsmount", "mnt_root"),
     })
 }
 
 /// The kernel structure members the mapping probe needs and BTF did not
-/// give (it then sends no mappings).
+/// give: without the first ones it sends no mappings; without
+/// task_struct.fs and fs_struct.root names are as the host's root sees
+/// them; without the mount ones (path.mnt on) a name stops at the root of
+/// the file's own mount (`/x/prog` for /tmp/x/prog on a tmpfs /tmp).
 pub fn missing_mapping_offsets(c: &Config) -> Vec<&'static str> {
     [
         ("vm_area_struct.vm_start", c.vma_start),
@@ -143,6 +151,11 @@ pub fn missing_mapping_offsets(c: &Config) -> Vec<&'static str> {
         ("mm_struct.saved_auxv", c.mm_saved_auxv),
         ("task_struct.fs", c.task_fs),
         ("fs_struct.root", c.fs_root),
+        ("path.mnt", c.path_mnt),
+        ("mount.mnt", c.mount_mnt),
+        ("mount.mnt_parent", c.mount_parent),
+        ("mount.mnt_mountpoint", c.mount_mountpoint),
+        ("vfsmount.mnt_root", c.vfsmount_root),
     ]
     .into_iter()
     .filter(|&(_, off)| off == ABSENT)
@@ -255,5 +268,34 @@ impl Kernel {
             },
         ))?;
         RingBuf::try_from(map).map_err(|e| KernelError::Map("EVENTS", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mount_offsets_are_listed_when_missing() {
+        let all = Config::default();
+        assert!(missing_mapping_offsets(&all).is_empty());
+        let c = Config {
+            path_mnt: ABSENT,
+            mount_mnt: ABSENT,
+            mount_parent: ABSENT,
+            mount_mountpoint: ABSENT,
+            vfsmount_root: ABSENT,
+            ..all
+        };
+        assert_eq!(
+            missing_mapping_offsets(&c),
+            [
+                "path.mnt",
+                "mount.mnt",
+                "mount.mnt_parent",
+                "mount.mnt_mountpoint",
+                "vfsmount.mnt_root"
+            ]
+        );
     }
 }
