@@ -51,6 +51,8 @@ pub struct Boot {
     pub cpus: u32,
     pub kvm: bool,
     pub timeout: Duration,
+    /// A host directory the guest may write (its files land on the host).
+    pub out: Option<PathBuf>,
 }
 
 /// What the guest said back.
@@ -101,6 +103,7 @@ pub fn kvm_works(vng: &PathBuf, kernel: &Kernel) -> Result<bool> {
         cpus: 1,
         kvm: true,
         timeout: Duration::from_secs(60),
+        out: None,
     };
     let works = run(vng, &probe, "true", &[], true).is_ok_and(|o| o.exit == Some(0));
     std::fs::create_dir_all(verdict.parent().unwrap())?;
@@ -134,6 +137,9 @@ pub fn run(
     let mut cmd = Command::new(vng);
     if !boot.kvm {
         cmd.arg("--disable-kvm");
+    }
+    if let Some(out) = &boot.out {
+        cmd.arg(format!("--rwdir={}", out.display()));
     }
     cmd.arg("-r")
         .arg(&boot.kernel.image)

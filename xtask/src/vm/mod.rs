@@ -47,9 +47,18 @@ pub struct Args {
     /// Every end-to-end test.
     #[arg(long, conflicts_with = "tests")]
     all: bool,
+    /// The same incidents under threadtrace, BCC's and bpftrace's oomkill
+    /// and threadsnoop (tests/anchors/run.sh), into --out or
+    /// target/anchors/RELEASE/.
+    #[arg(long, conflicts_with_all = ["tests", "all", "scenarios", "command"])]
+    anchors: bool,
     /// Seconds each test may take (emulation is 3 to 10 times slower).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     per_test: u64,
+    /// A host directory the guest can write to, as $OUT (outside /tmp:
+    /// the guest's /tmp is its own).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Write the results as a markdown table, a column per kernel.
     #[arg(long, value_name = "FILE")]
     table: Option<PathBuf>,
@@ -74,8 +83,15 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    if args.command.is_empty() && args.tests.is_empty() && !args.scenarios && !args.all {
-        bail!("say what to run in the guest: --scenarios, --all, --test TEST, or -- COMMAND");
+    if args.command.is_empty()
+        && args.tests.is_empty()
+        && !args.scenarios
+        && !args.all
+        && !args.anchors
+    {
+        bail!(
+            "say what to run in the guest: --scenarios, --all, --test TEST, --anchors or -- COMMAND"
+        );
     }
     if !crate::is_root() {
         bail!("guests run the tests as root and install packages: run as root");
@@ -94,7 +110,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if let Ok(ci) = std::env::var("CI") {
         env.push(("CI".into(), ci));
     }
-    let tests = if args.command.is_empty() {
+    let tests = if args.anchors {
+        bootstrap::apt_install(&["bpfcc-tools", "bpftrace", "gcc", "libgomp1"], &[])?;
+        None
+    } else if args.command.is_empty() {
         bootstrap::test_packages()?;
         let all = suite::all_tests()?;
         let chosen = if args.all {
@@ -112,10 +131,34 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         None
     };
+    let out_dir = match (&args.out, args.anchors) {
+        (None, true) => Some(crate::root_dir().join("target/anchors")),
+        (dir, _) => dir.clone(),
+    };
+    let out = match &out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
+            let dir = dir.canonicalize()?;
+            if dir.starts_with("/tmp") {
+                bail!(
+                    "--out {}: the guest's /tmp is its own; give a directory elsewhere",
+                    dir.display()
+                );
+            }
+            env.push(("OUT".into(), dir.display().to_string()));
+            Some(dir)
+        }
+        None => None,
+    };
     let mut columns = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for spec in &kernels {
         let kernel = kernel::resolve(spec)?;
+        if args.anchors {
+            // BCC compiles its programs against the kernel's headers.
+            bootstrap::apt_install(&[&format!("linux-headers-{}", kernel.release)], &[])?;
+        }
         let kvm = match args.kvm {
             Kvm::On => true,
             Kvm::Off => false,
@@ -126,6 +169,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 suite::script(t, args.per_test),
                 300 + args.per_test.saturating_add(15) * t.len() as u64,
             ),
+            None if args.anchors => (
+                crate::root_dir()
+                    .join("tests/anchors/run.sh")
+                    .display()
+                    .to_string(),
+                3600,
+            ),
             None => (command_script(&args.command), 3600),
         };
         let boot = guest::Boot {
@@ -135,6 +185,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             cpus: args.cpus,
             kvm,
             timeout: Duration::from_secs(timeout),
+            out: out.clone(),
         };
         let out = guest::run(&vng, &boot, &script, &env, false)?;
         let seen = out
@@ -192,7 +243,9 @@ pub fn scenarios_in_a_guest() -> Result<()> {
         tests: Vec::new(),
         scenarios: true,
         all: false,
+        anchors: false,
         per_test: 300,
+        out: None,
         table: None,
         memory: "3G".into(),
         cpus: 2,
