@@ -239,6 +239,18 @@ pub fn num_threads(pid: u32) -> Option<i64> {
     rest.split(' ').nth(17)?.parse().ok()
 }
 
+/// The process a thread belongs to (/proc/TID/status `Tgid:`): the
+/// kernel names some tasks by their thread id. None once it is reaped.
+pub fn tgid(tid: u32) -> Option<u32> {
+    let status = read_bounded(std::path::Path::new(&format!("/proc/{tid}/status")), 4096)?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// (ppid, start_ticks) of a live process.
 fn read_stat(pid: u32) -> Option<(u32, u64)> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)

@@ -78,6 +78,10 @@ pub struct Report {
     /// The first KEPT of them; `oom_kills_total` counts them all.
     pub oom_kills: Vec<Value>,
     pub oom_kills_total: u64,
+    /// Of those, the processes killed only because memory.oom.group
+    /// killed their cgroup with the victim the kernel chose.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub oom_kills_with_group: u64,
     /// Limits that changed value (or whose old value is unknown): the
     /// first KEPT; `rlimit_changes_total` counts them all.
     pub rlimit_changes: Vec<Value>,
@@ -282,8 +286,9 @@ impl Report {
                 };
                 *self.failures_by_library.entry(lib).or_default() += 1;
             }
-            Ok(Record::OomKill(_)) => {
+            Ok(Record::OomKill(k)) => {
                 self.oom_kills_total += 1;
+                self.oom_kills_with_group += k.killed_with_group() as u64;
                 if self.oom_kills.len() < KEPT {
                     self.oom_kills.push(v);
                 }
@@ -457,7 +462,11 @@ fn render_text(r: &Report) -> String {
         let _ = writeln!(out, "  {lib:<40} {n:>10}");
     }
     if !r.oom_kills.is_empty() {
-        let _ = writeln!(out, "OOM kills: {}", r.oom_kills_total);
+        let with_group = match r.oom_kills_with_group {
+            0 => String::new(),
+            n => format!(" ({n} of them killed with their memory cgroup, by memory.oom.group)"),
+        };
+        let _ = writeln!(out, "OOM kills: {}{with_group}", r.oom_kills_total);
         for v in r.oom_kills.iter().take(10) {
             if let Ok(Record::OomKill(e)) = serde_json::from_value::<Record>(v.clone()) {
                 let _ = writeln!(out, "  {}", lines::render(&Record::OomKill(e)));

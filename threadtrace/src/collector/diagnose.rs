@@ -21,7 +21,9 @@ use crate::{
         growth::{self, RssHistory},
         holders,
         limits::{self, ProcessLimits},
-        memory, oom, oversubscription, remedy,
+        memory, oom,
+        oom_group::{GroupKills, Seen},
+        oversubscription, remedy,
     },
     enrich::Context,
     model::{
@@ -64,6 +66,8 @@ pub struct Diagnosis {
     pids_watch: PidsWatch,
     /// Pids the OOM killer chose: their exit is not a second finding.
     oom_victims: ByteLru<u32, ()>,
+    /// The group kill (memory.oom.group) under way: who was chosen.
+    group_kills: GroupKills,
     nproc_sets: ByteLru<u32, LimitSet>,
     causes: ByteLru<CauseKey, (Instant, Cause)>,
     /// (pid, library) → pool size already reported as oversubscribed.
@@ -83,6 +87,7 @@ impl Diagnosis {
             census: Census::default(),
             pids_watch,
             oom_victims: ByteLru::new(OOM_VICTIMS_BYTES),
+            group_kills: GroupKills::default(),
             nproc_sets: ByteLru::new(RLIMIT_SETS_BYTES),
             causes: ByteLru::new(CAUSES_BYTES),
             oversubscribed: ByteLru::new(OVERSUBSCRIBED_BYTES),
@@ -96,14 +101,15 @@ impl Diagnosis {
     /// kill's scope and growers, a pool worker's death, an RLIMIT_NPROC
     /// set remembered. `nproc`: the kernel's count and limit at a failure;
     /// `at_ns`: when it happened (CLOCK_MONOTONIC), for a kill when the
-    /// OOM killer chose.
+    /// OOM killer chose. False when the record is no news, to be dropped:
+    /// a process killed a second time by the same group kill.
     pub fn on_record(
         &mut self,
         r: &mut Record,
         nproc: Option<NprocSnapshot>,
         at_ns: u64,
         ctx: &mut Context,
-    ) {
+    ) -> bool {
         match r {
             Record::ThreadCreateFailed(e) => {
                 if let Some(nproc) = nproc {
@@ -111,20 +117,21 @@ impl Diagnosis {
                 }
             }
             Record::RlimitChange(e) => self.note_nproc_change(e),
-            Record::OomKill(e) => self.oom_kill(e, at_ns, ctx),
+            Record::OomKill(e) => return self.oom_kill(e, at_ns, ctx),
             // A crash or a kill -9, not a polite SIGTERM (Pool.terminate()
             // ends its workers that way).
             Record::ProcessExit(e)
                 if e.signal.as_deref().is_some_and(oom::is_violent)
                     && !self.oom_victims.contains(&e.task.pid) =>
             {
-                if let Some(p) = oom::pool_of(&ctx.procs, e.task.pid) {
+                if let Some(p) = oom::pool_of(&ctx.procs, e.task.pid, |_| false) {
                     e.consequence = Some(oom::consequence(&p));
                     e.pool = Some(p);
                 }
             }
             _ => {}
         }
+        true
     }
 
     /// Remembers who set RLIMIT_NPROC on whom: the evidence of where a
@@ -278,11 +285,40 @@ impl Diagnosis {
     }
 
     /// The memory cgroup, the top holders, who grew, and the pool the
-    /// victim belonged to, read while the victim is still being killed.
-    fn oom_kill(&mut self, e: &mut OomKill, kill_ns: u64, ctx: &Context) {
+    /// victim belonged to, read while the victim is still being killed;
+    /// whether memory.oom.group kills its cgroup with it. A process killed
+    /// only because its cgroup was gets the group and the limit, no story
+    /// of its own. False for a second kill of a process in one group kill.
+    fn oom_kill(&mut self, e: &mut OomKill, kill_ns: u64, ctx: &Context) -> bool {
         let t0 = Instant::now();
         self.oom_victims.insert(e.victim.pid, (), 16);
+        let (victim, trigger) = (e.victim.pid, e.trigger.tid);
+        match self
+            .group_kills
+            .seen(victim, e.victim.cgroup.as_deref(), trigger, kill_ns)
+        {
+            Seen::Again => {
+                log::debug!("OOM kill of {victim} again, by memory.oom.group: reported once");
+                return false;
+            }
+            Seen::WithGroup {
+                group,
+                memory_cgroup,
+            } => {
+                e.group_kill = Some(group);
+                e.memory_cgroup = memory_cgroup;
+                return true;
+            }
+            Seen::New => {}
+        }
         e.memory_cgroup = e.victim.cgroup.as_deref().and_then(memory::memory_cgroup);
+        // First, while the cgroup is sure to be there.
+        let domain = e.memory_cgroup.as_ref().map(|c| c.path.as_str());
+        let group = e
+            .victim
+            .cgroup
+            .as_deref()
+            .and_then(|cg| memory::oom_group(cg, domain));
         let procs = &ctx.procs;
         let scope: Vec<&Proc> = procs
             .alive_procs()
@@ -306,8 +342,26 @@ impl Diagnosis {
         if let Some(h) = history {
             grew_before(h, e, &scope, kill_ns);
         }
-        e.pool = oom::pool_of(procs, e.victim.pid);
+        let in_group = |p: &Proc| {
+            group.as_deref().is_some_and(|g| {
+                procs
+                    .mounts
+                    .path(&p.cgroups, "memory")
+                    .is_some_and(|m| Path::new(&m).starts_with(g))
+            })
+        };
+        e.pool = oom::pool_of(procs, victim, in_group);
         e.consequence = e.pool.as_ref().map(oom::consequence);
+        if let Some(g) = group {
+            e.group_kill = Some(self.group_kills.chosen(
+                g,
+                victim,
+                &e.victim.comm,
+                trigger,
+                kill_ns,
+                e.memory_cgroup.clone(),
+            ));
+        }
         e.remedy = oom::remedy(e);
         log::debug!(
             "OOM kill of {}: {} processes in scope, diagnosed in {:?}",
@@ -315,6 +369,7 @@ impl Diagnosis {
             scope.len(),
             t0.elapsed()
         );
+        true
     }
 
     /// Pool libraries running more threads than their process's CPUs,

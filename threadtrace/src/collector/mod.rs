@@ -85,8 +85,12 @@ impl Collector {
         let Some((mut r, captured)) = crate::enrich::enrich(raw, &mut self.ctx, offsets) else {
             return;
         };
-        self.diagnosis
-            .on_record(&mut r, nproc, at_ns, &mut self.ctx);
+        if !self
+            .diagnosis
+            .on_record(&mut r, nproc, at_ns, &mut self.ctx)
+        {
+            return;
+        }
         if let Some(h) = &mut self.headroom {
             h.on_record(&r);
         }

@@ -41,7 +41,11 @@ pub struct Findings {
     failures: BTreeMap<GroupKey, FailureTally>,
     /// Processes tracked over all groups.
     processes_kept: usize,
-    ooms: Vec<Finding>,
+    /// (victim, its finding, where its group's line is in the evidence).
+    ooms: Vec<(u32, Finding, Option<usize>)>,
+    /// Chosen victim → the processes killed with its cgroup
+    /// (memory.oom.group).
+    groups: BTreeMap<u32, KilledWith>,
     /// Parent pid → (parent comm, dead workers, signals, consequence).
     pool_deaths: BTreeMap<u32, PoolDeaths>,
     oversubscribed: BTreeMap<(u32, String), Finding>,
@@ -51,6 +55,19 @@ pub struct Findings {
 }
 
 type GroupKey = (String, String, u32, bool);
+
+/// The processes memory.oom.group killed with a chosen victim.
+#[derive(Default)]
+struct KilledWith {
+    cgroup: String,
+    chosen_comm: String,
+    /// The first KILLED_NAMED of them, as comm[pid].
+    named: Vec<String>,
+    count: u64,
+}
+
+/// Processes killed with a group named in its finding at most.
+const KILLED_NAMED: usize = 20;
 
 const KEPT: usize = 64;
 /// Processes whose failures are shared out exactly, over all groups.
@@ -137,10 +154,30 @@ impl Findings {
 
     fn add_other(&mut self, r: &Record) {
         match r {
+            // Killed with its cgroup: a line of the chosen victim's
+            // finding, not a finding of its own.
+            Record::OomKill(k) if k.killed_with_group() => {
+                let Some(g) = &k.group_kill else { return };
+                if (self.groups.len() >= KEPT && !self.groups.contains_key(&g.chosen))
+                    || !self.seen_kills.insert(k.victim.pid)
+                {
+                    return;
+                }
+                let w = self.groups.entry(g.chosen).or_insert_with(|| KilledWith {
+                    cgroup: g.cgroup.clone(),
+                    chosen_comm: g.chosen_comm.clone(),
+                    ..Default::default()
+                });
+                w.count += 1;
+                if w.named.len() < KILLED_NAMED {
+                    w.named.push(format!("{}[{}]", k.victim.comm, k.victim.pid));
+                }
+            }
             Record::OomKill(k)
                 if self.ooms.len() < KEPT && self.seen_kills.insert(k.victim.pid) =>
             {
-                self.ooms.push(oom_finding(k));
+                let (f, group_line) = oom_finding(k);
+                self.ooms.push((k.victim.pid, f, group_line));
             }
             Record::ProcessExit(e) if self.pool_deaths.len() < KEPT => {
                 if let (Some(p), Some(sig)) = (&e.pool, &e.signal) {
@@ -359,7 +396,36 @@ impl Findings {
     /// replaces event counts, which miss what the ring buffer dropped.
     pub fn ranked(&self, counts: Option<&Summary>) -> Vec<Finding> {
         let mut out: Vec<Finding> = Vec::new();
-        out.extend(self.ooms.iter().cloned());
+        for (victim, f, line) in &self.ooms {
+            let mut f = f.clone();
+            if let (Some(w), Some(at)) = (self.groups.get(victim), *line) {
+                f.title.push_str(&format!(
+                    "; {} killed with its memory cgroup (memory.oom.group)",
+                    words::count(w.count, "process")
+                ));
+                f.evidence[at] = killed_with(w);
+            }
+            out.push(f);
+        }
+        // Kills with a group whose chosen victim was not seen (the
+        // recording began in the middle of it, or its record was lost).
+        for (chosen, w) in &self.groups {
+            if self.ooms.iter().any(|(v, _, l)| v == chosen && l.is_some()) {
+                continue;
+            }
+            out.push(Finding {
+                kind: "oom_kill".into(),
+                impact: 100_000,
+                title: format!(
+                    "{} killed with the memory cgroup {} (memory.oom.group), when the OOM killer chose {}[{chosen}]",
+                    words::count(w.count, "process"),
+                    w.cgroup,
+                    w.chosen_comm
+                ),
+                evidence: vec![killed_with(w)],
+                remedy: String::new(),
+            });
+        }
         for (ppid, (pcomm, workers, signals, consequence)) in &self.pool_deaths {
             out.push(Finding {
                 kind: "pool_worker_died".into(),
@@ -443,10 +509,25 @@ impl Findings {
     }
 }
 
+/// "killed with its memory cgroup /sys/fs/cgroup/app (memory.oom.group):
+/// sleep[689], sleep[690]".
+fn killed_with(w: &KilledWith) -> String {
+    let more = match w.count.saturating_sub(w.named.len() as u64) {
+        0 => String::new(),
+        n => format!(" and {} more", words::thousands(n)),
+    };
+    format!(
+        "killed with its memory cgroup {} (memory.oom.group): {}{more}",
+        w.cgroup,
+        w.named.join(", ")
+    )
+}
+
 /// An OOM kill: who grew first (the victim is often not the one), then
-/// the limit, what the kill did to a pool, who triggered it, who held
-/// the memory.
-fn oom_finding(k: &OomKill) -> Finding {
+/// the limit, what memory.oom.group killed with it, what the kill did to
+/// a pool, who triggered it, who held the memory. Returns where the
+/// group's line is, to name the processes killed with it once known.
+fn oom_finding(k: &OomKill) -> (Finding, Option<usize>) {
     let v = &k.victim;
     let mut evidence = Vec::new();
     evidence.extend(sentence(k));
@@ -462,6 +543,13 @@ fn oom_finding(k: &OomKill) -> Finding {
         )),
         None => evidence.push("no memory cgroup limit: the host ran out of memory".into()),
     }
+    let group_line = k.group_kill.as_ref().map(|g| {
+        evidence.push(format!(
+            "memory.oom.group of {} is 1: every other process in it is killed with {}[{}]",
+            g.cgroup, v.comm, v.pid
+        ));
+        evidence.len() - 1
+    });
     if let Some(c) = &k.consequence {
         evidence.push(c.clone());
     }
@@ -500,13 +588,14 @@ fn oom_finding(k: &OomKill) -> Finding {
             grew(o)
         ));
     }
-    Finding {
+    let f = Finding {
         kind: "oom_kill".into(),
         impact: if k.pool.is_some() { 1_000_000 } else { 100_000 },
         title,
         evidence,
         remedy: k.remedy.clone(),
-    }
+    };
+    (f, group_line)
 }
 
 #[cfg(test)]
@@ -592,6 +681,85 @@ mod tests {
         assert!(
             !all.contains("not the process") && !all.contains("did not"),
             "{all}"
+        );
+    }
+
+    /// Debian 6.1, memory.oom.group 1: python3[692] grew and was chosen;
+    /// sleep[689] and sleep[690] were killed with the cgroup. One finding,
+    /// the victim's, naming them; none of their own, no pool story.
+    #[test]
+    fn a_group_kill_is_one_finding_of_the_chosen_victim() {
+        const CG: &str = "/sys/fs/cgroup/anchor-oomgroup";
+        let group = |role: &str| {
+            Some(crate::model::GroupKill {
+                cgroup: CG.into(),
+                chosen: 692,
+                chosen_comm: "python3".into(),
+                role: role.into(),
+            })
+        };
+        let mut chosen = crate::model::fixtures::kill(692, "python3");
+        chosen.group_kill = group("chosen");
+        chosen.remedy = crate::diagnosis::oom::remedy(&chosen);
+        let mut f = Findings::default();
+        f.add(&Record::OomKill(chosen));
+        for pid in [689, 690] {
+            let mut k = crate::model::fixtures::kill(pid, "sleep");
+            k.victim.rss_bytes = Some(700 << 10);
+            k.trigger = crate::model::Trigger {
+                pid: 692,
+                tid: 692,
+                comm: "python3".into(),
+                uid: 1000,
+            };
+            k.group_kill = group("killed_with_group");
+            f.add(&Record::OomKill(k));
+        }
+        // A collateral that made it out twice counts once.
+        let mut again = crate::model::fixtures::kill(690, "sleep");
+        again.group_kill = group("killed_with_group");
+        f.add(&Record::OomKill(again));
+        let r = f.ranked(None);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(
+            r[0].title,
+            "OOM kill of python3[692] (180 MiB); 2 processes killed with its memory cgroup (memory.oom.group)"
+        );
+        assert!(
+            r[0].evidence.contains(&format!(
+                "killed with its memory cgroup {CG} (memory.oom.group): sleep[689], sleep[690]"
+            )),
+            "{:#?}",
+            r[0].evidence
+        );
+        assert!(r[0].remedy.contains("memory.oom.group"), "{}", r[0].remedy);
+        let all = format!("{r:?}");
+        assert!(
+            !all.contains("wait") && !all.contains("sleep[690] with"),
+            "{all}"
+        );
+    }
+
+    /// The chosen victim was not seen: the group's kills still make one
+    /// finding, which says who was chosen.
+    #[test]
+    fn kills_with_a_group_whose_choice_was_not_seen_are_one_finding() {
+        let mut f = Findings::default();
+        for pid in [689, 690] {
+            let mut k = crate::model::fixtures::kill(pid, "sleep");
+            k.group_kill = Some(crate::model::GroupKill {
+                cgroup: "/sys/fs/cgroup/app".into(),
+                chosen: 692,
+                chosen_comm: "python3".into(),
+                role: "killed_with_group".into(),
+            });
+            f.add(&Record::OomKill(k));
+        }
+        let r = f.ranked(None);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert_eq!(
+            r[0].title,
+            "2 processes killed with the memory cgroup /sys/fs/cgroup/app (memory.oom.group), when the OOM killer chose python3[692]"
         );
     }
 

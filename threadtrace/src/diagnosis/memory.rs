@@ -63,6 +63,30 @@ pub fn memory_cgroup(victim_cgroup: &str) -> Option<MemoryCgroup> {
     }
 }
 
+/// The cgroup the kernel kills whole with an OOM victim in
+/// `victim_cgroup`: the highest with memory.oom.group 1 from the
+/// victim's up to `domain`, the memory cgroup whose limit was reached
+/// (to the root for a global OOM), as the kernel looks for it
+/// (mem_cgroup_get_oom_group). None when none is set, on cgroup v1 (no
+/// such file), and once the cgroup is removed.
+pub fn oom_group(victim_cgroup: &str, domain: Option<&str>) -> Option<String> {
+    let domain = domain.map(std::path::Path::new);
+    let mut dir = std::path::Path::new(victim_cgroup);
+    let mut group = None;
+    // The root has no memory.oom.group: the walk ends there.
+    while let Ok(v) = std::fs::read_to_string(dir.join("memory.oom.group")) {
+        if v.trim() == "1" {
+            group = Some(dir);
+        }
+        if domain == Some(dir) {
+            break;
+        }
+        let Some(up) = dir.parent() else { break };
+        dir = up;
+    }
+    group.map(|g| g.display().to_string())
+}
+
 /// A memory cgroup's usage now (v1 or v2).
 pub fn usage_bytes(path: &str) -> Option<u64> {
     let dir = std::path::Path::new(path);
@@ -72,4 +96,37 @@ pub fn usage_bytes(path: &str) -> Option<u64> {
 /// Resident memory of a process now (/proc/PID/statm), in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     statm(pid).map(|(_, rss)| rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// root (no file) / a (1) / b (0) / c (1), the victim in c: its
+    /// group is the highest set between c and the cgroup whose limit was
+    /// reached, never above that one.
+    #[test]
+    fn the_group_is_the_highest_set_up_to_the_limit_reached() {
+        let root = std::env::temp_dir().join(format!("tt-oom-group-{}", std::process::id()));
+        let c = root.join("a/b/c");
+        std::fs::create_dir_all(&c).unwrap();
+        let set = |d: &str, v: &str| std::fs::write(root.join(d).join("memory.oom.group"), v);
+        set("a", "1\n").unwrap();
+        set("a/b", "0\n").unwrap();
+        set("a/b/c", "1\n").unwrap();
+        let path = |d: &str| root.join(d).display().to_string();
+        let c_path = path("a/b/c");
+        // Domain b: a is above it and does not count.
+        assert_eq!(oom_group(&c_path, Some(&path("a/b"))), Some(c_path.clone()));
+        // Domain a (or a global OOM): a, the highest.
+        assert_eq!(oom_group(&c_path, Some(&path("a"))), Some(path("a")));
+        assert_eq!(oom_group(&c_path, None), Some(path("a")));
+        // None set: no group.
+        set("a", "0").unwrap();
+        set("a/b/c", "0").unwrap();
+        assert_eq!(oom_group(&c_path, None), None);
+        // Gone, or cgroup v1: no file, no group.
+        assert_eq!(oom_group(&path("a/x"), None), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

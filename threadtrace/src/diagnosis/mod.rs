@@ -9,6 +9,7 @@ pub mod holders;
 pub mod limits;
 pub mod memory;
 pub mod oom;
+pub mod oom_group;
 pub mod oversubscription;
 pub mod remedy;
 pub mod share;

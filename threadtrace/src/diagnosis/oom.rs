@@ -78,20 +78,23 @@ fn is_python(p: &Proc) -> bool {
 }
 
 /// The victim as a pool worker: its parent is alive and has other live
-/// children running the same program.
-pub fn pool_of(procs: &ProcTable, victim: u32) -> Option<Pool> {
+/// children running the same program. `dies_with`: the processes killed
+/// with the victim (memory.oom.group): a parent among them waits for
+/// nothing, and workers among them are not still alive.
+pub fn pool_of(procs: &ProcTable, victim: u32, dies_with: impl Fn(&Proc) -> bool) -> Option<Pool> {
     let v = procs.get(victim)?;
-    let parent = procs
-        .get(v.ppid)
-        .filter(|p| p.alive && std::path::Path::new(&format!("/proc/{}", p.pid)).exists())?;
+    let parent = procs.get(v.ppid).filter(|p| {
+        p.alive && !dies_with(p) && std::path::Path::new(&format!("/proc/{}", p.pid)).exists()
+    })?;
     let same = |p: &Proc| p.exe == v.exe && p.cmdline == v.cmdline;
-    let siblings = procs
+    let (siblings, dying) = procs
         .alive_procs()
         .filter(|p| p.ppid == parent.pid && p.pid != victim && same(p))
-        .count() as u32;
+        .fold((0u32, 0u32), |(n, d), p| (n + 1, d + dies_with(p) as u32));
     if siblings == 0 {
         return None;
     }
+    let siblings = siblings - dying;
     let mp = |c: &Option<std::sync::Arc<str>>| {
         c.as_deref().is_some_and(|c| c.contains("multiprocessing"))
     };
@@ -172,6 +175,16 @@ pub fn remedy(k: &OomKill) -> String {
         ),
         (GrowthVerdict::Unknown | GrowthVerdict::NoGrowth(_), None, None) => ran_out,
     };
+    if let Some(g) = k.group_kill.as_ref().filter(|g| !g.killed_with_group()) {
+        r.push_str(&format!(
+            "; memory.oom.group of {} is 1, so every other process in it was killed with {}[{}]: \
+             `echo 0 > {}` to lose only the process the OOM killer chooses, if the others can run without it",
+            g.cgroup,
+            v.comm,
+            v.pid,
+            crate::sanitize::shell(&format!("{}/memory.oom.group", g.cgroup))
+        ));
+    }
     if let Some(p) = &k.pool {
         r.push_str(&format!(
             "; restart {}[{}] (its pool will not recover the lost task){}",
@@ -212,7 +225,7 @@ mod tests {
         t.insert(proc_(4_300_001, me, "python3", "python3 consumer.py"));
         t.insert(proc_(4_300_002, me, "python3", "python3 consumer.py"));
         t.insert(proc_(4_300_003, me, "python3", "python3 consumer.py"));
-        let p = pool_of(&t, 4_300_001).unwrap();
+        let p = pool_of(&t, 4_300_001, |_| false).unwrap();
         assert_eq!(
             (p.parent_pid, p.siblings_alive, p.kind.as_str()),
             (me, 2, "python-multiprocessing")
@@ -265,12 +278,46 @@ mod tests {
         assert_eq!(n, 10);
     }
 
+    /// memory.oom.group killed the workers with the victim: none is
+    /// still alive; and a parent killed with them waits for nothing.
+    #[test]
+    fn workers_killed_with_the_group_are_not_alive_and_a_parent_killed_too_waits_for_nothing() {
+        let mut t = ProcTable::default();
+        let me = std::process::id();
+        t.insert(proc_(me, 1, "python3", "python3 consumer.py"));
+        for pid in [4_300_021, 4_300_022, 4_300_023] {
+            t.insert(proc_(pid, me, "python3", "python3 consumer.py"));
+        }
+        let p = pool_of(&t, 4_300_021, |p| p.pid == 4_300_022).unwrap();
+        assert_eq!(p.siblings_alive, 1);
+        let p = pool_of(&t, 4_300_021, |p| p.pid != me).unwrap();
+        assert_eq!(p.siblings_alive, 0);
+        assert!(pool_of(&t, 4_300_021, |_| true).is_none());
+    }
+
+    #[test]
+    fn the_remedy_of_a_group_kill_says_memory_oom_group() {
+        let mut k = crate::model::fixtures::kill(692, "python3");
+        k.group_kill = Some(crate::model::GroupKill {
+            cgroup: "/sys/fs/cgroup/app".into(),
+            chosen: 692,
+            chosen_comm: "python3".into(),
+            role: "chosen".into(),
+        });
+        let r = remedy(&k);
+        assert!(
+            r.ends_with("; memory.oom.group of /sys/fs/cgroup/app is 1, so every other process in it was killed with python3[692]: \
+                 `echo 0 > /sys/fs/cgroup/app/memory.oom.group` to lose only the process the OOM killer chooses, if the others can run without it"),
+            "{r}"
+        );
+    }
+
     #[test]
     fn an_only_child_is_not_a_pool() {
         let mut t = ProcTable::default();
         let me = std::process::id();
         t.insert(proc_(me, 1, "bash", "bash"));
         t.insert(proc_(4_300_010, me, "hog", "./hog 1024"));
-        assert!(pool_of(&t, 4_300_010).is_none());
+        assert!(pool_of(&t, 4_300_010, |_| false).is_none());
     }
 }

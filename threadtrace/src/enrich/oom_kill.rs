@@ -5,19 +5,31 @@
 use threadtrace_common::{Event, OomVictim};
 
 use super::{cstr, Context};
-use crate::model::{OomKill, Task, Trigger, Victim};
+use crate::{
+    model::{OomKill, Task, Trigger, Victim},
+    proctable,
+};
 
 pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
     let p = &e.payload;
     let h = &e.header;
-    let pid = p.victim_pid;
+    // The kernel names the task it marked, which is a thread of the
+    // victim when its main thread had already let go of the memory (a
+    // victim killed again by memory.oom.group, a main thread that exited
+    // first): the victim is its process.
+    let pid = match ctx.procs.get(p.victim_pid) {
+        Some(_) => p.victim_pid,
+        None => proctable::tgid(p.victim_pid).unwrap_or(p.victim_pid),
+    };
     let known = ctx.procs.lookup(pid).cloned();
     let detail = p.has_detail != 0;
     // mark_victim records sizes in kB (its format prints them as %lukB).
     let kb = |n: u64| detail.then_some(n * 1024);
-    let comm = match cstr(&p.comm) {
-        c if !c.is_empty() => c,
-        _ => known.as_ref().map(|k| k.comm.clone()).unwrap_or_default(),
+    let comm = match (cstr(&p.comm), &known) {
+        // A thread's name is not its process's.
+        (_, Some(k)) if pid != p.victim_pid => k.comm.clone(),
+        (c, _) if !c.is_empty() => c,
+        (_, k) => k.as_ref().map(|k| k.comm.clone()).unwrap_or_default(),
     };
     let uid = if detail && p.uid != u32::MAX {
         Some(p.uid)
@@ -66,6 +78,7 @@ pub fn enrich(e: &Event<OomVictim>, ctx: &mut Context) -> OomKill {
         pool: None,
         consequence: None,
         remedy: String::new(),
+        group_kill: None,
         k8s: ctx.k8s(pid),
     }
 }

@@ -170,14 +170,27 @@ impl Timeline {
             ..k.task.clone()
         };
         let growth = sentence(k);
+        let mut args = json!({"rss_bytes": k.victim.rss_bytes, "memory_cgroup": k.memory_cgroup,
+               "trigger": k.trigger, "growth": growth, "growers": k.growers,
+               "victim_growth": k.victim_growth, "pool": k.pool,
+               "consequence": k.consequence, "remedy": k.remedy});
+        if let Some(g) = &k.group_kill {
+            args["group_kill"] = json!(g);
+        }
         self.instant(
             "oom",
             &on_track_of(k.victim.pid, &k.victim.comm),
-            format!("OOM kill of {}[{}]", k.victim.comm, k.victim.pid),
-            json!({"rss_bytes": k.victim.rss_bytes, "memory_cgroup": k.memory_cgroup,
-                   "trigger": k.trigger, "growth": growth, "growers": k.growers,
-                   "victim_growth": k.victim_growth, "pool": k.pool,
-                   "consequence": k.consequence, "remedy": k.remedy}),
+            format!(
+                "OOM kill of {}[{}]{}",
+                k.victim.comm,
+                k.victim.pid,
+                if k.killed_with_group() {
+                    " with its memory cgroup (memory.oom.group)"
+                } else {
+                    ""
+                }
+            ),
+            args,
         );
         if let GrowthVerdict::NotTheGrower(o) = verdict(k) {
             self.instant(

@@ -109,6 +109,7 @@ pub fn kill(victim: u32, comm: &str) -> OomKill {
         pool: None,
         consequence: None,
         remedy: String::new(),
+        group_kill: None,
     }
 }
 
@@ -162,6 +163,7 @@ pub fn pool_kill(victim: u32, pool: bool) -> Record {
             )
         }),
         remedy: "raise the limit of /sys/fs/cgroup/memory/consumer".into(),
+        group_kill: None,
         k8s: None,
     })
 }

@@ -1,7 +1,8 @@
 //! `oom_kill`: the OOM killer chose a victim. The victim and the task whose
 //! allocation triggered the kill are both reported: they often differ. So
 //! are the processes that grew before it, the largest holders, and the
-//! pool left waiting for the victim's work.
+//! pool left waiting for the victim's work, and, when memory.oom.group
+//! made the kernel kill a whole cgroup, which kill was its choice.
 use serde::{Deserialize, Serialize};
 
 use super::{K8s, Task};
@@ -34,9 +35,24 @@ pub struct OomKill {
     /// What the kill did beyond the victim (a pool waiting forever).
     pub consequence: Option<String>,
     pub remedy: String,
+    /// Set when the kill was part of a group kill (memory.oom.group):
+    /// whether the kernel chose this victim, or killed it with its
+    /// cgroup. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub group_kill: Option<GroupKill>,
     /// The victim's Kubernetes pod and container; absent outside one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub k8s: Option<K8s>,
+}
+
+impl OomKill {
+    /// Killed only because memory.oom.group killed its cgroup: the
+    /// kernel chose another victim, whose record tells the story.
+    pub fn killed_with_group(&self) -> bool {
+        self.group_kill
+            .as_ref()
+            .is_some_and(GroupKill::killed_with_group)
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -55,6 +71,33 @@ pub struct Victim {
     pub parent_comm: Option<String>,
     /// Memory cgroup directory.
     pub cgroup: Option<String>,
+}
+
+/// A group kill: memory.oom.group is 1 on `cgroup` (the highest such
+/// between the victim's memory cgroup and the one whose limit was
+/// reached), so after the victim it chose the kernel killed every other
+/// process in that cgroup too. Each of those kills is a record of its
+/// own, with `role` "killed_with_group" and the chosen victim's pid.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupKill {
+    /// The cgroup whose processes were all killed.
+    pub cgroup: String,
+    /// The victim the OOM killer chose.
+    pub chosen: u32,
+    pub chosen_comm: String,
+    /// "chosen" (this record is the kernel's choice) or
+    /// "killed_with_group" (killed only because of memory.oom.group).
+    pub role: String,
+}
+
+impl GroupKill {
+    pub const CHOSEN: &'static str = "chosen";
+    pub const KILLED_WITH_GROUP: &'static str = "killed_with_group";
+
+    /// Killed only because its cgroup was: not the kernel's choice.
+    pub fn killed_with_group(&self) -> bool {
+        self.role == Self::KILLED_WITH_GROUP
+    }
 }
 
 /// The task whose allocation made the kernel choose a victim.

@@ -115,6 +115,16 @@ fn oom(e: &OomKill) -> String {
     if let (Some(pp), Some(pc)) = (v.ppid, &v.parent_comm) {
         let _ = write!(s, "  parent {pc}[{pp}]");
     }
+    // Killed only because its cgroup was: one line, the story is the
+    // chosen victim's.
+    if let Some(g) = e.group_kill.as_ref().filter(|g| g.killed_with_group()) {
+        let _ = write!(
+            s,
+            "  killed with its memory cgroup (memory.oom.group) when the OOM killer chose {}[{}]",
+            g.chosen_comm, g.chosen
+        );
+        return s;
+    }
     let t = &e.trigger;
     if t.pid == v.pid {
         s.push_str("  (its own allocation triggered it)");
@@ -137,6 +147,13 @@ fn oom(e: &OomKill) -> String {
     }
     if !e.top_holders.is_empty() {
         let _ = write!(s, "\n    held by: {}", words::memory_held(&e.top_holders));
+    }
+    if let Some(g) = &e.group_kill {
+        let _ = write!(
+            s,
+            "\n    then: every other process of {} is killed with it (memory.oom.group)",
+            g.cgroup
+        );
     }
     if let Some(c) = &e.consequence {
         let _ = write!(s, "\n    then: {c}");
@@ -604,6 +621,38 @@ mod tests {
         assert!(
             l.contains("clone3 failed with EAGAIN") && l.contains("/sys/fs/cgroup/pids/app"),
             "{l}"
+        );
+    }
+
+    /// memory.oom.group: the chosen victim's lines say the group goes
+    /// with it; a process killed with it is one line naming the choice.
+    #[test]
+    fn a_group_kill_tells_the_chosen_victim_from_those_killed_with_it() {
+        let group = |role: &str| {
+            Some(crate::model::GroupKill {
+                cgroup: "/sys/fs/cgroup/app".into(),
+                chosen: 692,
+                chosen_comm: "python3".into(),
+                role: role.into(),
+            })
+        };
+        let mut chosen = crate::model::fixtures::kill(692, "python3");
+        chosen.group_kill = group("chosen");
+        let l = render(&Record::OomKill(chosen));
+        assert!(
+            l.contains("\n    then: every other process of /sys/fs/cgroup/app is killed with it (memory.oom.group)"),
+            "{l}"
+        );
+        let mut k = crate::model::fixtures::kill(689, "sleep");
+        k.victim.rss_bytes = Some(708 << 10);
+        k.trigger.pid = 692;
+        k.trigger.comm = "python3".into();
+        k.group_kill = group("killed_with_group");
+        k.remedy = String::new();
+        assert_eq!(
+            render(&Record::OomKill(k)),
+            "03:00:00.000 OOM KILL  sleep[689] rss 1 MiB  memory cgroup /sys/fs/cgroup/memory/app  \
+             killed with its memory cgroup (memory.oom.group) when the OOM killer chose python3[692]"
         );
     }
 

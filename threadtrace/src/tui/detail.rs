@@ -227,6 +227,12 @@ pub fn record(r: &Record) -> Detail {
                 if let Some(c) = &k.victim.cmdline {
                     lines.push(format!("victim's command: {c}"));
                 }
+                if let Some(g) = k.group_kill.as_ref().filter(|g| g.killed_with_group()) {
+                    lines.push(format!(
+                        "memory.oom.group of {} killed it with {}[{}], the victim the OOM killer chose: see that kill for why and what to do",
+                        g.cgroup, g.chosen_comm, g.chosen
+                    ));
+                }
                 if let Some(p) = &k.pool {
                     lines.push(format!(
                         "pool: {} of {}[{}], {} workers still alive",

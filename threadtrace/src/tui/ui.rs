@@ -680,6 +680,14 @@ const GROWER_NARROW: usize = 20;
 /// Who grew the most before the kill, in `width` columns: the size and
 /// the pid are kept, the name is cut.
 fn grower_cell(k: &OomKill, width: usize) -> String {
+    // Killed with its cgroup: the chosen victim's row has the growers.
+    if let Some(g) = k.group_kill.as_ref().filter(|g| g.killed_with_group()) {
+        let head = "with ";
+        let tail = format!("[{}]", g.chosen);
+        let room = width.saturating_sub(head.len() + tail.chars().count());
+        let comm: String = g.chosen_comm.chars().take(room).collect();
+        return format!("{head}{comm}{tail}");
+    }
     match verdict(k) {
         GrowthVerdict::NotTheGrower(o) => {
             let head = format!("+{} ", short(o.grew_bytes));
