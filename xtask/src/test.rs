@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bootstrap, build::build, fuzz, is_root, layers, root_dir, rules, sh};
+use crate::{bootstrap, build::build, fuzz, is_root, layers, root_dir, rules, sh, vm};
 
 pub fn run() -> Result<()> {
     bootstrap::toolchain()?;
@@ -62,5 +62,7 @@ pub fn run() -> Result<()> {
         "--test-threads=1",
     ])
     .env("THREADTRACE_BIN", &bin))
-    .context("end-to-end tests failed")
+    .context("end-to-end tests failed")?;
+    // Users run cgroup v2 and distribution kernels; this host may not.
+    vm::scenarios_in_a_guest()
 }
