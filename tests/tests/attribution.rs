@@ -220,7 +220,7 @@ fn live_threads_are_counted_per_creating_library() {
     let burst = compile_c("thread_burst", &["-pthread"]);
     let spawn = |n: &str| {
         std::process::Command::new(&burst)
-            .args([n, "0", "5000"])
+            .args([n, "0", "120000"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap()

@@ -113,6 +113,12 @@ pub fn select(all: &[Test], wanted: &[String]) -> Result<Vec<Test>> {
 /// behind killed before the next.
 pub fn script(tests: &[Test], per_test: u64) -> String {
     let mut s = String::from(RUNNER);
+    if tests.iter().any(|t| t.name.contains("pypi")) {
+        // numpy's PyPI wheel cannot be fetched without a network: the
+        // host's copy, into the guest's own tmpfs (through the /tmp
+        // overlay its files are not the ones mapped: they are refused).
+        s.push_str("cp -a /tmp/threadtrace-e2e-pypi-numpy \"$TMPDIR/\"\n");
+    }
     for t in tests {
         s.push_str(&format!(
             "one {} {} {} {per_test}\n",
@@ -126,8 +132,6 @@ pub fn script(tests: &[Test], per_test: u64) -> String {
 }
 
 const RUNNER: &str = r#"failed=0
-# numpy's PyPI wheel cannot be fetched without a network: the host's copy.
-[ -d /tmp/threadtrace-e2e-pypi-numpy ] && ln -sfn /tmp/threadtrace-e2e-pypi-numpy "$TMPDIR/"
 one() {
   local id=$1 exe=$2 name=$3 per=$4 log="$TMPDIR/test.log" t0 rc verdict reason=""
   t0=$(date +%s)
@@ -139,7 +143,7 @@ one() {
     verdict=fail; failed=1
     reason=$(grep -A1 -m1 'panicked at' "$log" | tail -1 | tr -d '\t' | cut -c1-200)
     echo "---- $id: last lines of its output"
-    tail -40 "$log" | cut -c1-300 | sed 's/^/  | /'
+    tail -150 "$log" | cut -c1-300 | sed 's/^/  | /'
   fi
   echo "@@threadtrace-vm result $id $verdict $(( $(date +%s) - t0 )) $reason"
   for e in /proc/[0-9]*/exe; do
