@@ -100,8 +100,9 @@ impl Handoff {
         true
     }
 
-    /// The recording is stopping: failures still queued are written
-    /// without attribution, so that the summary comes promptly.
+    /// The recording is stopping: failures still queued are attributed
+    /// for a while, then written without attribution, so that the summary
+    /// comes promptly.
     pub fn stopping(&self) {
         self.output.stopping();
     }

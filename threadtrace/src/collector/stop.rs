@@ -1,7 +1,8 @@
 //! The end of a recording: the terminal given back, what the ring buffer
-//! still holds handed over (unattributed, so that the stop is prompt), the
-//! summary written, and every thread joined. A stuck output stage (a
-//! stdout nobody reads) or a second Ctrl-C does not hold the exit back.
+//! still holds handed over (attributed for a moment, then unattributed, so
+//! that the stop is prompt), the summary written, and every thread joined.
+//! A stuck output stage (a stdout nobody reads) or a second Ctrl-C does not
+//! hold the exit back.
 use std::{thread::JoinHandle, time::Duration};
 
 use super::{output::Msg, startup::Recording, RETRY};
@@ -42,7 +43,8 @@ pub async fn stop(r: Recording) -> anyhow::Result<()> {
         drop(c);
         return Err(output_died(output_thread));
     }
-    // What is still queued goes out unattributed: the stop is prompt.
+    // What is still queued is attributed for a moment (it happened before
+    // the stop), then goes out unattributed: the stop is prompt.
     c.handoff.stopping();
     let finish_by = tokio::time::Instant::now() + FINISH_WITHIN;
     let interrupted = async {

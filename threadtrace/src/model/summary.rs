@@ -129,7 +129,8 @@ pub struct Tracer {
     pub snapshots_skipped: u64,
     /// Failures whose attribution panicked: reported without a library.
     pub attribution_panics: u64,
-    /// Failures left unattributed because the recording was stopping.
+    /// Failures left unattributed because the recording was stopping (still
+    /// queued 2 s after the stop began).
     pub attribution_skipped: u64,
     /// What watching the limits' headroom (`--near`) costs; absent when
     /// it is off.

@@ -1,10 +1,13 @@
 //! The channel from the collector to the output stage: bounded in
 //! messages and in bytes, and never waited on by the collector
 //! ([`Sender::try_send`]).
-use std::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-    mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
 };
 
 use super::Msg;
@@ -59,14 +62,15 @@ pub enum Refused {
 pub struct Sender {
     tx: SyncSender<(usize, Msg)>,
     in_flight: Arc<AtomicUsize>,
-    stopping: Arc<AtomicBool>,
+    stopping: Arc<OnceLock<Instant>>,
 }
 
 /// The output stage's end: messages, with the bytes each was counted as.
 pub struct Receiving {
     pub rx: Receiver<(usize, Msg)>,
     pub in_flight: Arc<AtomicUsize>,
-    pub stopping: Arc<AtomicBool>,
+    /// When the recording began to stop.
+    pub stopping: Arc<OnceLock<Instant>>,
 }
 
 impl Receiving {
@@ -78,18 +82,15 @@ impl Receiving {
         Some(m)
     }
 
-    /// Whether the recording is stopping.
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+    /// How long ago the recording began to stop (None: it is not).
+    pub fn stopping_for(&self) -> Option<Duration> {
+        self.stopping.get().map(Instant::elapsed)
     }
 }
 
 pub fn channel() -> (Sender, Receiving) {
     let (tx, rx) = sync_channel(QUEUE);
-    let (in_flight, stopping) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let (in_flight, stopping) = (Arc::new(AtomicUsize::new(0)), Arc::new(OnceLock::new()));
     (
         Sender {
             tx,
@@ -125,9 +126,29 @@ impl Sender {
         }
     }
 
-    /// The recording is stopping: failures still queued are written
-    /// without attribution, so that the summary comes promptly.
+    /// The recording is stopping, from now: failures still queued are
+    /// attributed for a while, then written without attribution, so that
+    /// the summary comes promptly.
     pub fn stopping(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stopping.set(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stop's moment is kept from its first notice: the grace after it
+    /// for attributing what is queued is counted from there.
+    #[test]
+    fn the_stop_is_timed_from_its_first_notice() {
+        let (tx, rx) = channel();
+        assert_eq!(rx.stopping_for(), None);
+        tx.stopping();
+        let first = *rx.stopping.get().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        tx.stopping();
+        assert_eq!(*rx.stopping.get().unwrap(), first);
+        assert!(rx.stopping_for().unwrap() >= Duration::from_millis(5));
     }
 }

@@ -37,6 +37,15 @@ use crate::{
 use channel::Receiving;
 pub use channel::{Refused, Sender};
 
+/// How long after the stop began failures still queued are attributed.
+/// They happened before it: Ctrl-C right after an incident, or a stop
+/// while the output stage is behind (a loaded or emulated machine, where
+/// the first attribution of a process reads its files), must not leave
+/// them without their library. Past this, the rest go out unattributed
+/// (counted as `attribution_skipped`): the summary is due within the
+/// collector's 5 s.
+const ATTRIBUTE_AFTER_STOP: Duration = Duration::from_secs(2);
+
 pub enum Msg {
     /// A failure, and what the kernel captured of its stack (None when it
     /// was counted, not captured).
@@ -132,7 +141,10 @@ impl Stage {
     fn run(mut self, rx: &Receiving) -> anyhow::Result<()> {
         while let Some(msg) = rx.next() {
             match msg {
-                Msg::Failure(e, captured) => self.failure(*e, captured, rx.stopping()),
+                Msg::Failure(e, captured) => {
+                    let late = rx.stopping_for().is_some_and(|t| t >= ATTRIBUTE_AFTER_STOP);
+                    self.failure(*e, captured, late)
+                }
                 Msg::Record(r) => self.record(*r),
                 Msg::Checkpoint(c) => self.checkpoint(*c),
                 Msg::Dashboard(c, processes) => self.dashboard(*c, processes),
@@ -160,16 +172,11 @@ impl Stage {
         Ok(())
     }
 
-    /// A failure: attributed, then counted, then written, or summarized
-    /// by its storm.
-    fn failure(
-        &mut self,
-        mut e: ThreadCreateFailed,
-        captured: Option<Box<Captured>>,
-        stopping: bool,
-    ) {
+    /// A failure: attributed (unless the stop has waited long enough for
+    /// it: `late`), then counted, then written, or summarized by its storm.
+    fn failure(&mut self, mut e: ThreadCreateFailed, captured: Option<Box<Captured>>, late: bool) {
         if let Some(c) = captured {
-            if stopping {
+            if late {
                 self.skipped += 1;
             } else if !self.attribute(&mut e, &c) {
                 // An mmap that failed outside pthread_create.
