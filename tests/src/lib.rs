@@ -641,7 +641,7 @@ fn counter(text: &str, key: &str) -> Option<u64> {
 
 /// Empties a cgroup directory (killing what is left in it) and removes
 /// it, the cgroups below it first.
-fn remove_cgroup(dir: &Path) {
+pub fn remove_cgroup(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -35,18 +35,7 @@ impl KubeCgroups {
 impl Drop for KubeCgroups {
     fn drop(&mut self) {
         for dir in self.0.iter().rev() {
-            for _ in 0..100 {
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                if procs.trim().is_empty() {
-                    break;
-                }
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: plain kill(2) of what this test started.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = std::fs::remove_dir(dir);
+            remove_cgroup(dir);
         }
     }
 }
