@@ -85,9 +85,24 @@ fn duration_ends_it_with_a_summary() {
     assert_eq!(lines.first().unwrap()["kind"], "started");
     let started = &lines[0];
     let probes = started["probes"].as_array().unwrap();
-    assert!(probes.len() >= 15, "{probes:?}");
-    assert!(probes.iter().any(|p| p == "syscalls:sys_exit_clone3"));
-    assert!(probes.iter().any(|p| p == "syscalls:sys_exit_mmap"));
+    assert!(probes.len() >= 12, "{probes:?}");
+    // Each hook at fexit where the kernel allows it, else its tracepoints;
+    // never both.
+    let has = |p: &str| probes.iter().any(|q| q == p);
+    assert!(
+        has("syscalls:sys_exit_clone3") != has("fexit:kernel_clone"),
+        "{probes:?}"
+    );
+    assert!(
+        has("syscalls:sys_exit_mmap") != has("fexit:ksys_mmap_pgoff"),
+        "{probes:?}"
+    );
+    let attach = started["attach"].as_array().unwrap();
+    assert_eq!(attach.len(), 3, "{attach:?}");
+    for h in attach {
+        let method = h["method"].as_str().unwrap();
+        assert!(method == "fexit" || h["fexit_refused"].is_string(), "{h}");
+    }
     assert!(
         probes
             .iter()

@@ -2,7 +2,7 @@
 //! do about it, in plain words.
 use std::path::Path;
 
-use crate::{kernel, privileges};
+use crate::{kernel, privileges, words};
 
 pub struct Check {
     pub name: String,
@@ -72,7 +72,7 @@ pub fn run() -> Vec<Check> {
         "sudo mount -t tracefs nodev /sys/kernel/tracing",
     ));
     if tracefs_ok {
-        for &(_, cat, name) in kernel::TRACEPOINTS.iter().chain(kernel::RAW_TRACEPOINTS) {
+        for &(_, cat, name) in kernel::all_tracepoints() {
             let ok = kernel::tracefs::tracepoint_exists(cat, name);
             out.push(check(
                 &format!("tracepoint {cat}:{name}"),
@@ -95,7 +95,33 @@ pub fn run() -> Vec<Check> {
         },
         "needs /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); without it failures of processes that already exited are not attributed to libraries",
     ));
+    if root && tracefs_ok {
+        out.extend(attach_methods());
+    }
     out
+}
+
+/// Loads and attaches the programs as `record` would, says how each hook
+/// went (fexit, or the tracepoints and why), and detaches them all.
+fn attach_methods() -> Vec<Check> {
+    match kernel::Kernel::load(0, 0, true) {
+        Ok(k) => k
+            .attach
+            .iter()
+            .map(|h| Check {
+                name: format!("attach: {}", h.hook),
+                ok: true,
+                detail: words::attach_method(h),
+                fix: None,
+            })
+            .collect(),
+        Err(e) => vec![check(
+            "programs load and attach",
+            false,
+            e.to_string(),
+            "see the error; `threadtrace -vv record` says more",
+        )],
+    }
 }
 
 /// What is held, and what `record` keeps once attached, and why.

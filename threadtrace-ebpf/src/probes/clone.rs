@@ -1,6 +1,10 @@
-//! syscalls:sys_exit_{clone,clone3,fork,vfork}: the syscalls that create
-//! tasks. Nothing runs beyond a compare for calls that succeed; a failure
-//! is counted, and sent with what attribution needs.
+//! The syscalls that create tasks (clone, clone3, fork, vfork), hooked one
+//! of two ways: at the exit of `kernel_clone`, which all four call (fexit,
+//! where the kernel allows it), or at the syscalls:sys_exit_* tracepoints.
+//! Nothing runs beyond a compare for calls that succeed; a failure is
+//! counted, and sent with what attribution needs, by one body for both:
+//! the rest is read from the caller's saved registers, which are the same
+//! at either place.
 //!
 //! A libc's pthread_create is a clone that creates a thread with its own
 //! TLS whose tid the kernel clears at exit, for pthread_join
@@ -14,8 +18,11 @@
 use core::mem::offset_of;
 
 use aya_ebpf::{
-    bindings::pt_regs, helpers::bpf_probe_read_user, macros::tracepoint,
-    programs::TracePointContext, EbpfContext,
+    bindings::pt_regs,
+    helpers::bpf_probe_read_user,
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
+    EbpfContext,
 };
 use threadtrace_common::Api;
 
@@ -57,6 +64,55 @@ pub fn sys_exit_vfork(ctx: TracePointContext) -> u32 {
     on_exit(&ctx, Api::Vfork)
 }
 
+/// x86_64 syscall numbers, as `orig_rax` holds them during the call.
+const NR_CLONE: u64 = 56;
+const NR_FORK: u64 = 57;
+const NR_VFORK: u64 = 58;
+const NR_CLONE3: u64 = 435;
+
+/// `pid_t kernel_clone(struct kernel_clone_args *args)`: the new task's
+/// pid, or a negative errno. What the tracepoints do not see is left out
+/// here too: kernel threads (kthreadd, usermode helpers started by
+/// kworkers: their saved registers say no syscall), and 32-bit tasks
+/// (other syscall numbers, but clone3's: see `native_syscall`).
+///
+/// One difference remains: clone3 arguments the kernel refuses before it
+/// tries to create anything (EINVAL, E2BIG, EFAULT) never reach
+/// kernel_clone, so only the tracepoints see those.
+#[fexit(function = "kernel_clone")]
+pub fn fexit_kernel_clone(ctx: FExitContext) -> i32 {
+    // The return value follows the one argument; an int: its upper half
+    // is not defined.
+    let ret: i32 = ctx.arg(1);
+    if ret >= 0 {
+        return 0;
+    }
+    let syscall = match native_syscall() {
+        NR_CLONE => Api::Clone,
+        NR_CLONE3 => Api::Clone3,
+        NR_FORK => Api::Fork,
+        NR_VFORK => Api::Vfork,
+        _ => return 0,
+    };
+    failed(&ctx, syscall, ret as i64);
+    0
+}
+
+/// `__USER_CS`: a task in 64-bit mode (32-bit ones enter with
+/// `__USER32_CS`, 0x23).
+const USER_CS: u64 = 0x33;
+
+/// The syscall the current task is in, for a 64-bit task (u64::MAX for
+/// none, or a 32-bit task). For a hook inside a syscall's code, to do what
+/// the syscall tracepoints do: they ignore 32-bit syscalls.
+#[inline(always)]
+pub fn native_syscall() -> u64 {
+    if current_user_reg(offset_of!(pt_regs, cs)) != USER_CS {
+        return u64::MAX;
+    }
+    current_user_reg(offset_of!(pt_regs, orig_rax))
+}
+
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     // A direct load from the record: every clone of the host passes here.
@@ -66,11 +122,18 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     if ret >= 0 {
         return 0;
     }
+    failed(ctx, syscall, ret);
+    0
+}
+
+/// A clone-family `syscall` that returned `ret` < 0, seen from either hook.
+#[inline(always)]
+fn failed<C: EbpfContext>(ctx: &C, syscall: Api, ret: i64) {
     let errno = (-ret) as i32;
     // glibc falls back to clone when clone3 says ENOSYS (a seccomp policy
     // may say it to every call): not a failure to create anything.
     if (syscall == Api::Clone3 && errno == ENOSYS) || ERESTART.contains(&errno) {
-        return 0;
+        return;
     }
     // In a storm most failures are only counted: what the count needs
     // (the flags) is read first, one register or one word at a time, and
@@ -86,10 +149,10 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
     let thread = flags & LIBC_THREAD == LIBC_THREAD;
     let api = if thread { Api::PthreadCreate } else { syscall };
     if !count_and_allow(failure_key(api, errno, 0)) {
-        return 0;
+        return;
     }
     let Some(regs) = current_user_regs() else {
-        return 0;
+        return;
     };
     let tls = match (thread, syscall) {
         (false, _) => 0,
@@ -115,5 +178,4 @@ fn on_exit(ctx: &TracePointContext, syscall: Api) -> u32 {
         child_stack,
     };
     send_failure(ctx, &f, &regs);
-    0
 }

@@ -1,7 +1,8 @@
 //! Executable file mappings, for attribution after the process is gone:
-//! called from `sys_exit_mmap`/`sys_exit_mprotect` when they succeed with
-//! PROT_EXEC, and from `sched_process_exec` for what exec itself mapped
-//! (the program and its ELF interpreter).
+//! called from the mmap/mprotect hooks (`stack_alloc`: fexit or syscall
+//! tracepoints) when they succeed with PROT_EXEC, and from
+//! `sched_process_exec` for what exec itself mapped (the program and its
+//! ELF interpreter).
 //!
 //! The VMA is looked up with `bpf_find_vma` and described by its file's
 //! device, inode, generation and name. This replaces a per-CPU perf event

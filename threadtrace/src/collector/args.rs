@@ -38,6 +38,8 @@ pub struct Options {
     pub rss: Option<(Duration, Duration)>,
     /// `--near`: thresholds of the limits' headroom; empty for off.
     pub near: Vec<f64>,
+    /// `--tracepoints-only`: no fexit, even where the kernel allows it.
+    pub tracepoints_only: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,6 +104,12 @@ pub struct RecordArgs {
     /// printed either way.
     #[arg(long)]
     pub no_tui: bool,
+    /// Attach the syscall tracepoints for clone and mmap even where the
+    /// kernel allows fexit on the functions behind them (the default
+    /// there: any syscall tracepoint slows every syscall of the host a
+    /// little). To compare the two, or if fexit misbehaves.
+    #[arg(long)]
+    pub tracepoints_only: bool,
     /// The tracer's own memory limit (RLIMIT_DATA: heap and private
     /// mappings), e.g. 512M, 2G. It asks the OOM killer to spare it, so
     /// this bounds it instead: past it the tracer stops, the host does not
@@ -185,6 +193,7 @@ impl RecordArgs {
             storm_threshold: self.storm_threshold,
             near: self.near.0.clone(),
             detail_rate: self.detail_rate,
+            tracepoints_only: self.tracepoints_only,
             max_size: self.max_size,
             file_size: self.file_size,
             force: self.force,

@@ -125,6 +125,7 @@ pub async fn start(opts: &Options) -> anyhow::Result<Recording> {
         tracer_pid: std::process::id(),
         probes: kernel.attached.clone(),
         processes: procs.len(),
+        attach: kernel.attach.clone(),
     };
     let trace = open_trace(opts, &host, &started, &procs)?;
     let trace_rotation = trace.as_ref().map(|t| t.wants_rotation.clone());
@@ -219,7 +220,7 @@ fn load(opts: &Options) -> anyhow::Result<(Kernel, CounterMaps, AsyncFd<RingBuf<
     } else {
         0
     };
-    let mut kernel = Kernel::load(log_level, opts.detail_rate)?;
+    let mut kernel = Kernel::load(log_level, opts.detail_rate, !opts.tracepoints_only)?;
     if opts.verbose > 0 {
         kernel_logs(&mut kernel)?;
     }

@@ -1,7 +1,10 @@
 //! Loading and attaching the kernel programs (threadtrace-ebpf): syscall,
-//! task and OOM tracepoints only. Nothing is attached to a library, so
-//! every libc of every container is covered from its first instruction,
-//! and a call that succeeds costs a tracepoint's compare.
+//! task and OOM tracepoints, and, where the kernel allows it, fexit on the
+//! kernel functions behind clone and mmap instead of their syscall
+//! tracepoints (`attach`). Nothing is attached to a library, so every libc
+//! of every container is covered from its first instruction, and a call
+//! that succeeds costs a compare.
+pub mod attach;
 pub mod btf;
 pub mod counters;
 pub mod decode;
@@ -10,20 +13,17 @@ pub mod tracefs;
 
 use aya::{
     maps::{Array, MapData, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use threadtrace_common::{Config, ABSENT, START_ROUTINE_SLOTS};
 
+use crate::model::HookAttach;
+
 /// (program, category, tracepoint). Every one is required: without it a
 /// class of failure would go unseen, and we say so rather than run blind.
+/// The hooks that may use fexit instead have theirs in `attach::HOOKS`.
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_exit_clone", "syscalls", "sys_exit_clone"),
-    ("sys_exit_clone3", "syscalls", "sys_exit_clone3"),
-    ("sys_exit_fork", "syscalls", "sys_exit_fork"),
-    ("sys_exit_vfork", "syscalls", "sys_exit_vfork"),
-    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
-    ("sys_exit_mprotect", "syscalls", "sys_exit_mprotect"),
     ("sys_enter_setrlimit", "syscalls", "sys_enter_setrlimit"),
     ("sys_exit_setrlimit", "syscalls", "sys_exit_setrlimit"),
     ("sys_enter_prlimit64", "syscalls", "sys_enter_prlimit64"),
@@ -163,20 +163,34 @@ pub fn missing_mapping_offsets(c: &Config) -> Vec<&'static str> {
     .collect()
 }
 
+/// Every tracepoint the programs may attach to: what `doctor` checks.
+pub fn all_tracepoints() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)>
+{
+    attach::HOOKS
+        .iter()
+        .flat_map(|h| h.tracepoints)
+        .chain(TRACEPOINTS)
+        .chain(RAW_TRACEPOINTS)
+}
+
 pub struct Kernel {
     pub ebpf: Ebpf,
     /// What is attached, for the `started` line and `doctor`.
     pub attached: Vec<String>,
+    /// How each hook of `attach::HOOKS` is attached, and why not fexit.
+    pub attach: Vec<HookAttach>,
     /// start_routine offsets the kernel reads at, slot by slot (0: free).
     offsets: Array<MapData, u32>,
     pub offsets_in_use: Vec<u32>,
 }
 
 impl Kernel {
-    /// Loads the programs and attaches every tracepoint. `log_level` is
-    /// aya-log's level for kernel-side messages (0 = off); `detail_rate`
-    /// the failure events with stacks per process, CPU and second (0: all).
-    pub fn load(log_level: u8, detail_rate: u32) -> Result<Self, KernelError> {
+    /// Loads the programs and attaches every hook: fexit where the kernel
+    /// allows it (and `fexit` is true), the tracepoints otherwise.
+    /// `log_level` is aya-log's level for kernel-side messages (0 = off);
+    /// `detail_rate` the failure events with stacks per process, CPU and
+    /// second (0: all).
+    pub fn load(log_level: u8, detail_rate: u32, fexit: bool) -> Result<Self, KernelError> {
         tracefs::ensure_mounted()?;
         let config = Config {
             detail_per_sec: detail_rate,
@@ -187,27 +201,42 @@ impl Kernel {
             .override_global(aya_log::LEVEL, &log_level, false)
             .load(EBPF_OBJECT)?;
         let mut attached = Vec::new();
-        for &(prog, category, name) in TRACEPOINTS {
-            let what = || format!("tracepoint {category}:{name}");
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or(KernelError::MissingProgram(prog))?
-                .try_into()
-                .map_err(|source| KernelError::Program {
-                    what: what(),
-                    source,
-                })?;
-            p.load().map_err(|source| KernelError::Program {
-                what: what(),
-                source,
-            })?;
-            p.attach(category, name)
-                .map_err(|source| KernelError::Program {
-                    what: what(),
-                    source,
-                })?;
-            attached.push(format!("{category}:{name}"));
+        let mut hooks = Vec::new();
+        let btf = if fexit {
+            aya::Btf::from_sys_fs().map_err(|e| {
+                log::debug!("no kernel BTF for fexit ({e}): syscall tracepoints instead");
+                attach::Refusal::NoBtf
+            })
+        } else {
+            Err(attach::Refusal::TurnedOff)
+        };
+        for hook in attach::HOOKS {
+            let (prog, function) = hook.fexit;
+            let fexit = btf.as_ref().map_err(Clone::clone).and_then(|btf| {
+                let p: &mut FExit = ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| attach::Refusal::Other(format!("no program {prog}")))?
+                    .try_into()
+                    .map_err(|e| attach::Refusal::of(&e, false))?;
+                attach_fexit(p, function, btf)
+            });
+            match &fexit {
+                Ok(()) => {
+                    log::info!("{}: fexit {function}", hook.name);
+                    attached.push(format!("fexit:{function}"));
+                }
+                Err(why) => {
+                    log::info!(
+                        "{}: fexit {function} {}; syscall tracepoints instead",
+                        hook.name,
+                        why.words(function)
+                    );
+                    attach_tracepoints(&mut ebpf, hook.tracepoints, &mut attached)?;
+                }
+            }
+            hooks.push(attach::choice(hook, fexit.err().as_ref()));
         }
+        attach_tracepoints(&mut ebpf, TRACEPOINTS, &mut attached)?;
         for &(prog, category, name) in RAW_TRACEPOINTS {
             let what = || format!("raw tracepoint {name}");
             let err = |source| KernelError::Program {
@@ -233,6 +262,7 @@ impl Kernel {
         Ok(Kernel {
             ebpf,
             attached,
+            attach: hooks,
             offsets,
             offsets_in_use: Vec::new(),
         })
@@ -269,6 +299,56 @@ impl Kernel {
         ))?;
         RingBuf::try_from(map).map_err(|e| KernelError::Map("EVENTS", e))
     }
+}
+
+/// Loads `p` at `function`'s exit and attaches it; unloads it when the
+/// attach fails, so that nothing of it stays.
+fn attach_fexit(p: &mut FExit, function: &str, btf: &aya::Btf) -> Result<(), attach::Refusal> {
+    if let Err(e) = p.load(function, btf) {
+        if let aya::programs::ProgramError::LoadError { verifier_log, .. } = &e {
+            log::debug!("fexit {function}: the verifier said: {verifier_log}");
+        }
+        return Err(attach::Refusal::of(&e, false));
+    }
+    if let Err(e) = p.attach() {
+        let why = attach::Refusal::of(&e, true);
+        if let Err(e) = p.unload() {
+            log::debug!("fexit {function}: unloading after the failed attach: {e}");
+        }
+        return Err(why);
+    }
+    Ok(())
+}
+
+/// Loads and attaches each (program, category, tracepoint); every one is
+/// required.
+fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    tracepoints: &[(&'static str, &str, &str)],
+    attached: &mut Vec<String>,
+) -> Result<(), KernelError> {
+    for &(prog, category, name) in tracepoints {
+        let what = || format!("tracepoint {category}:{name}");
+        let p: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or(KernelError::MissingProgram(prog))?
+            .try_into()
+            .map_err(|source| KernelError::Program {
+                what: what(),
+                source,
+            })?;
+        p.load().map_err(|source| KernelError::Program {
+            what: what(),
+            source,
+        })?;
+        p.attach(category, name)
+            .map_err(|source| KernelError::Program {
+                what: what(),
+                source,
+            })?;
+        attached.push(format!("{category}:{name}"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,8 +34,8 @@ pub use oversubscribed::Oversubscribed;
 pub use rlimit_change::{Limit, Limits, Outcome, RlimitChange, Unlimited};
 pub use storm::{Storm, StormProcess};
 pub use summary::{
-    Attribution, HeadroomCost, ProcessFailures, Started, Summary, ThreadCount, TraceFileStatus,
-    Tracer,
+    AttachMethod, Attribution, HeadroomCost, HookAttach, ProcessFailures, Started, Summary,
+    ThreadCount, TraceFileStatus, Tracer,
 };
 pub use thread_create_failed::{
     Ancestor, Cause, Frame, Holder, LimitSet, Location, ThreadCreateFailed, ThreadGroup,

@@ -22,6 +22,32 @@ pub struct Started {
     pub probes: Vec<String>,
     /// Processes known at start (seeded from /proc).
     pub processes: usize,
+    /// How each hook that can be attached more than one way is attached
+    /// (absent in traces of versions before there was a choice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attach: Vec<HookAttach>,
+}
+
+/// How one hook is attached: at a kernel function's exit (fexit), or at
+/// the syscall tracepoints, which every kernel has but which send every
+/// syscall of the host through the kernel's slower syscall exit.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HookAttach {
+    /// What the hook watches, in words: "clone failures".
+    pub hook: String,
+    pub method: AttachMethod,
+    /// The kernel function (fexit), or the tracepoints.
+    pub at: Vec<String>,
+    /// Why not fexit, in words, when the tracepoints are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fexit_refused: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMethod {
+    Fexit,
+    Tracepoints,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -211,14 +211,18 @@ fn exit(e: &ProcessExit) -> String {
 }
 
 fn started(e: &Started) -> String {
-    format!(
+    let mut s = format!(
         "threadtrace {} recording on {} (kernel {}): {} probes attached, {} processes known. Ctrl-C to stop.",
         e.version,
         e.host,
         e.kernel,
         e.probes.len(),
         e.processes
-    )
+    );
+    for h in &e.attach {
+        let _ = write!(s, "\n    {}", words::hook_attach(h));
+    }
+    s
 }
 
 fn storm(s: &Storm) -> String {
@@ -653,6 +657,44 @@ mod tests {
             render(&Record::OomKill(k)),
             "03:00:00.000 OOM KILL  sleep[689] rss 1 MiB  memory cgroup /sys/fs/cgroup/memory/app  \
              killed with its memory cgroup (memory.oom.group) when the OOM killer chose python3[692]"
+        );
+    }
+
+    #[test]
+    fn started_says_how_each_hook_is_attached() {
+        use crate::model::{AttachMethod, HookAttach};
+        let mut e = Started {
+            time: "2026-11-22T03:00:00.000000Z".into(),
+            version: "0.1.0".into(),
+            host: "vm".into(),
+            kernel: "6.1.0".into(),
+            tracer_pid: 1,
+            probes: vec!["fexit:kernel_clone".into()],
+            processes: 9,
+            attach: vec![],
+        };
+        let bare = render(&Record::Started(e.clone()));
+        assert!(!bare.contains('\n'), "{bare}");
+        e.attach = vec![
+            HookAttach {
+                hook: "clone failures".into(),
+                method: AttachMethod::Fexit,
+                at: vec!["kernel_clone".into()],
+                fexit_refused: None,
+            },
+            HookAttach {
+                hook: "thread stack mmap".into(),
+                method: AttachMethod::Tracepoints,
+                at: vec!["sys_exit_mmap".into()],
+                fexit_refused: Some("not allowed here: EPERM".into()),
+            },
+        ];
+        let l = render(&Record::Started(e));
+        assert!(
+            l.ends_with(
+                "Ctrl-C to stop.\n    clone failures: fexit kernel_clone\n    thread stack mmap: tracepoint sys_exit_mmap (fexit not allowed here: EPERM)"
+            ),
+            "{l}"
         );
     }
 

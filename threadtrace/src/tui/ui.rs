@@ -1022,6 +1022,7 @@ mod tests {
             tracer_pid: 1,
             probes: (0..13).map(|i| format!("probe{i}")).collect(),
             processes: 100,
+            attach: vec![],
         })))
     }
 

@@ -3,12 +3,14 @@
 //! `report` and the dashboard), in one place so that each is said one way.
 //! Reads the model; knows nothing of where the text goes. Escaping is not
 //! done here: the surfaces escape what they print (`sanitize`).
+mod attach;
 pub mod growth;
 pub mod headroom;
 mod holders;
 mod numbers;
 mod time;
 
+pub use attach::{attach_method, hook_attach};
 pub use holders::{memory_held, runtime_name, threads_held};
 pub use numbers::{
     bytes, bytes_fine, bytes_short, count, limit_or_infinity, limit_or_unlimited, thousands,

@@ -431,7 +431,7 @@ pub fn new(cfg: &MetricsConfig) -> (Metrics, Registry) {
         ),
         (
             "threadtrace_probes_attached",
-            "Kernel probes attached (tracepoints)",
+            "Kernel probes attached (tracepoints and fexit)",
             Box::new(m.probes.clone()),
         ),
         (
