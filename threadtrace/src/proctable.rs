@@ -408,7 +408,8 @@ impl ProcTable {
     }
 
     pub fn on_exec(&mut self, pid: u32, filename: &str, comm: &str, uid: u32) {
-        let ppid = self.get(pid).map(|p| p.ppid).unwrap_or(0);
+        let known = self.get(pid).cloned();
+        let ppid = known.as_ref().map(|p| p.ppid).unwrap_or(0);
         let fresh = self.read(pid);
         // Gone already (it failed and exited): what the exec says is all
         // there is; the old program's executable and arguments are not
@@ -420,8 +421,15 @@ impl ProcTable {
             alive: true,
             exe: Some(filename.to_string()),
             cmdline: None,
-            ..self.get(pid).cloned().unwrap_or_default()
+            ..known.clone().unwrap_or_default()
         });
+        // Read while it was exiting: its stat was there, not the rest. An
+        // exec keeps the cgroups, and the kernel said who and what it is.
+        if p.cgroups.is_empty() {
+            p.cgroups = known.map(|k| k.cgroups).unwrap_or_default();
+        }
+        p.exe.get_or_insert_with(|| filename.to_string());
+        p.uid.get_or_insert(uid);
         p.comm = comm.to_string();
         self.procs.insert(pid, p);
     }
