@@ -427,6 +427,8 @@ pub struct Config {
     pub fs_root: u32,
     /// task_struct.pid: the new process's pid at task_newtask.
     pub task_pid: u32,
+    /// task_struct.tgid: whose limit a prlimit64 at do_prlimit changes.
+    pub task_tgid: u32,
     /// path.mnt, mount.{mnt, mnt_parent, mnt_mountpoint} and
     /// vfsmount.mnt_root: the name's walk crosses from the root of a
     /// file's mount (a tmpfs /tmp, a bind mount) to where it is mounted,

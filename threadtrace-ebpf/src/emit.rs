@@ -251,6 +251,21 @@ pub fn current_user_reg(offset: usize) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(offset) as *const u64) }
 }
 
+/// `__USER_CS`: a task in 64-bit mode (32-bit ones enter with
+/// `__USER32_CS`, 0x23).
+const USER_CS: u64 = 0x33;
+
+/// The syscall the current task is in, for a 64-bit task (u64::MAX for
+/// none, or a 32-bit task). For a hook inside a syscall's code, to do what
+/// the syscall tracepoints do: they ignore 32-bit syscalls.
+#[inline(always)]
+pub fn native_syscall() -> u64 {
+    if current_user_reg(core::mem::offset_of!(aya_ebpf::bindings::pt_regs, cs)) != USER_CS {
+        return u64::MAX;
+    }
+    current_user_reg(core::mem::offset_of!(aya_ebpf::bindings::pt_regs, orig_rax))
+}
+
 /// The current task's RLIMIT_NPROC soft limit and its user's task count.
 #[inline(always)]
 pub fn nproc_snapshot(out: &mut threadtrace_common::NprocSnapshot) {

@@ -54,6 +54,7 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     task_fs: u32::MAX,
     fs_root: u32::MAX,
     task_pid: u32::MAX,
+    task_tgid: u32::MAX,
     path_mnt: u32::MAX,
     mount_mnt: u32::MAX,
     mount_parent: u32::MAX,

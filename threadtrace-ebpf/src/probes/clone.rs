@@ -27,7 +27,8 @@ use aya_ebpf::{
 use threadtrace_common::Api;
 
 use crate::emit::{
-    count_and_allow, current_user_reg, current_user_regs, failure_key, send_failure, Failure,
+    count_and_allow, current_user_reg, current_user_regs, failure_key, native_syscall,
+    send_failure, Failure,
 };
 
 /// Offset of `long ret` in every sys_exit_* record (stable ABI).
@@ -96,21 +97,6 @@ pub fn fexit_kernel_clone(ctx: FExitContext) -> i32 {
     };
     failed(&ctx, syscall, ret as i64);
     0
-}
-
-/// `__USER_CS`: a task in 64-bit mode (32-bit ones enter with
-/// `__USER32_CS`, 0x23).
-const USER_CS: u64 = 0x33;
-
-/// The syscall the current task is in, for a 64-bit task (u64::MAX for
-/// none, or a 32-bit task). For a hook inside a syscall's code, to do what
-/// the syscall tracepoints do: they ignore 32-bit syscalls.
-#[inline(always)]
-pub fn native_syscall() -> u64 {
-    if current_user_reg(offset_of!(pt_regs, cs)) != USER_CS {
-        return u64::MAX;
-    }
-    current_user_reg(offset_of!(pt_regs, orig_rax))
 }
 
 #[inline(always)]

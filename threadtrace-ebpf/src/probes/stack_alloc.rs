@@ -22,11 +22,8 @@ use aya_ebpf::{
 use threadtrace_common::Api;
 
 use crate::{
-    emit::{create_failed, current_user_regs, Failure},
-    probes::{
-        clone::{native_syscall, RET},
-        mapping,
-    },
+    emit::{create_failed, current_user_regs, native_syscall, Failure},
+    probes::{clone::RET, mapping},
 };
 
 const ENOMEM: i32 = 12;

@@ -3,11 +3,13 @@
 //! Any syscall tracepoint sends every syscall of the host through the
 //! kernel's slower syscall exit, whatever the syscall; a program at a
 //! kernel function's exit (fexit, over a BPF trampoline) costs only the
-//! calls of that function. So where the kernel allows it, the clone and
-//! thread-stack hooks use fexit, and the syscall tracepoints otherwise:
-//! never both for one hook, which would count its failures twice. The
-//! programs record the same at either place (threadtrace-ebpf's clone.rs
-//! and stack_alloc.rs: one body, two entry points).
+//! calls of that function. So where the kernel allows it, the clone,
+//! thread-stack and limit-change hooks use fexit (with fentry where the
+//! entry must be seen too), and the syscall tracepoints otherwise: never
+//! both for one hook, which would count its failures twice. The programs
+//! record the same at either place (threadtrace-ebpf's clone.rs,
+//! stack_alloc.rs and rlimit.rs: one body, two entry points). Only when
+//! every syscall tracepoint is gone does a syscall stop paying.
 use std::io;
 
 use aya::programs::ProgramError;
@@ -18,6 +20,8 @@ use crate::model::{names::errno_name, AttachMethod, HookAttach};
 pub struct Hook {
     /// What it watches, in words.
     pub name: &'static str,
+    /// The fentry program at the same function, when the hook needs it.
+    pub fentry: Option<&'static str>,
     /// The fexit program in the eBPF object, and the kernel function.
     pub fexit: (&'static str, &'static str),
     /// (program, category, tracepoint), all attached when fexit is not.
@@ -28,6 +32,7 @@ pub const HOOKS: &[Hook] = &[
     Hook {
         name: "clone failures",
         // clone, clone3, fork and vfork all create through it.
+        fentry: None,
         fexit: ("fexit_kernel_clone", "kernel_clone"),
         tracepoints: &[
             ("sys_exit_clone", "syscalls", "sys_exit_clone"),
@@ -40,13 +45,28 @@ pub const HOOKS: &[Hook] = &[
         name: "thread stack mmap",
         // mmap(2)'s body, with its arguments as the caller passed them
         // (do_mmap has too many arguments for a trampoline before 6.6).
+        fentry: None,
         fexit: ("fexit_ksys_mmap_pgoff", "ksys_mmap_pgoff"),
         tracepoints: &[("sys_exit_mmap", "syscalls", "sys_exit_mmap")],
     },
     Hook {
         name: "thread stack mprotect",
+        fentry: None,
         fexit: ("fexit_do_mprotect_pkey", "do_mprotect_pkey"),
         tracepoints: &[("sys_exit_mprotect", "syscalls", "sys_exit_mprotect")],
+    },
+    Hook {
+        name: "limit changes",
+        // setrlimit and prlimit64 both change limits through it; the entry
+        // reads the limit before the change.
+        fentry: Some("fentry_do_prlimit"),
+        fexit: ("fexit_do_prlimit", "do_prlimit"),
+        tracepoints: &[
+            ("sys_enter_setrlimit", "syscalls", "sys_enter_setrlimit"),
+            ("sys_exit_setrlimit", "syscalls", "sys_exit_setrlimit"),
+            ("sys_enter_prlimit64", "syscalls", "sys_enter_prlimit64"),
+            ("sys_exit_prlimit64", "syscalls", "sys_exit_prlimit64"),
+        ],
     },
 ];
 
@@ -135,7 +155,11 @@ pub fn choice(hook: &Hook, refused: Option<&Refusal>) -> HookAttach {
     match refused {
         None => HookAttach {
             hook: hook.name.into(),
-            method: AttachMethod::Fexit,
+            method: if hook.fentry.is_some() {
+                AttachMethod::FentryFexit
+            } else {
+                AttachMethod::Fexit
+            },
             at: vec![hook.fexit.1.into()],
             fexit_refused: None,
         },
@@ -158,6 +182,14 @@ mod tests {
         assert_eq!(h.method, AttachMethod::Fexit);
         assert_eq!(h.at, ["kernel_clone"]);
         assert_eq!(h.fexit_refused, None);
+    }
+
+    #[test]
+    fn a_hook_that_needs_its_entry_says_fentry_too() {
+        let h = HOOKS.iter().find(|h| h.fexit.1 == "do_prlimit").unwrap();
+        let c = choice(h, None);
+        assert_eq!(c.method, AttachMethod::FentryFexit);
+        assert_eq!(c.at, ["do_prlimit"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Loading and attaching the kernel programs (threadtrace-ebpf): syscall,
-//! task and OOM tracepoints, and, where the kernel allows it, fexit on the
-//! kernel functions behind clone and mmap instead of their syscall
-//! tracepoints (`attach`). Nothing is attached to a library, so every libc
+//! task and OOM tracepoints, and, where the kernel allows it, fexit (and
+//! fentry) on the kernel functions behind clone, mmap and setrlimit instead
+//! of their syscall tracepoints (`attach`). Nothing is attached to a library, so every libc
 //! of every container is covered from its first instruction, and a call
 //! that succeeds costs a compare.
 pub mod attach;
@@ -13,7 +13,7 @@ pub mod tracefs;
 
 use aya::{
     maps::{Array, MapData, RingBuf},
-    programs::{FExit, RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use threadtrace_common::{Config, ABSENT, START_ROUTINE_SLOTS};
@@ -24,10 +24,6 @@ use crate::model::HookAttach;
 /// class of failure would go unseen, and we say so rather than run blind.
 /// The hooks that may use fexit instead have theirs in `attach::HOOKS`.
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_enter_setrlimit", "syscalls", "sys_enter_setrlimit"),
-    ("sys_exit_setrlimit", "syscalls", "sys_exit_setrlimit"),
-    ("sys_enter_prlimit64", "syscalls", "sys_enter_prlimit64"),
-    ("sys_exit_prlimit64", "syscalls", "sys_exit_prlimit64"),
     ("oom_mark_victim", "oom", "mark_victim"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task"),
@@ -116,6 +112,7 @@ pub fn build_config() -> Result<Config, KernelError> {
         task_fs: member("task_struct", "fs"),
         fs_root: member("fs_struct", "root"),
         task_pid: member("task_struct", "pid"),
+        task_tgid: member("task_struct", "tgid"),
         path_mnt: member("path", "mnt"),
         mount_mnt: member("mount", "mnt"),
         mount_parent: member("mount", "mnt_parent"),
@@ -211,18 +208,17 @@ impl Kernel {
             Err(attach::Refusal::TurnedOff)
         };
         for hook in attach::HOOKS {
-            let (prog, function) = hook.fexit;
-            let fexit = btf.as_ref().map_err(Clone::clone).and_then(|btf| {
-                let p: &mut FExit = ebpf
-                    .program_mut(prog)
-                    .ok_or_else(|| attach::Refusal::Other(format!("no program {prog}")))?
-                    .try_into()
-                    .map_err(|e| attach::Refusal::of(&e, false))?;
-                attach_fexit(p, function, btf)
-            });
+            let fexit = btf
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|btf| attach_trampolines(&mut ebpf, hook, btf));
+            let function = hook.fexit.1;
             match &fexit {
                 Ok(()) => {
                     log::info!("{}: fexit {function}", hook.name);
+                    if hook.fentry.is_some() {
+                        attached.push(format!("fentry:{function}"));
+                    }
                     attached.push(format!("fexit:{function}"));
                 }
                 Err(why) => {
@@ -301,23 +297,69 @@ impl Kernel {
     }
 }
 
-/// Loads `p` at `function`'s exit and attaches it; unloads it when the
-/// attach fails, so that nothing of it stays.
-fn attach_fexit(p: &mut FExit, function: &str, btf: &aya::Btf) -> Result<(), attach::Refusal> {
-    if let Err(e) = p.load(function, btf) {
-        if let aya::programs::ProgramError::LoadError { verifier_log, .. } = &e {
-            log::debug!("fexit {function}: the verifier said: {verifier_log}");
+/// Loads and attaches `hook`'s fentry (if any) and fexit programs; on any
+/// refusal unloads what was loaded, so that nothing of them stays and the
+/// tracepoints alone record the hook.
+fn attach_trampolines(
+    ebpf: &mut Ebpf,
+    hook: &attach::Hook,
+    btf: &aya::Btf,
+) -> Result<(), attach::Refusal> {
+    let (fexit, function) = hook.fexit;
+    let missing = |prog: &str| attach::Refusal::Other(format!("no program {prog}"));
+    if let Some(prog) = hook.fentry {
+        let p: &mut FEntry = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| missing(prog))?
+            .try_into()
+            .map_err(|e| attach::Refusal::of(&e, false))?;
+        if let Err(e) = p.load(function, btf) {
+            log_verifier("fentry", function, &e);
+            return Err(attach::Refusal::of(&e, false));
         }
-        return Err(attach::Refusal::of(&e, false));
-    }
-    if let Err(e) = p.attach() {
-        let why = attach::Refusal::of(&e, true);
-        if let Err(e) = p.unload() {
-            log::debug!("fexit {function}: unloading after the failed attach: {e}");
+        if let Err(e) = p.attach() {
+            unload("fentry", function, p.unload());
+            return Err(attach::Refusal::of(&e, true));
         }
-        return Err(why);
     }
-    Ok(())
+    let result = (|| {
+        let p: &mut FExit = ebpf
+            .program_mut(fexit)
+            .ok_or_else(|| missing(fexit))?
+            .try_into()
+            .map_err(|e| attach::Refusal::of(&e, false))?;
+        if let Err(e) = p.load(function, btf) {
+            log_verifier("fexit", function, &e);
+            return Err(attach::Refusal::of(&e, false));
+        }
+        if let Err(e) = p.attach() {
+            unload("fexit", function, p.unload());
+            return Err(attach::Refusal::of(&e, true));
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        if let Some(p) = hook
+            .fentry
+            .and_then(|prog| ebpf.program_mut(prog))
+            .and_then(|p| <&mut FEntry>::try_from(p).ok())
+        {
+            unload("fentry", function, p.unload());
+        }
+    }
+    result
+}
+
+fn log_verifier(kind: &str, function: &str, e: &aya::programs::ProgramError) {
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
+        log::debug!("{kind} {function}: the verifier said: {verifier_log}");
+    }
+}
+
+fn unload(kind: &str, function: &str, r: Result<(), aya::programs::ProgramError>) {
+    if let Err(e) = r {
+        log::debug!("{kind} {function}: unloading after a refusal: {e}");
+    }
 }
 
 /// Loads and attaches each (program, category, tracepoint); every one is

@@ -47,6 +47,8 @@ pub struct HookAttach {
 #[serde(rename_all = "snake_case")]
 pub enum AttachMethod {
     Fexit,
+    /// At the function's entry and exit both.
+    FentryFexit,
     Tracepoints,
 }
 

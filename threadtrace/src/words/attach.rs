@@ -12,6 +12,7 @@ pub fn hook_attach(h: &HookAttach) -> String {
 pub fn attach_method(h: &HookAttach) -> String {
     let method = match h.method {
         AttachMethod::Fexit => "fexit",
+        AttachMethod::FentryFexit => "fentry/fexit",
         AttachMethod::Tracepoints if h.at.len() == 1 => "tracepoint",
         AttachMethod::Tracepoints => "tracepoints",
     };
@@ -54,5 +55,12 @@ mod tests {
             hook_attach(&one),
             "thread stack mmap: tracepoint sys_exit_mmap (fexit not allowed here: EPERM)"
         );
+        let both = HookAttach {
+            hook: "limit changes".into(),
+            method: AttachMethod::FentryFexit,
+            at: vec!["do_prlimit".into()],
+            fexit_refused: None,
+        };
+        assert_eq!(hook_attach(&both), "limit changes: fentry/fexit do_prlimit");
     }
 }
