@@ -85,7 +85,14 @@ fn duration_ends_it_with_a_summary() {
     assert_eq!(lines.first().unwrap()["kind"], "started");
     let started = &lines[0];
     let probes = started["probes"].as_array().unwrap();
-    assert!(probes.len() >= 12, "{probes:?}");
+    for p in [
+        "oom:mark_victim",
+        "sched:sched_process_exec",
+        "task:task_newtask (raw)",
+        "sched:sched_process_exit (raw)",
+    ] {
+        assert!(probes.iter().any(|q| q == p), "{p} in {probes:?}");
+    }
     // Each hook at fexit where the kernel allows it, else its tracepoints;
     // never both.
     let has = |p: &str| probes.iter().any(|q| q == p);
@@ -109,6 +116,16 @@ fn duration_ends_it_with_a_summary() {
         assert!(
             matches!(method, "fexit" | "fentry_fexit") || h["fexit_refused"].is_string(),
             "{h}"
+        );
+    }
+    // With every hook at a kernel function, no syscall pays for a
+    // syscall tracepoint.
+    if attach.iter().all(|h| h["method"] != "tracepoints") {
+        assert!(
+            probes
+                .iter()
+                .all(|p| !p.as_str().unwrap().starts_with("syscalls:")),
+            "{probes:?}"
         );
     }
     assert!(

@@ -120,7 +120,7 @@ impl Refusal {
         const ENOTSUPP: i32 = 524;
         let name = |e: &Option<i32>| e.map_or("an unknown error".into(), errno_name);
         match self {
-            Refusal::TurnedOff => "turned off (--tracepoints-only)".into(),
+            Refusal::TurnedOff => "turned off by --tracepoints-only".into(),
             Refusal::NoBtf => "needs the kernel's BTF (/sys/kernel/btf/vmlinux)".into(),
             Refusal::NotInBtf => format!("cannot find {function} in this kernel's BTF"),
             Refusal::Load {
@@ -241,7 +241,7 @@ mod tests {
             w(Refusal::Attach { errno: Some(16) }),
             "failed to attach: EBUSY"
         );
-        assert_eq!(w(Refusal::TurnedOff), "turned off (--tracepoints-only)");
+        assert_eq!(w(Refusal::TurnedOff), "turned off by --tracepoints-only");
     }
 
     #[test]

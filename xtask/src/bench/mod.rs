@@ -9,6 +9,7 @@
 //! on these VMs swings by 30% between runs. Configurations take turns in
 //! rounds, each round starting with another one, and a slowdown is the
 //! median of the per-round ratios with a 95% bootstrap interval.
+mod attach;
 mod growth;
 mod headroom;
 mod idle_host;
@@ -66,6 +67,22 @@ pub struct Args {
     /// --quick applies).
     #[arg(long, conflicts_with = "growth_only")]
     headroom_only: bool,
+    /// Rounds of each overhead measurement [default: 15; 12 with
+    /// --attach-only].
+    #[arg(long, value_name = "N")]
+    rounds: Option<usize>,
+    /// Threads per thread loop [default: 100,000; 20,000 with
+    /// --attach-only].
+    #[arg(long, value_name = "N")]
+    threads: Option<u64>,
+    /// Only the thread loop with threadtrace on its syscall tracepoints
+    /// against threadtrace as it attaches by default (fexit where the
+    /// kernel allows it), both against untraced and bpftrace, and each
+    /// program's kernel time per thread: bench/attach-RELEASE.md, or
+    /// --out (--quick: 5 rounds of 5,000 threads). For kernels where
+    /// fexit loads: run it in a guest, `cargo xtask vm -- ...`.
+    #[arg(long, conflicts_with_all = ["growth_only", "headroom_only"])]
+    attach_only: bool,
 }
 
 impl Args {
@@ -78,6 +95,8 @@ impl Args {
             o.processes = 500;
         }
         Options {
+            reps: self.rounds.unwrap_or(o.reps),
+            threads: self.threads.unwrap_or(o.threads),
             storm_seconds: self.storm_seconds.unwrap_or(o.storm_seconds),
             storm_only: self.storm_only,
             bin: self.bin.clone(),
@@ -188,6 +207,8 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     startup: Duration,
+    /// The line that said it is tracing.
+    ready_line: String,
 }
 
 impl Drop for Running {
@@ -217,9 +238,9 @@ impl Running {
                 }
             }
         });
-        loop {
+        let ready_line = loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if ready(&l) => break,
+                Ok(l) if ready(&l) => break l,
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = child.wait()?;
@@ -230,11 +251,12 @@ impl Running {
                     bail!("{cmd:?} did not start tracing within 60 s");
                 }
             }
-        }
+        };
         Ok(Running {
             child,
             lines: rx,
             startup: t0.elapsed(),
+            ready_line,
         })
     }
 
@@ -700,9 +722,51 @@ pub fn run(args: &Args) -> Result<()> {
             o.seconds = 10;
         }
         only("headroom", |bin| headroom::run(bin, &o))
+    } else if args.attach_only {
+        attach_only(args)
     } else {
         benchmark(&args.options())
     }
+}
+
+fn attach_only(args: &Args) -> Result<()> {
+    if !crate::is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root (sudo cargo xtask bench)");
+    }
+    let mut o = attach::Options::default();
+    if args.quick {
+        o.reps = 5;
+        o.threads = 5_000;
+    }
+    o.reps = args.rounds.unwrap_or(o.reps);
+    o.threads = args.threads.unwrap_or(o.threads);
+    let bin = match &args.bin {
+        Some(b) => b.clone(),
+        None => crate::build::build(true)?,
+    };
+    std::fs::create_dir_all(work_dir())?;
+    sh(Command::new("chmod").arg("755").arg(work_dir()))?;
+    let thread_loop = compile("thread_loop", &[])?;
+    let script = root_dir().join("bench/threads.bt");
+    mount_tracefs()?;
+    let md = attach::run(&bin, &thread_loop, &script, &o)?;
+    let release = output(Command::new("uname").arg("-r"))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root_dir().join(format!("bench/attach-{}.md", release.trim())));
+    std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
+    print!("{md}");
+    eprintln!("xtask: bench: written to {}", out.display());
+    Ok(())
+}
+
+/// bpftrace needs tracefs for tracepoints; threadtrace mounts it itself.
+fn mount_tracefs() -> Result<()> {
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
+    Ok(())
 }
 
 /// One section measured alone, written to bench/{name}.md.
@@ -732,10 +796,7 @@ fn benchmark(opts: &Options) -> Result<()> {
     let sleeper = compile("sleeper", &["-lm", "-lz"])?;
     let script = root_dir().join("bench/threads.bt");
     let numpy = root_dir().join("bench/numpy_matmul.py");
-    // bpftrace needs tracefs for tracepoints; threadtrace mounts it itself.
-    if !Path::new("/sys/kernel/tracing/events").exists() {
-        sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
-    }
+    mount_tracefs()?;
 
     if opts.storm_only {
         return storm_only(&bin, &generator, opts.storm_seconds);
@@ -946,6 +1007,9 @@ mod tests {
         let a = args(&["bench", "--headroom-only", "--quick"]);
         assert!(a.headroom_only && a.quick && !a.growth_only);
         assert!(crate::parse(&["bench", "--headroom-only", "--growth-only"]).is_err());
+        let o = args(&["bench", "--quick", "--rounds", "9", "--threads", "77"]).options();
+        assert_eq!((o.reps, o.threads), (9, 77));
+        assert!(crate::parse(&["bench", "--attach-only", "--growth-only"]).is_err());
     }
 
     #[test]

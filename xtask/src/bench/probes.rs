@@ -25,10 +25,10 @@ pub struct PerProbe {
 const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Turns the kernel's per-program accounting on, and back off when dropped.
-struct StatsOn(String);
+pub struct StatsOn(String);
 
 impl StatsOn {
-    fn new() -> Result<StatsOn> {
+    pub fn new() -> Result<StatsOn> {
         let was = std::fs::read_to_string(STATS).context("kernel.bpf_stats_enabled")?;
         std::fs::write(STATS, "1")?;
         Ok(StatsOn(was))
@@ -48,7 +48,7 @@ fn programs() -> Result<Value> {
 }
 
 /// The ids of the programs loaded now.
-fn ids() -> Result<HashSet<u64>> {
+pub fn ids() -> Result<HashSet<u64>> {
     Ok(programs()?
         .as_array()
         .into_iter()
@@ -60,7 +60,7 @@ fn ids() -> Result<HashSet<u64>> {
 /// (name, run count, run time ns) of the programs with these ids. (Debian's
 /// bpftool does not say which process holds a program: a tool's programs
 /// are the ones that appeared when it started.)
-fn snapshot(ours: &HashSet<u64>) -> Result<Vec<(String, u64, u64)>> {
+pub fn snapshot(ours: &HashSet<u64>) -> Result<Vec<(String, u64, u64)>> {
     Ok(programs()?
         .as_array()
         .into_iter()
@@ -76,7 +76,7 @@ fn snapshot(ours: &HashSet<u64>) -> Result<Vec<(String, u64, u64)>> {
         .collect())
 }
 
-fn costs(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> Vec<ProgramCost> {
+pub fn costs(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> Vec<ProgramCost> {
     let mut out: Vec<ProgramCost> = after
         .iter()
         .map(|(name, runs, ns)| {
