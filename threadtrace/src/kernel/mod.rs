@@ -297,6 +297,34 @@ impl Kernel {
     }
 }
 
+/// Loads program `$prog` of type `$ty` at `$function` and attaches it;
+/// unloads it when the attach fails. FEntry and FExit share no trait.
+macro_rules! trampoline {
+    ($ebpf:expr, $ty:ty, $prog:expr, $function:expr, $btf:expr) => {{
+        let kind = stringify!($ty);
+        (|| {
+            let p: &mut $ty = $ebpf
+                .program_mut($prog)
+                .ok_or_else(|| attach::Refusal::Other(format!("no program {}", $prog)))?
+                .try_into()
+                .map_err(|e| attach::Refusal::of(&e, false))?;
+            if let Err(e) = p.load($function, $btf) {
+                if let aya::programs::ProgramError::LoadError { verifier_log, .. } = &e {
+                    log::debug!("{kind} {}: the verifier said: {verifier_log}", $function);
+                }
+                return Err(attach::Refusal::of(&e, false));
+            }
+            if let Err(e) = p.attach() {
+                if let Err(e) = p.unload() {
+                    log::debug!("{kind} {}: unloading after a refusal: {e}", $function);
+                }
+                return Err(attach::Refusal::of(&e, true));
+            }
+            Ok(())
+        })()
+    }};
+}
+
 /// Loads and attaches `hook`'s fentry (if any) and fexit programs; on any
 /// refusal unloads what was loaded, so that nothing of them stays and the
 /// tracepoints alone record the hook.
@@ -306,60 +334,22 @@ fn attach_trampolines(
     btf: &aya::Btf,
 ) -> Result<(), attach::Refusal> {
     let (fexit, function) = hook.fexit;
-    let missing = |prog: &str| attach::Refusal::Other(format!("no program {prog}"));
     if let Some(prog) = hook.fentry {
-        let p: &mut FEntry = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| missing(prog))?
-            .try_into()
-            .map_err(|e| attach::Refusal::of(&e, false))?;
-        if let Err(e) = p.load(function, btf) {
-            log_verifier("fentry", function, &e);
-            return Err(attach::Refusal::of(&e, false));
-        }
-        if let Err(e) = p.attach() {
-            unload("fentry", function, p.unload());
-            return Err(attach::Refusal::of(&e, true));
-        }
+        trampoline!(ebpf, FEntry, prog, function, btf)?;
     }
-    let result = (|| {
-        let p: &mut FExit = ebpf
-            .program_mut(fexit)
-            .ok_or_else(|| missing(fexit))?
-            .try_into()
-            .map_err(|e| attach::Refusal::of(&e, false))?;
-        if let Err(e) = p.load(function, btf) {
-            log_verifier("fexit", function, &e);
-            return Err(attach::Refusal::of(&e, false));
-        }
-        if let Err(e) = p.attach() {
-            unload("fexit", function, p.unload());
-            return Err(attach::Refusal::of(&e, true));
-        }
-        Ok(())
-    })();
+    let result = trampoline!(ebpf, FExit, fexit, function, btf);
     if result.is_err() {
         if let Some(p) = hook
             .fentry
             .and_then(|prog| ebpf.program_mut(prog))
             .and_then(|p| <&mut FEntry>::try_from(p).ok())
         {
-            unload("fentry", function, p.unload());
+            if let Err(e) = p.unload() {
+                log::debug!("fentry {function}: unloading after a refusal: {e}");
+            }
         }
     }
     result
-}
-
-fn log_verifier(kind: &str, function: &str, e: &aya::programs::ProgramError) {
-    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
-        log::debug!("{kind} {function}: the verifier said: {verifier_log}");
-    }
-}
-
-fn unload(kind: &str, function: &str, r: Result<(), aya::programs::ProgramError>) {
-    if let Err(e) = r {
-        log::debug!("{kind} {function}: unloading after a refusal: {e}");
-    }
 }
 
 /// Loads and attaches each (program, category, tracepoint); every one is
