@@ -28,7 +28,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            reps: 12,
+            reps: 8,
             threads: 20_000,
         }
     }
@@ -55,7 +55,11 @@ fn attach_lines(started: &str) -> Vec<String> {
             let mut s = format!(
                 "{}: {} {}",
                 h["hook"].as_str().unwrap_or("?"),
-                h["method"].as_str().unwrap_or("?"),
+                match h["method"].as_str() {
+                    Some("fentry_fexit") => "fentry/fexit",
+                    Some(m) => m,
+                    None => "?",
+                },
                 at.join(", ")
             );
             if let Some(why) = h["fexit_refused"].as_str() {
@@ -145,8 +149,7 @@ fn page(
     per_thread: &[Vec<probes::ProgramCost>; 2],
 ) -> Result<String> {
     let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
-    let emulated =
-        std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU Virtual CPU"));
+    let emulated = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"));
     let mut md = String::new();
     writeln!(md, "# Attach methods on {}\n", kernel.trim())?;
     writeln!(

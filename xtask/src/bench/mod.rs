@@ -67,7 +67,7 @@ pub struct Args {
     /// --quick applies).
     #[arg(long, conflicts_with = "growth_only")]
     headroom_only: bool,
-    /// Rounds of each overhead measurement [default: 15; 12 with
+    /// Rounds of each overhead measurement [default: 15; 8 with
     /// --attach-only].
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
@@ -102,7 +102,6 @@ impl Args {
             bin: self.bin.clone(),
             processes: self.processes.unwrap_or(o.processes),
             out: self.out.clone(),
-            ..o
         }
     }
 }

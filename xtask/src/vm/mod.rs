@@ -25,6 +25,7 @@ use crate::{bootstrap, build::build, sh};
   cargo xtask vm --scenarios                    the incident scenarios on Debian 12's 6.1, cgroup v2
   cargo xtask vm --all --table vm.md            every end-to-end test on 6.1 and 6.12
   cargo xtask vm --kernel 6.12 --test oom_kill  one test file
+  cargo xtask vm --kernel 6.1 --kernel 6.12 --bench   fexit against tracepoints: bench/attach-RELEASE.md
   cargo xtask vm --cgroup v1 -- '$THREADTRACE_BIN doctor'
   cargo xtask vm --kernel ./linux-image-6.9.7-amd64.deb -- uname -a")]
 pub struct Args {
@@ -52,6 +53,11 @@ pub struct Args {
     /// target/anchors/RELEASE/.
     #[arg(long, conflicts_with_all = ["tests", "all", "scenarios", "command"])]
     anchors: bool,
+    /// What each attach method costs a thread loop (`cargo xtask bench
+    /// --attach-only` in the guest, where fexit loads), into --out or
+    /// bench/attach-RELEASE.md.
+    #[arg(long, conflicts_with_all = ["tests", "all", "scenarios", "command", "anchors"])]
+    bench: bool,
     /// Seconds each test may take (emulation is 3 to 10 times slower).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     per_test: u64,
@@ -88,9 +94,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         && !args.scenarios
         && !args.all
         && !args.anchors
+        && !args.bench
     {
         bail!(
-            "say what to run in the guest: --scenarios, --all, --test TEST, --anchors or -- COMMAND"
+            "say what to run in the guest: --scenarios, --all, --test TEST, --anchors, --bench or -- COMMAND"
         );
     }
     if !crate::is_root() {
@@ -110,8 +117,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if let Ok(ci) = std::env::var("CI") {
         env.push(("CI".into(), ci));
     }
-    let tests = if args.anchors {
-        bootstrap::apt_install(&["bpfcc-tools", "bpftrace", "gcc", "libgomp1"], &[])?;
+    let tests = if args.anchors || args.bench {
+        if args.bench {
+            bootstrap::bench_packages()?;
+        }
+        if args.anchors {
+            bootstrap::apt_install(&["bpfcc-tools", "bpftrace", "gcc", "libgomp1"], &[])?;
+        }
         None
     } else if args.command.is_empty() {
         bootstrap::test_packages()?;
@@ -131,9 +143,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         None
     };
-    let out_dir = match (&args.out, args.anchors) {
-        (None, true) => Some(crate::root_dir().join("target/anchors")),
-        (dir, _) => dir.clone(),
+    let out_dir = match &args.out {
+        None if args.anchors => Some(crate::root_dir().join("target/anchors")),
+        None if args.bench => Some(crate::root_dir().join("bench")),
+        dir => dir.clone(),
     };
     let out = match &out_dir {
         Some(dir) => {
@@ -176,6 +189,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     .to_string(),
                 3600,
             ),
+            None if args.bench => (bench_script()?, 3600),
             None => (command_script(&args.command), 3600),
         };
         let boot = guest::Boot {
@@ -244,6 +258,7 @@ pub fn scenarios_in_a_guest() -> Result<()> {
         scenarios: true,
         all: false,
         anchors: false,
+        bench: false,
         per_test: 300,
         out: None,
         table: None,
@@ -256,6 +271,15 @@ pub fn scenarios_in_a_guest() -> Result<()> {
         bail!("end-to-end scenarios failed in the Debian 6.1 guest (cgroup v2)");
     }
     Ok(())
+}
+
+/// This xtask, run again in the guest: the attach benchmark.
+fn bench_script() -> Result<String> {
+    let xtask = std::env::current_exe().context("where is this xtask")?;
+    Ok(format!(
+        "'{}' bench --attach-only --bin \"$THREADTRACE_BIN\" --out \"$OUT/attach-$(uname -r).md\"",
+        xtask.display()
+    ))
 }
 
 fn command_script(argv: &[String]) -> String {
