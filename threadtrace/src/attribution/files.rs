@@ -98,9 +98,21 @@ pub fn open_mapped(w: &Wanted, mounts: &mut MountFds) -> Result<Opened, OpenErro
         Err(e) => log::trace!("{}: no file handle ({e})", w.path),
     }
     let path = w.path.strip_suffix(" (deleted)").unwrap_or(w.path);
-    if !path.starts_with('/') {
+    // A name the kernel could only give relative to a mount the process
+    // cannot reach: since 6.8 a file mapped through overlayfs (a
+    // container's image) is its layer's own file, on a private mount. The
+    // layer mirrors the tree the process sees, so the same name from the
+    // process's root is tried; the inode check below says whether it is
+    // the file mapped.
+    let rooted;
+    let path = if path.starts_with('/') {
+        path
+    } else if path.is_empty() {
         return Err(first.unwrap_or(OpenError::NotRegular));
-    }
+    } else {
+        rooted = format!("/{path}");
+        &rooted
+    };
     let (dirfd, resolve) = match w.root {
         Some(root) => (root.as_raw_fd(), libc::RESOLVE_IN_ROOT),
         None => (libc::AT_FDCWD, 0),
@@ -491,6 +503,21 @@ pub(crate) mod tests {
             ..wanted("/lib/libgomp.so.1", &meta)
         };
         assert_eq!(open(&w).unwrap().how, How::Path);
+        // A layer's own name (overlayfs since 6.8) is tried from the root;
+        // another inode there is not the file mapped.
+        let w = Wanted {
+            root: Some(&fd),
+            generation: NOT_BY_HANDLE,
+            ..wanted("lib/libgomp.so.1", &meta)
+        };
+        assert_eq!(open(&w).unwrap().how, How::Path);
+        let other = std::fs::metadata("/etc/hostname").unwrap();
+        let w = Wanted {
+            root: Some(&fd),
+            generation: NOT_BY_HANDLE,
+            ..wanted("lib/libgomp.so.1", &other)
+        };
+        assert!(matches!(open(&w), Err(OpenError::Replaced)));
     }
 
     fn open_root_dir(p: &std::path::Path) -> OwnedFd {
