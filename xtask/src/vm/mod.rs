@@ -114,6 +114,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         ("THREADTRACE_BIN".to_string(), bin.display().to_string()),
         ("RUST_BACKTRACE".to_string(), "0".to_string()),
     ];
+    // The runtime scenarios build Rust programs with this cargo.
+    if let Ok(path) = std::env::var("PATH") {
+        env.push(("PATH".into(), path));
+    }
     if let Ok(ci) = std::env::var("CI") {
         env.push(("CI".into(), ci));
     }
