@@ -8,7 +8,7 @@
 //! Meant for kernels where fexit loads (`cargo xtask vm -- ...` runs it in
 //! a Debian guest); where it does not, both threadtrace configurations use
 //! the tracepoints, and the page says so.
-use std::{collections::HashSet, fmt::Write as _, path::Path, process::Command};
+use std::{fmt::Write as _, path::Path, process::Command};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -118,18 +118,10 @@ fn kernel_time(
     threads: u64,
 ) -> Result<[Vec<probes::ProgramCost>; 2]> {
     let _on = probes::StatsOn::new()?;
-    let mut out: [Vec<probes::ProgramCost>; 2] = Default::default();
-    for (slot, extra) in [TRACEPOINTS_ONLY, &[]].into_iter().enumerate() {
-        let others = probes::ids()?;
-        let mut t = threadtrace(bin, extra)?;
-        let ours: HashSet<u64> = probes::ids()?.difference(&others).copied().collect();
-        let before = probes::snapshot(&ours)?;
-        run_workload(Command::new(thread_loop).arg(threads.to_string()))?;
-        let after = probes::snapshot(&ours)?;
-        t.stop()?;
-        out[slot] = probes::costs(&before, &after);
-    }
-    Ok(out)
+    Ok([
+        probes::one_tool(|| threadtrace(bin, TRACEPOINTS_ONLY), thread_loop, threads)?,
+        probes::one_tool(|| threadtrace(bin, &[]), thread_loop, threads)?,
+    ])
 }
 
 fn ratio(runs: &[Vec<(f64, f64)>; 4], of: usize, to: usize, cpu: bool) -> Estimate {

@@ -7,7 +7,7 @@ use std::{collections::HashSet, fmt::Write as _, path::Path, process::Command};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{bpftrace, run_workload, threadtrace};
+use super::{bpftrace, run_workload, threadtrace, Running};
 use crate::output;
 
 pub struct ProgramCost {
@@ -48,7 +48,7 @@ fn programs() -> Result<Value> {
 }
 
 /// The ids of the programs loaded now.
-pub fn ids() -> Result<HashSet<u64>> {
+fn ids() -> Result<HashSet<u64>> {
     Ok(programs()?
         .as_array()
         .into_iter()
@@ -60,7 +60,7 @@ pub fn ids() -> Result<HashSet<u64>> {
 /// (name, run count, run time ns) of the programs with these ids. (Debian's
 /// bpftool does not say which process holds a program: a tool's programs
 /// are the ones that appeared when it started.)
-pub fn snapshot(ours: &HashSet<u64>) -> Result<Vec<(String, u64, u64)>> {
+fn snapshot(ours: &HashSet<u64>) -> Result<Vec<(String, u64, u64)>> {
     Ok(programs()?
         .as_array()
         .into_iter()
@@ -76,7 +76,7 @@ pub fn snapshot(ours: &HashSet<u64>) -> Result<Vec<(String, u64, u64)>> {
         .collect())
 }
 
-pub fn costs(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> Vec<ProgramCost> {
+fn costs(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> Vec<ProgramCost> {
     let mut out: Vec<ProgramCost> = after
         .iter()
         .map(|(name, runs, ns)| {
@@ -97,29 +97,29 @@ pub fn costs(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> Vec
     out
 }
 
+/// The programs a tool loads when `start` runs it, over one thread loop:
+/// the kernel's accounting must be on (`StatsOn`).
+pub fn one_tool(
+    start: impl FnOnce() -> Result<Running>,
+    thread_loop: &Path,
+    threads: u64,
+) -> Result<Vec<ProgramCost>> {
+    let others = ids()?;
+    let mut t = start()?;
+    let ours: HashSet<u64> = ids()?.difference(&others).copied().collect();
+    let before = snapshot(&ours)?;
+    run_workload(Command::new(thread_loop).arg(threads.to_string()))?;
+    let after = snapshot(&ours)?;
+    t.stop()?;
+    Ok(costs(&before, &after))
+}
+
 pub fn measure(bin: &Path, script: &Path, thread_loop: &Path, threads: u64) -> Result<PerProbe> {
     let _on = StatsOn::new()?;
-    let mut per_tool = Vec::new();
-    for tool in 0..2 {
-        let others = ids()?;
-        let mut t = if tool == 0 {
-            threadtrace(bin, &[])?
-        } else {
-            bpftrace(script)?
-        };
-        let ours: HashSet<u64> = ids()?.difference(&others).copied().collect();
-        let before = snapshot(&ours)?;
-        run_workload(Command::new(thread_loop).arg(threads.to_string()))?;
-        let after = snapshot(&ours)?;
-        t.stop()?;
-        per_tool.push(costs(&before, &after));
-    }
-    let bpftrace = per_tool.pop().expect("two tools");
-    let threadtrace = per_tool.pop().expect("two tools");
     Ok(PerProbe {
         threads,
-        threadtrace,
-        bpftrace,
+        threadtrace: one_tool(|| threadtrace(bin, &[]), thread_loop, threads)?,
+        bpftrace: one_tool(|| bpftrace(script), thread_loop, threads)?,
     })
 }
 
