@@ -408,8 +408,7 @@ impl ProcTable {
     }
 
     pub fn on_exec(&mut self, pid: u32, filename: &str, comm: &str, uid: u32) {
-        let known = self.get(pid).cloned();
-        let ppid = known.as_ref().map(|p| p.ppid).unwrap_or(0);
+        let ppid = self.get(pid).map(|p| p.ppid).unwrap_or(0);
         let fresh = self.read(pid);
         // Gone already (it failed and exited): what the exec says is all
         // there is; the old program's executable and arguments are not
@@ -421,12 +420,14 @@ impl ProcTable {
             alive: true,
             exe: Some(filename.to_string()),
             cmdline: None,
-            ..known.clone().unwrap_or_default()
+            ..self.get(pid).cloned().unwrap_or_default()
         });
         // Read while it was exiting: its stat was there, not the rest. An
         // exec keeps the cgroups, and the kernel said who and what it is.
         if p.cgroups.is_empty() {
-            p.cgroups = known.map(|k| k.cgroups).unwrap_or_default();
+            if let Some(known) = self.get(pid) {
+                p.cgroups.clone_from(&known.cgroups);
+            }
         }
         p.exe.get_or_insert_with(|| filename.to_string());
         p.uid.get_or_insert(uid);

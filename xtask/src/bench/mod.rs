@@ -728,10 +728,21 @@ pub fn run(args: &Args) -> Result<()> {
     }
 }
 
-fn attach_only(args: &Args) -> Result<()> {
+/// Root, the build measured, and the directory the workloads run from.
+fn prepare(bin: &Option<PathBuf>) -> Result<PathBuf> {
     if !crate::is_root() {
         bail!("the benchmark loads eBPF programs: run it as root (sudo cargo xtask bench)");
     }
+    let bin = match bin {
+        Some(b) => b.clone(),
+        None => crate::build::build(true)?,
+    };
+    std::fs::create_dir_all(work_dir())?;
+    sh(Command::new("chmod").arg("755").arg(work_dir()))?;
+    Ok(bin)
+}
+
+fn attach_only(args: &Args) -> Result<()> {
     let mut o = attach::Options::default();
     if args.quick {
         o.reps = 5;
@@ -739,12 +750,7 @@ fn attach_only(args: &Args) -> Result<()> {
     }
     o.reps = args.rounds.unwrap_or(o.reps);
     o.threads = args.threads.unwrap_or(o.threads);
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => crate::build::build(true)?,
-    };
-    std::fs::create_dir_all(work_dir())?;
-    sh(Command::new("chmod").arg("755").arg(work_dir()))?;
+    let bin = prepare(&args.bin)?;
     let thread_loop = compile("thread_loop", &[])?;
     let script = root_dir().join("bench/threads.bt");
     mount_tracefs()?;
@@ -779,17 +785,9 @@ fn only(name: &str, measure: impl FnOnce(&Path) -> Result<String>) -> Result<()>
 }
 
 fn benchmark(opts: &Options) -> Result<()> {
-    if !crate::is_root() {
-        bail!("the benchmark loads eBPF programs: run it as root (sudo cargo xtask bench)");
-    }
+    let bin = prepare(&opts.bin)?;
     crate::bootstrap::test_packages()?;
     crate::bootstrap::bench_packages()?;
-    let bin = match &opts.bin {
-        Some(b) => b.clone(),
-        None => crate::build::build(true)?,
-    };
-    std::fs::create_dir_all(work_dir())?;
-    sh(Command::new("chmod").arg("755").arg(work_dir()))?;
     let thread_loop = compile("thread_loop", &[])?;
     let generator = compile("storm", &[])?;
     let sleeper = compile("sleeper", &["-lm", "-lz"])?;
