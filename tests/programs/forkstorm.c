@@ -1,9 +1,12 @@
 /* A fork storm of many processes: WORKERS loops for SECONDS, each forking
- * children that hold a pid for a moment and that try to fork once more
- * themselves, so that the failures come from many distinct processes. In
- * a pids cgroup at its max most forks fail with EAGAIN. Every failed fork,
- * of any process, is counted in shared memory: the exact total is printed
- * as "failed=N", the processes that saw one as "failing=N". */
+ * children that try to fork once more themselves, so that the failures
+ * come from many distinct processes. In a pids cgroup at its max most
+ * forks fail with EAGAIN. A child keeps its pid and tries again every
+ * 20 ms until a fork of its own fails: the storm fills the cgroup however
+ * slowly this machine forks (an emulated guest forks a hundred times
+ * slower than hardware), then turns over a child per failure. Every failed
+ * fork, of any process, is counted in shared memory: the exact total is
+ * printed as "failed=N", the processes that saw one as "failing=N". */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +22,7 @@ struct shared {
 };
 
 static struct shared *sh;
+static double end;
 
 static double now(void) {
     struct timespec t;
@@ -34,14 +38,19 @@ static void failed(int *counted) {
     }
 }
 
-/* A child: holds its pid a moment, tries one fork of its own, exits. */
+/* A child: holds its pid, forking every 20 ms, until a fork fails. */
 static void child(void) {
     int counted = 0;
-    usleep(20000);
-    pid_t p = fork();
-    if (p == 0) _exit(0);
-    if (p < 0) failed(&counted);
-    else waitpid(p, NULL, 0);
+    do {
+        usleep(20000);
+        pid_t p = fork();
+        if (p == 0) _exit(0);
+        if (p < 0) {
+            failed(&counted);
+            break;
+        }
+        waitpid(p, NULL, 0);
+    } while (now() < end);
     _exit(0);
 }
 
@@ -50,7 +59,7 @@ int main(int argc, char **argv) {
     double seconds = argc > 2 ? atof(argv[2]) : 3;
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED) return 2;
-    double end = now() + seconds;
+    end = now() + seconds;
     for (int w = 0; w < workers; w++) {
         if (fork() == 0) {
             int counted = 0;
