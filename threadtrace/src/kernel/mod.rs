@@ -51,6 +51,35 @@ pub enum KernelError {
     },
     #[error("map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
+    #[error(
+        "{what}: perf_event_open refused (EACCES): kernel.perf_event_paranoid is {paranoid}, \
+         and Debian's and Ubuntu's kernels then allow perf_event_open only with CAP_SYS_ADMIN: \
+         give threadtrace CAP_SYS_ADMIN (it drops it once attached), or \
+         `sysctl kernel.perf_event_paranoid=2`"
+    )]
+    PerfParanoid { what: String, paranoid: i32 },
+}
+
+/// An attach refused by perf_event_open with EACCES while
+/// kernel.perf_event_paranoid is above 2 and CAP_SYS_ADMIN is not held:
+/// Debian's and Ubuntu's kernels carry a patch that then asks for
+/// CAP_SYS_ADMIN where upstream asks for CAP_PERFMON, and aya's words for
+/// it ("Permission denied") would leave a unit with CAP_PERFMON puzzled.
+fn attach_error(what: String, source: aya::programs::ProgramError) -> KernelError {
+    use crate::privileges::{effective_caps, CAP_SYS_ADMIN};
+    let eacces = matches!(&source, aya::programs::ProgramError::SyscallError(s)
+        if s.io_error.raw_os_error() == Some(13));
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    match paranoid {
+        Some(paranoid)
+            if eacces && paranoid > 2 && effective_caps() & (1 << CAP_SYS_ADMIN) == 0 =>
+        {
+            KernelError::PerfParanoid { what, paranoid }
+        }
+        _ => KernelError::Program { what, source },
+    }
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/threadtrace"));
@@ -374,10 +403,7 @@ fn attach_tracepoints(
             source,
         })?;
         p.attach(category, name)
-            .map_err(|source| KernelError::Program {
-                what: what(),
-                source,
-            })?;
+            .map_err(|source| attach_error(what(), source))?;
         attached.push(format!("{category}:{name}"));
     }
     Ok(())
