@@ -247,13 +247,16 @@ impl Diagnosis {
                 count: nproc.count,
             });
         }
+        // Only a clone refused with EAGAIN may be one of the refusals the
+        // cgroup counted; anything else must not take one from it.
+        let refusal = clone_tried && e.errno == EAGAIN;
         if let Some(cg) = &e.cgroup {
-            ev.pids = self.pids_watch.check(cg, at_ns);
+            ev.pids = self.pids_watch.check(cg, at_ns, refusal);
         }
         // A process gone before its cgroup could be read: a cgroup refusing
         // tasks at that moment is the likely limit, and is said to be
         // inferred.
-        if e.cgroup.is_none() && e.errno == EAGAIN {
+        if e.cgroup.is_none() && refusal {
             if let Some(p) = self.pids_watch.check_refusing(at_ns) {
                 ev.pids = Some(p);
             }
