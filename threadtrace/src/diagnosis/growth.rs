@@ -22,7 +22,11 @@ use std::{
 };
 
 use super::memory;
-use crate::{clock, model::Grower, proctable::ProcTable};
+use crate::{
+    clock,
+    model::{Grower, SIGNIFICANT_GROWTH_BYTES},
+    proctable::ProcTable,
+};
 
 /// Processes with a history at most (about 400 bytes each: 1.6 MiB).
 pub const MAX_PROCESSES: usize = 4096;
@@ -606,7 +610,7 @@ impl RssHistory {
             if is_victim(c) {
                 out.victim = Some(g.clone());
             }
-            if g.grew_bytes > 0 {
+            if g.grew_bytes >= SIGNIFICANT_GROWTH_BYTES {
                 out.growers.push(g);
             }
         }
@@ -952,6 +956,25 @@ mod tests {
         }
         assert_eq!(h.procs.len(), MAX_PROCESSES);
         assert_eq!(h.untracked_now, 10);
+    }
+
+    /// A victim that touched a few more pages (seen: 52 KiB in a guest)
+    /// did not grow: it is no grower, though its growth is still told.
+    #[test]
+    fn a_few_pages_more_is_no_growth() {
+        let h = history();
+        let started = T0 + 15 * S;
+        let members = [member(100, started), member(101, started)];
+        let k = h.at_kill(
+            &members,
+            (100, Some(52 * 1024)),
+            T0 + 20 * S,
+            STARTS,
+            |pid| Some(if pid == 101 { 2 * MIB } else { 52 * 1024 }),
+        );
+        let pids: Vec<u32> = k.growers.iter().map(|g| g.pid).collect();
+        assert_eq!(pids, [101]);
+        assert_eq!(k.victim.map(|v| v.grew_bytes), Some(52 * 1024));
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub use finding::Finding;
 pub use k8s::K8s;
 pub use lifecycle::{ProcessCgroup, ProcessExec, ProcessExit, ProcessFork};
 pub use limit_near::{Headroom, LimitNear};
-pub use oom_kill::{GroupKill, Grower, MemHolder, MemoryCgroup, OomKill, Pool, Trigger, Victim};
+pub use oom_kill::{
+    GroupKill, Grower, MemHolder, MemoryCgroup, OomKill, Pool, Trigger, Victim,
+    SIGNIFICANT_GROWTH_BYTES,
+};
 pub use oversubscribed::Oversubscribed;
 pub use rlimit_change::{Limit, Limits, Outcome, RlimitChange, Unlimited};
 pub use storm::{Storm, StormProcess};

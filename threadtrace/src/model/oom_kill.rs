@@ -143,6 +143,11 @@ pub struct Pool {
     pub kind: String,
 }
 
+/// Less growth than this is nobody's: a process that touched a few more
+/// pages of its libraries or stack did not grow, and is not listed among
+/// the growers or told as one.
+pub const SIGNIFICANT_GROWTH_BYTES: u64 = 1 << 20;
+
 /// A process's growth in the window before a kill.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Grower {

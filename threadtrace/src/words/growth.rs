@@ -1,7 +1,7 @@
 //! How the growth before an OOM kill is told: whether the victim is the
 //! process that grew, and one sentence for every surface.
 use super::bytes;
-use crate::model::{Grower, OomKill};
+use crate::model::{Grower, OomKill, SIGNIFICANT_GROWTH_BYTES as SIGNIFICANT};
 
 /// What the growers say about a kill.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,9 +29,6 @@ pub fn verdict(k: &OomKill) -> GrowthVerdict<'_> {
         _ => GrowthVerdict::NoGrowth(v),
     }
 }
-
-/// Less growth than this is not said to be anybody's.
-const SIGNIFICANT: u64 = 1 << 20;
 
 /// "grew 150 MiB in 60 s", or "in 12 s, since it started".
 pub fn grew(g: &Grower) -> String {
