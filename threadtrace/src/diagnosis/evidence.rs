@@ -291,17 +291,30 @@ mod tests {
         );
     }
 
+    /// A fake pids cgroup `name` under `root`, with its counter, limit and
+    /// task count, and a watch seeded with it.
+    fn watched_cgroup(
+        root: &Path,
+        name: &str,
+        events: u64,
+        max: u64,
+        current: u64,
+    ) -> (std::path::PathBuf, PidsWatch) {
+        let cg = root.join(name);
+        std::fs::create_dir(&cg).unwrap();
+        std::fs::write(cg.join("pids.events"), format!("max {events}\n")).unwrap();
+        std::fs::write(cg.join("pids.max"), format!("{max}\n")).unwrap();
+        std::fs::write(cg.join("pids.current"), format!("{current}\n")).unwrap();
+        let mut w = PidsWatch::default();
+        w.seed(&[cg.to_str().unwrap()]);
+        (cg, w)
+    }
+
     #[test]
     fn pids_counter_movement_is_relative_to_what_was_seen() {
         let dir = tempfile::tempdir().unwrap();
-        let cg = dir.path().join("app");
+        let (cg, mut w) = watched_cgroup(dir.path(), "app", 2, 4, 3);
         let path = cg.to_str().unwrap();
-        std::fs::create_dir(&cg).unwrap();
-        std::fs::write(cg.join("pids.events"), "max 2\n").unwrap();
-        std::fs::write(cg.join("pids.max"), "4\n").unwrap();
-        std::fs::write(cg.join("pids.current"), "3\n").unwrap();
-        let mut w = PidsWatch::default();
-        w.seed(&[path]);
         let pause = std::time::Duration::from_nanos(2 * READ_GAP_NS);
         std::thread::sleep(pause);
         let p = w.check(path, clock::monotonic_ns(), true).unwrap();
@@ -327,14 +340,8 @@ mod tests {
     #[test]
     fn a_read_before_the_failure_returned_does_not_hide_it() {
         let dir = tempfile::tempdir().unwrap();
-        let cg = dir.path().join("tail");
+        let (cg, mut w) = watched_cgroup(dir.path(), "tail", 7, 20, 20);
         let path = cg.to_str().unwrap();
-        std::fs::create_dir(&cg).unwrap();
-        std::fs::write(cg.join("pids.events"), "max 7\n").unwrap();
-        std::fs::write(cg.join("pids.max"), "20\n").unwrap();
-        std::fs::write(cg.join("pids.current"), "20\n").unwrap();
-        let mut w = PidsWatch::default();
-        w.seed(&[path]);
         let pause = std::time::Duration::from_nanos(2 * READ_GAP_NS);
         std::thread::sleep(pause);
         // The kernel counts two refusals; the first failure returns and
@@ -364,14 +371,8 @@ mod tests {
     #[test]
     fn a_failure_handled_late_is_judged_by_the_counter_around_it() {
         let dir = tempfile::tempdir().unwrap();
-        let cg = dir.path().join("storm");
+        let (cg, mut w) = watched_cgroup(dir.path(), "storm", 0, 200, 150);
         let path = cg.to_str().unwrap();
-        std::fs::create_dir(&cg).unwrap();
-        std::fs::write(cg.join("pids.events"), "max 0\n").unwrap();
-        std::fs::write(cg.join("pids.max"), "200\n").unwrap();
-        std::fs::write(cg.join("pids.current"), "150\n").unwrap();
-        let mut w = PidsWatch::default();
-        w.seed(&[path]);
         let failures: Vec<u64> = (0..5).map(|_| clock::monotonic_ns()).collect();
         std::fs::write(cg.join("pids.events"), "max 5\n").unwrap();
         for at in failures {
@@ -393,14 +394,8 @@ mod tests {
     #[test]
     fn an_old_storms_refusals_do_not_explain_a_new_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let cg = dir.path().join("old");
+        let (cg, mut w) = watched_cgroup(dir.path(), "old", 0, 10, 3);
         let path = cg.to_str().unwrap();
-        std::fs::create_dir(&cg).unwrap();
-        std::fs::write(cg.join("pids.events"), "max 0\n").unwrap();
-        std::fs::write(cg.join("pids.max"), "10\n").unwrap();
-        std::fs::write(cg.join("pids.current"), "3\n").unwrap();
-        let mut w = PidsWatch::default();
-        w.seed(&[path]);
         std::fs::write(cg.join("pids.events"), "max 40\n").unwrap();
         assert!(
             w.check(path, clock::monotonic_ns(), true)
